@@ -1,0 +1,247 @@
+"""Tasks: reasoning-gym families by name with difficulty levels, and user JSONL files.
+
+Contract:
+- a :class:`Task` has a stable ``id`` derived from its source, level and content, so
+  the same question gets the same id in every process and run;
+- the train / held-out split is decided per question by a salted content hash
+  (``split_seed``), so the two splits are disjoint by construction, whatever seeds
+  are used to draw from them, and stay disjoint as the curriculum moves;
+- bad specs (unknown family, missing file, answer-less JSONL row, level out of
+  range) raise :class:`~genomes.errors.InputError` naming the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genomes.errors import InputError
+
+TRAIN, HELDOUT = "train", "heldout"
+DEFAULT_HELDOUT_FRACTION = 0.2
+JSONL_PREFIX = "jsonl:"
+# Families whose curricula have dozens of fine levels are capped so that one level
+# step is a visible change in difficulty.
+MAX_LEVELS = 8
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One verifiable question.
+
+    ``answer`` is the gold answer, or None for families that only their own scorer can
+    judge; ``entry`` is the reasoning-gym entry (with metadata) that scorer needs.
+    ``difficulty`` is the level normalised to [0, 1]. ``steps`` are gold intermediate
+    values when the source supplies them.
+    """
+
+    id: str
+    family: str
+    question: str
+    answer: str | None
+    level: int
+    difficulty: float
+    steps: tuple[str, ...] | None = None
+    entry: dict[str, Any] | None = field(default=None, repr=False)
+    verifier: str = "auto"  # "reasoning_gym" | "numeric" | "math" | "exact" | "auto"
+
+
+def content_key(family: str, question: str) -> str:
+    return hashlib.sha256(f"{family}\n{question}".encode()).hexdigest()
+
+
+def split_of(family: str, question: str, split_seed: int, heldout_fraction: float) -> str:
+    """Which split a question belongs to: a pure function of its content and the seed."""
+    digest = hashlib.sha256(f"{split_seed}\n{family}\n{question}".encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") / 2**64
+    return HELDOUT if bucket < heldout_fraction else TRAIN
+
+
+def make_task_id(family: str, level: int, question: str) -> str:
+    return f"{family}/L{level}/{content_key(family, question)[:12]}"
+
+
+# ---- reasoning-gym ---------------------------------------------------------------
+def reasoning_gym_families() -> list[str]:
+    from reasoning_gym.factory import DATASETS  # lazy: importing reasoning_gym takes ~1 s
+
+    return sorted(DATASETS)
+
+
+def family_levels(family: str) -> int:
+    """Number of difficulty levels of a reasoning-gym family (1 if it has no curriculum)."""
+    from reasoning_gym.factory import CURRICULA
+
+    _check_family(family)
+    if family not in CURRICULA:
+        return 1
+    curriculum = CURRICULA[family]()
+    longest = max((len(a.levels) for a in curriculum.attributes.values()), default=1)
+    return max(1, min(longest, MAX_LEVELS))
+
+
+def _check_family(family: str) -> None:
+    families = reasoning_gym_families()
+    if family not in families:
+        close = [f for f in families if family.split("_")[0] in f][:5]
+        hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+        raise InputError(f"unknown task family {family!r}{hint}; `evo tasks` lists all {len(families)}")
+
+
+def _reasoning_gym_items(family: str, level: int, seed: int, size: int) -> Iterator[dict[str, Any]]:
+    from reasoning_gym.factory import CURRICULA, create_dataset
+
+    if family in CURRICULA:
+        curriculum = CURRICULA[family]()
+        curriculum.set_global_level(level)
+        config = curriculum.generate_configuration({"seed": seed, "size": size})
+        dataset = create_dataset(family, **vars(config))
+    else:
+        dataset = create_dataset(family, seed=seed, size=size)
+    for i in range(size):
+        yield dataset[i]
+
+
+def reasoning_gym_tasks(
+    family: str, level: int, n: int, split: str, seed: int, split_seed: int = 0,
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
+) -> list[Task]:
+    """Draw ``n`` distinct tasks of one family and level from ``split``.
+
+    Deterministic in (family, level, n, split, seed, split_seed). Raises InputError
+    when the generator cannot produce ``n`` distinct questions in that split (small
+    levels of some families have few distinct questions).
+    """
+    n_levels = family_levels(family)
+    if not 0 <= level < n_levels:
+        raise InputError(f"{family}: level {level} out of range (levels 0..{n_levels - 1})")
+    tasks: dict[str, Task] = {}
+    size = max(4 * n, 16)
+    for attempt in range(4):  # widen the draw when the split filter or duplicates thin it out
+        draw_seed = random.Random(f"{seed}/{attempt}").randrange(2**31)
+        for item in _reasoning_gym_items(family, level, draw_seed, size):
+            question = str(item["question"])
+            if split_of(family, question, split_seed, heldout_fraction) != split:
+                continue
+            task_id = make_task_id(family, level, question)
+            if task_id not in tasks:
+                answer = item.get("answer")
+                tasks[task_id] = Task(
+                    id=task_id, family=family, question=question,
+                    answer=None if answer is None else str(answer), level=level,
+                    difficulty=level / (n_levels - 1) if n_levels > 1 else 0.0,
+                    entry=item, verifier="reasoning_gym",
+                )
+            if len(tasks) == n:
+                return list(tasks.values())
+        size *= 2
+    raise InputError(f"{family} level {level}: only {len(tasks)} distinct {split} questions, asked for {n}")
+
+
+# ---- user JSONL --------------------------------------------------------------------
+def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read and validate a task file; every row needs ``question`` and ``answer``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"task file not found: {path}")
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object per line")
+        for key in ("question", "answer"):
+            if row.get(key) is None or str(row[key]).strip() == "":
+                raise InputError(f"{path}:{lineno}: row has no {key!r}")
+        difficulty = row.get("difficulty", 0.0)
+        if not isinstance(difficulty, (int, float)) or isinstance(difficulty, bool) or not 0 <= difficulty <= 1:
+            raise InputError(f"{path}:{lineno}: 'difficulty' must be a number in [0, 1], got {difficulty!r}")
+        steps = row.get("steps")
+        if steps is not None and not isinstance(steps, list):
+            raise InputError(f"{path}:{lineno}: 'steps' must be a list")
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{path}: no tasks in file")
+    return rows
+
+
+def jsonl_tasks(
+    path: str | Path, n: int | None, split: str, seed: int, split_seed: int = 0,
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
+) -> list[Task]:
+    """Tasks of a user file in ``split``; a seeded sample of ``n`` (all when None)."""
+    family = JSONL_PREFIX + Path(path).stem
+    tasks = []
+    for row in load_jsonl(path):
+        question = str(row["question"])
+        if split_of(family, question, split_seed, heldout_fraction) != split:
+            continue
+        difficulty = float(row.get("difficulty", 0.0))
+        tasks.append(Task(
+            id=make_task_id(family, 0, question), family=family, question=question,
+            answer=str(row["answer"]), level=0, difficulty=difficulty,
+            steps=tuple(str(s) for s in row["steps"]) if row.get("steps") else None,
+            verifier=str(row.get("verifier", "auto")),
+        ))
+    if n is not None and n < len(tasks):
+        tasks = random.Random(seed).sample(tasks, n)
+    return tasks
+
+
+# ---- task specs --------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskSpec:
+    """One entry of ``--tasks``: ``family``, ``family@level`` or a ``.jsonl`` path."""
+
+    source: str
+    level: int | None = None
+
+    @property
+    def is_file(self) -> bool:
+        return self.source.endswith(".jsonl")
+
+    @classmethod
+    def parse(cls, text: str) -> TaskSpec:
+        text = text.strip()
+        if not text:
+            raise InputError("empty task spec")
+        if text.endswith(".jsonl"):
+            return cls(text)
+        name, _, level = text.partition("@")
+        if level and not level.isdigit():
+            raise InputError(f"task spec {text!r}: level must be a non-negative integer")
+        return cls(name, int(level) if level else None)
+
+
+def parse_task_specs(text: str) -> list[TaskSpec]:
+    return [TaskSpec.parse(part) for part in text.split(",") if part.strip()]
+
+
+def load_tasks(
+    specs: list[TaskSpec], n: int, split: str = HELDOUT, seed: int = 0, split_seed: int = 0,
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
+) -> list[Task]:
+    """``n`` tasks per spec (a family without a level gets level 0)."""
+    if split not in (TRAIN, HELDOUT):
+        raise InputError(f"split must be {TRAIN!r} or {HELDOUT!r}, got {split!r}")
+    if n < 1:
+        raise InputError(f"n must be >= 1, got {n}")
+    for spec in specs:  # validate every spec before generating anything
+        if not spec.is_file:
+            _check_family(spec.source)
+    tasks: list[Task] = []
+    for spec in specs:
+        if spec.is_file:
+            tasks += jsonl_tasks(spec.source, n, split, seed, split_seed, heldout_fraction)
+        else:
+            tasks += reasoning_gym_tasks(spec.source, spec.level or 0, n, split, seed, split_seed, heldout_fraction)
+    return tasks

@@ -1,0 +1,261 @@
+"""A reasoning strategy: prompt gene, chain gene, decoding gene (and a LoRA slot).
+
+Contract:
+- every gene is an immutable dataclass; ``Strategy.encode()`` gives plain JSON data
+  with a schema version, ``Strategy.decode()`` validates it and raises
+  :class:`~genomes.errors.InputError` naming the offending field (unknown keys too,
+  so typos do not pass silently);
+- ``Strategy.content_hash()`` is a stable hash of the encoded genes; the display
+  ``name`` is not part of it, so renaming a strategy never invalidates cached scores;
+- ``Strategy.render(question)`` is pure and gives the chat messages plus an optional
+  assistant prefill that the backend continues from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from genomes.chat_format import BEGIN_ANSWER, BEGIN_RESPONSE, COT, END_ANSWER, END_RESPONSE, format_completion
+from genomes.errors import InputError
+
+SCHEMA_VERSION = 1
+SEEDS_DIR = Path(__file__).parent / "seeds"
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    """A worked example shown as a user/assistant turn before the real question."""
+
+    question: str
+    steps: tuple[str, ...]
+    answer: str
+    response: str = ""
+
+
+@dataclass(frozen=True)
+class PromptGene:
+    """System instruction built from fragment slots, plus few-shot exemplars."""
+
+    role: str = "You are a careful problem solver."
+    approach: str = "Think step by step."
+    format_rule: str = (
+        f"Write each reasoning step after a {COT} marker. Then write only the final answer "
+        f"between {BEGIN_ANSWER} and {END_ANSWER}, then one short sentence for a person "
+        f"between {BEGIN_RESPONSE} and {END_RESPONSE}."
+    )
+    cautions: str = ""
+    answer_format: str = "The final answer is a bare value: no units, no words, no working."
+    exemplars: tuple[Exemplar, ...] = ()
+
+    def system_text(self) -> str:
+        slots = (self.role, self.approach, self.format_rule, self.answer_format, self.cautions)
+        return " ".join(s.strip() for s in slots if s and s.strip())
+
+
+@dataclass(frozen=True)
+class ChainGene:
+    """The chain template: ordered step hints rendered as the required <cot> structure."""
+
+    step_hints: tuple[str, ...] = ()
+    max_steps: int = 6
+    self_check: bool = False
+    prefill: bool = True  # start the assistant turn with "<cot>" so the format is entered
+
+    def instruction(self) -> str:
+        hints = list(self.step_hints)
+        if self.self_check:
+            hints.append("Check the result once more.")
+        parts = [f"Use at most {self.max_steps} steps."]
+        if hints:
+            template = " ".join(f"{COT} {h}" for h in hints)
+            parts.append(f"Follow this chain: {template} {BEGIN_ANSWER} ... {END_ANSWER}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class DecodingGene:
+    """Architecture and decoding choices."""
+
+    model: str = "default"  # a name from the configured model list, or a local path
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    votes: int = 1  # 1: single pass; k > 1: self-consistency, majority of k samples
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """Chat messages for one question, and text the assistant turn starts with."""
+
+    messages: tuple[dict[str, str], ...]
+    prefill: str = ""
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str = "unnamed"
+    prompt: PromptGene = field(default_factory=PromptGene)
+    chain: ChainGene = field(default_factory=ChainGene)
+    decoding: DecodingGene = field(default_factory=DecodingGene)
+    lora: dict[str, Any] | None = None  # slot for the LoRA gene; None = base weights
+
+    # ---- rendering -------------------------------------------------------------
+    def render(self, question: str) -> RenderedPrompt:
+        system = f"{self.prompt.system_text()} {self.chain.instruction()}".strip()
+        messages: list[dict[str, str]] = [{"role": "system", "content": system}]
+        for ex in self.prompt.exemplars:
+            messages.append({"role": "user", "content": ex.question})
+            messages.append({"role": "assistant", "content": format_completion(ex.steps, ex.answer, ex.response)})
+        messages.append({"role": "user", "content": question})
+        return RenderedPrompt(messages=tuple(messages), prefill=COT if self.chain.prefill else "")
+
+    # ---- encoding --------------------------------------------------------------
+    def encode(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema_version"] = SCHEMA_VERSION
+        return data
+
+    def content_hash(self) -> str:
+        genes = self.encode()
+        genes.pop("name")
+        canonical = json.dumps(genes, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @classmethod
+    def decode(cls, data: Any, where: str = "strategy") -> Strategy:
+        data = _mapping(data, where)
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise InputError(f"{where}.schema_version: unsupported version {version!r} (this build reads {SCHEMA_VERSION})")
+        _reject_unknown(data, {f.name for f in fields(cls)} | {"schema_version"}, where)
+        prompt = _mapping(data.get("prompt", {}), f"{where}.prompt")
+        exemplars = prompt.get("exemplars", [])
+        if not isinstance(exemplars, list):
+            raise InputError(f"{where}.prompt.exemplars: expected a list, got {type(exemplars).__name__}")
+        prompt = {**prompt, "exemplars": tuple(_exemplar(e, f"{where}.prompt.exemplars[{i}]") for i, e in enumerate(exemplars))}
+        chain = _mapping(data.get("chain", {}), f"{where}.chain")
+        if "step_hints" in chain:
+            chain = {**chain, "step_hints": _str_tuple(chain["step_hints"], f"{where}.chain.step_hints")}
+        lora = data.get("lora")
+        if lora is not None and not isinstance(lora, dict):
+            raise InputError(f"{where}.lora: expected a table/object or null")
+        strategy = cls(
+            name=_typed(data.get("name", "unnamed"), str, f"{where}.name"),
+            prompt=_build(PromptGene, prompt, f"{where}.prompt"),
+            chain=_build(ChainGene, chain, f"{where}.chain"),
+            decoding=_build(DecodingGene, _mapping(data.get("decoding", {}), f"{where}.decoding"), f"{where}.decoding"),
+            lora=lora,
+        )
+        _check_ranges(strategy, where)
+        return strategy
+
+    # ---- files -----------------------------------------------------------------
+    @classmethod
+    def load(cls, path_or_name: str | Path) -> Strategy:
+        """Load a strategy from a .json/.toml/.yaml file, or a shipped seed by name."""
+        path = Path(path_or_name)
+        if not path.exists() and (SEEDS_DIR / f"{path_or_name}.json").exists():
+            path = SEEDS_DIR / f"{path_or_name}.json"
+        if not path.is_file():
+            seeds = ", ".join(seed_names())
+            raise InputError(f"strategy file not found: {path_or_name} (shipped seeds: {seeds})")
+        return cls.decode(read_structured(path), where=path.name)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.encode(), indent=2) + "\n")
+
+
+def seed_names() -> list[str]:
+    return sorted(p.stem for p in SEEDS_DIR.glob("*.json"))
+
+
+def read_structured(path: Path) -> Any:
+    """Read JSON, TOML or YAML by extension; malformed files raise InputError."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            return tomllib.loads(text)
+        if suffix in (".yaml", ".yml"):
+            import yaml  # lazy: only YAML users pay for it
+
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: malformed TOML: {e}") from None
+    except Exception as e:  # yaml.YAMLError without importing yaml eagerly
+        if type(e).__module__.startswith("yaml"):
+            raise InputError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
+        raise
+
+
+# ---- validation helpers ---------------------------------------------------------
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: expected a table/object, got {type(value).__name__}")
+    return value
+
+
+def _reject_unknown(data: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InputError(f"{where}.{unknown[0]}: unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def _typed(value: Any, expected: type, where: str) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is tuple:
+        return _str_tuple(value, where)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise InputError(f"{where}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def _str_tuple(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{where}: expected a list of strings")
+    return tuple(value)
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    _reject_unknown(data, {f.name for f in fields(cls)}, where)
+    kinds = {"str": str, "int": int, "float": float, "bool": bool}
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        kind = kinds.get(str(f.type))
+        values[f.name] = _typed(data[f.name], kind, f"{where}.{f.name}") if kind else data[f.name]
+    return cls(**values)
+
+
+def _exemplar(data: Any, where: str) -> Exemplar:
+    data = dict(_mapping(data, where))
+    for required in ("question", "answer"):
+        if required not in data:
+            raise InputError(f"{where}.{required}: missing")
+    data["steps"] = _str_tuple(data.get("steps", []), f"{where}.steps")
+    return _build(Exemplar, data, where)
+
+
+def _check_ranges(s: Strategy, where: str) -> None:
+    d, c = s.decoding, s.chain
+    checks = [
+        (d.temperature >= 0, "decoding.temperature", "must be >= 0"),
+        (0 < d.top_p <= 1, "decoding.top_p", "must be in (0, 1]"),
+        (1 <= d.max_new_tokens <= 8192, "decoding.max_new_tokens", "must be in [1, 8192]"),
+        (1 <= d.votes <= 64, "decoding.votes", "must be in [1, 64]"),
+        (d.votes == 1 or d.temperature > 0, "decoding.votes", "self-consistency needs temperature > 0"),
+        (1 <= c.max_steps <= 64, "chain.max_steps", "must be in [1, 64]"),
+    ]
+    for ok, name, why in checks:
+        if not ok:
+            raise InputError(f"{where}.{name}: {why}")
