@@ -25,6 +25,7 @@ from genomes.errors import InputError
 TRAIN, HELDOUT = "train", "heldout"
 DEFAULT_HELDOUT_FRACTION = 0.2
 JSONL_PREFIX = "jsonl:"
+JSONL_VERIFIERS = ("auto", "numeric", "math", "exact")
 # Families whose curricula have dozens of fine levels are capped so that one level
 # step is a visible change in difficulty.
 MAX_LEVELS = 8
@@ -82,7 +83,18 @@ def family_levels(family: str) -> int:
         return 1
     curriculum = CURRICULA[family]()
     longest = max((len(a.levels) for a in curriculum.attributes.values()), default=1)
-    return max(1, min(longest, MAX_LEVELS))
+    # Count only levels that change the generator's configuration: range attributes
+    # with ``ensure_interval`` already reach their top value one level early, so in
+    # 40 families the last global level repeats the one below it (same questions,
+    # yet a different id and difficulty).
+    levels, previous = 0, None
+    for level in range(min(longest, MAX_LEVELS)):
+        curriculum.set_global_level(level)
+        config = vars(curriculum.generate_configuration({"seed": 0, "size": 1}))
+        if config == previous:
+            break
+        levels, previous = levels + 1, config
+    return max(1, levels)
 
 
 def _check_family(family: str) -> None:
@@ -165,6 +177,9 @@ def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
         difficulty = row.get("difficulty", 0.0)
         if not isinstance(difficulty, (int, float)) or isinstance(difficulty, bool) or not 0 <= difficulty <= 1:
             raise InputError(f"{path}:{lineno}: 'difficulty' must be a number in [0, 1], got {difficulty!r}")
+        verifier = row.get("verifier", "auto")
+        if verifier not in JSONL_VERIFIERS:
+            raise InputError(f"{path}:{lineno}: unknown verifier {verifier!r} (one of: {', '.join(JSONL_VERIFIERS)})")
         steps = row.get("steps")
         if steps is not None and not isinstance(steps, list):
             raise InputError(f"{path}:{lineno}: 'steps' must be a list")
@@ -216,8 +231,9 @@ class TaskSpec:
             raise InputError("empty task spec")
         if text.endswith(".jsonl"):
             return cls(text)
-        name, _, level = text.partition("@")
-        if level and not level.isdigit():
+        name, at, level = text.partition("@")
+        # isdigit() alone accepts "²" (int() then raises ValueError) and "١"
+        if at and not (level.isascii() and level.isdigit()):
             raise InputError(f"task spec {text!r}: level must be a non-negative integer")
         return cls(name, int(level) if level else None)
 
@@ -236,8 +252,13 @@ def load_tasks(
     if n < 1:
         raise InputError(f"n must be >= 1, got {n}")
     for spec in specs:  # validate every spec before generating anything
-        if not spec.is_file:
+        if spec.is_file:
+            load_jsonl(spec.source)
+        else:
             _check_family(spec.source)
+            n_levels = family_levels(spec.source)
+            if not 0 <= (spec.level or 0) < n_levels:
+                raise InputError(f"{spec.source}: level {spec.level} out of range (levels 0..{n_levels - 1})")
     tasks: list[Task] = []
     for spec in specs:
         if spec.is_file:

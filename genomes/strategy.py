@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from genomes.chat_format import BEGIN_ANSWER, BEGIN_RESPONSE, COT, END_ANSWER, END_RESPONSE, format_completion
+from genomes.chat_format import BEGIN_ANSWER, BEGIN_RESPONSE, COT, END_ANSWER, END_RESPONSE, MARKERS, format_completion
 from genomes.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -243,13 +244,29 @@ def _exemplar(data: Any, where: str) -> Exemplar:
         if required not in data:
             raise InputError(f"{where}.{required}: missing")
     data["steps"] = _str_tuple(data.get("steps", []), f"{where}.steps")
-    return _build(Exemplar, data, where)
+    exemplar = _build(Exemplar, data, where)
+    # The assistant turn is rendered with format_completion: a blank answer or step,
+    # or a format marker inside one, would show the model a completion that the
+    # parser reads differently (an empty answer block, a second answer).
+    if not exemplar.answer.strip():
+        raise InputError(f"{where}.answer: must not be empty")
+    for i, step in enumerate(exemplar.steps):
+        if not step.strip():
+            raise InputError(f"{where}.steps[{i}]: must not be empty")
+    for name, text in [("answer", exemplar.answer), ("response", exemplar.response)] + [
+        (f"steps[{i}]", step) for i, step in enumerate(exemplar.steps)
+    ]:
+        marker = next((m for m in MARKERS if m in text), None)
+        if marker:
+            raise InputError(f"{where}.{name}: contains the format marker {marker}")
+    return exemplar
 
 
 def _check_ranges(s: Strategy, where: str) -> None:
     d, c = s.decoding, s.chain
     checks = [
         (d.temperature >= 0, "decoding.temperature", "must be >= 0"),
+        (math.isfinite(d.temperature), "decoding.temperature", "must be finite"),
         (0 < d.top_p <= 1, "decoding.top_p", "must be in (0, 1]"),
         (1 <= d.max_new_tokens <= 8192, "decoding.max_new_tokens", "must be in [1, 8192]"),
         (1 <= d.votes <= 64, "decoding.votes", "must be in [1, 64]"),

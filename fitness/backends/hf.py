@@ -56,11 +56,13 @@ class HFBackend:
         max_batch: int = 64,
         max_loaded_adapters: int = 64,
     ) -> None:
+        path = resolve_model(model, cache_dir)  # before the heavy imports: bad paths fail fast
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # our own progress display is the one that matters
         self._torch = torch
-        path = resolve_model(model, cache_dir)
         self.model_path = path
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -43,21 +43,29 @@ def bundled_gguf_path() -> Path:
     return path
 
 
-def resolve_model(name_or_path: str = "default", cache_dir: str | Path | None = None) -> Path:
-    """A local Hugging Face model directory for ``name_or_path``.
-
-    ``default`` / ``smollm2-135m`` give the cached safetensors copy of the bundled
-    model (built on first use). Anything else must be an existing local directory
-    with a ``config.json``.
-    """
+def check_model(name_or_path: str) -> None:
+    """Raise InputError unless ``name_or_path`` can be loaded; cheap, loads nothing."""
     if name_or_path in DEFAULT_MODEL_NAMES:
-        return ensure_bundled_cached(Path(cache_dir) if cache_dir else default_cache_dir())
+        bundled_gguf_path()
+        return
     path = Path(name_or_path).expanduser()
     if not path.exists():
         raise InputError(f"model path does not exist: {name_or_path} (use 'default' for the bundled SmolLM2-135M)")
     if not (path / "config.json").is_file():
         raise InputError(f"not a Hugging Face model directory (no config.json): {name_or_path}")
-    return path
+
+
+def resolve_model(name_or_path: str = "default", cache_dir: str | Path | None = None) -> Path:
+    """A local Hugging Face model directory for ``name_or_path``.
+
+    ``default`` / ``smollm2-135m`` give the cached safetensors copy of the bundled
+    model (built on first use). Anything else must be an existing local directory
+    with a ``config.json``; hub ids are never fetched.
+    """
+    check_model(name_or_path)
+    if name_or_path in DEFAULT_MODEL_NAMES:
+        return ensure_bundled_cached(Path(cache_dir) if cache_dir else default_cache_dir())
+    return Path(name_or_path).expanduser()
 
 
 def ensure_bundled_cached(cache_dir: Path) -> Path:

@@ -1,0 +1,66 @@
+"""`evo` command line. Each subcommand lives in its own module under ``evo``; this
+file only parses arguments and turns :class:`~genomes.errors.InputError` into a
+one-line message and exit status 2 (no traceback for mistakes the user can fix)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genomes.errors import InputError
+
+EXIT_INPUT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evo", description="Evolve LLM reasoning strategies.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ev = sub.add_parser("eval", help="score one strategy file on a task set",
+                        description="Score one strategy (prompt + chain template + decoding) on tasks.")
+    ev.add_argument("strategy", help="strategy file (.json/.toml/.yaml) or a shipped seed name (direct, stepwise, fewshot)")
+    ev.add_argument("--tasks", required=True,
+                    help="comma-separated: reasoning-gym family, family@LEVEL, or a .jsonl file (e.g. chain_sum@1,letter_counting)")
+    ev.add_argument("--n", type=int, default=16, help="tasks per entry of --tasks (default 16)")
+    ev.add_argument("--split", choices=("heldout", "train"), default="heldout", help="task split (default heldout)")
+    ev.add_argument("--seed", type=int, default=0, help="task draw and sampling seed (default 0)")
+    ev.add_argument("--split-seed", type=int, default=0, help="salt of the train/held-out partition (default 0)")
+    ev.add_argument("--out", help="per-example JSONL output (default runs/out/eval-<strategy>.jsonl)")
+    _add_backend_args(ev)
+
+    ts = sub.add_parser("tasks", help="list reasoning-gym task families and their levels")
+    ts.add_argument("filter", nargs="?", default="", help="only families whose name contains this")
+    return parser
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and backend")
+    g.add_argument("--model", help="'default' (bundled SmolLM2-135M-Instruct) or a local HF model directory; "
+                                   "overrides the strategy's decoding.model")
+    g.add_argument("--cache-dir", help="where the converted default model is cached (default $EVO_CACHE_DIR or ~/.cache/evo)")
+    g.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    g.add_argument("--token-budget", type=int, default=16_384, help="padded tokens per batch chunk (default 16384)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "eval":
+            from evo.eval_command import run_eval
+
+            return run_eval(args)
+        if args.command == "tasks":
+            from evo.eval_command import list_tasks
+
+            return list_tasks(args.filter)
+    except InputError as e:
+        print(f"evo: error: {e}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("evo: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
