@@ -1,0 +1,93 @@
+"""`evo eval` and `evo tasks` as a user runs them: real processes, the real bundled
+model, one-line errors with exit status 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def evo(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "evo.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("evo: error:"), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def quick_strategy(tmp_path):
+    path = tmp_path / "quick.toml"
+    path.write_text('name = "quick"\n[decoding]\nmax_new_tokens = 24\n[chain]\nmax_steps = 2\n')
+    return path
+
+
+def test_unknown_family(quick_strategy):
+    assert_one_line_error(evo("eval", str(quick_strategy), "--tasks", "chain_sum,no_such_family"), "no_such_family")
+
+
+def test_missing_strategy_file(tmp_path):
+    assert_one_line_error(evo("eval", str(tmp_path / "missing.json"), "--tasks", "chain_sum"), "missing.json", "not found")
+
+
+def test_malformed_json_and_toml(tmp_path):
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"name": "x",, }')
+    assert_one_line_error(evo("eval", str(bad_json), "--tasks", "chain_sum"), "bad.json", "malformed JSON", "line 1")
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("name = \n")
+    assert_one_line_error(evo("eval", str(bad_toml), "--tasks", "chain_sum"), "bad.toml", "malformed TOML")
+
+
+def test_invalid_strategy_field_is_named(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text("[decoding]\ntemperature = -1\n")
+    assert_one_line_error(evo("eval", str(path), "--tasks", "chain_sum"), "decoding.temperature")
+
+
+def test_answerless_jsonl_row(quick_strategy, tmp_path):
+    tasks = tmp_path / "mine.jsonl"
+    tasks.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
+    assert_one_line_error(evo("eval", str(quick_strategy), "--tasks", str(tasks)), "mine.jsonl:2", "answer")
+
+
+def test_model_path_that_does_not_exist(quick_strategy, tmp_path):
+    proc = evo("eval", str(quick_strategy), "--tasks", "chain_sum", "--model", str(tmp_path / "no-model"))
+    assert_one_line_error(proc, "no-model", "does not exist")
+
+
+def test_tasks_lists_families_with_levels():
+    proc = evo("tasks", "chain")
+    assert proc.returncode == 0
+    assert any(line.startswith("chain_sum") and "levels 0.." in line for line in proc.stdout.splitlines())
+    assert_one_line_error(evo("tasks", "zzz_nothing"), "zzz_nothing")
+
+
+@pytest.mark.slow
+def test_eval_on_the_bundled_model_writes_results(quick_strategy, tmp_path):
+    tasks = tmp_path / "sums.jsonl"
+    tasks.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(40)))
+    out = tmp_path / "results.jsonl"
+    proc = evo("eval", str(quick_strategy), "--tasks", f"chain_sum@0,{tasks}", "--n", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6
+    assert {r["family"] for r in rows} == {"chain_sum", "jsonl:sums"}
+    for r in rows:
+        assert 0 < r["completion_tokens"] <= 24
+        assert r["completion"].startswith("<cot>")  # the chain gene's prefill
+        assert r["correct"] == (r["score"] == 1.0)
+        assert r["correct"] is False or r["answer"] is not None
+    table = proc.stdout
+    assert "accuracy" in table and "chain_sum" in table and "jsonl:sums" in table
+    all_row = next(line for line in table.splitlines() if line.startswith("all "))
+    assert all_row.split()[1] == "6"
+    assert f"results: {out}" in table
