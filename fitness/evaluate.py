@@ -35,11 +35,11 @@ class ExampleResult:
     answer: str | None
     answer_problem: str | None
     score: float
-    n_steps: int
+    steps: tuple[str, ...]  # the parsed <cot> steps
+    response: str | None  # the parsed response block
     chain_tokens: int  # model tokens of the <cot> steps
     completion_tokens: int  # model tokens generated, summed over votes
     finish_reason: str
-    has_response: bool
     votes: int
     completion: str
 
@@ -47,9 +47,14 @@ class ExampleResult:
     def correct(self) -> bool:
         return self.score >= FULL_CREDIT
 
+    @property
+    def n_steps(self) -> int:
+        return len(self.steps)
+
     def to_json(self) -> dict:
         data = asdict(self)
         data["correct"] = self.correct
+        data["n_steps"] = self.n_steps
         return data
 
 
@@ -127,11 +132,11 @@ def _result(strategy: Strategy, task: Task, completions: Sequence[Completion], b
         question=task.question, gold=task.answer,
         answer=p.answer, answer_problem=p.answer_problem,
         score=score_answer(p.answer, task),
-        n_steps=p.n_steps,
+        steps=p.steps,
+        response=p.response,
         chain_tokens=backend.count_tokens(" ".join(p.steps)) if p.steps else 0,
         completion_tokens=sum(x.completion_tokens for x in completions),
         finish_reason=c.finish_reason,
-        has_response=p.response is not None,
         votes=len(completions),
         completion=c.text,
     )

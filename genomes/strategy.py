@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from genomes.chat_format import BEGIN_ANSWER, BEGIN_RESPONSE, COT, END_ANSWER, END_RESPONSE, MARKERS, format_completion
 from genomes.errors import InputError
+from genomes.validation import as_mapping, build_dataclass, read_structured, reject_unknown, str_tuple, typed
 
 SCHEMA_VERSION = 1
 SEEDS_DIR = Path(__file__).parent / "seeds"
@@ -129,27 +129,27 @@ class Strategy:
 
     @classmethod
     def decode(cls, data: Any, where: str = "strategy") -> Strategy:
-        data = _mapping(data, where)
+        data = as_mapping(data, where)
         version = data.get("schema_version", SCHEMA_VERSION)
         if version != SCHEMA_VERSION:
             raise InputError(f"{where}.schema_version: unsupported version {version!r} (this build reads {SCHEMA_VERSION})")
-        _reject_unknown(data, {f.name for f in fields(cls)} | {"schema_version"}, where)
-        prompt = _mapping(data.get("prompt", {}), f"{where}.prompt")
+        reject_unknown(data, {f.name for f in fields(cls)} | {"schema_version"}, where)
+        prompt = as_mapping(data.get("prompt", {}), f"{where}.prompt")
         exemplars = prompt.get("exemplars", [])
-        if not isinstance(exemplars, list):
+        if not isinstance(exemplars, (list, tuple)):  # a tuple is what encode() gives
             raise InputError(f"{where}.prompt.exemplars: expected a list, got {type(exemplars).__name__}")
         prompt = {**prompt, "exemplars": tuple(_exemplar(e, f"{where}.prompt.exemplars[{i}]") for i, e in enumerate(exemplars))}
-        chain = _mapping(data.get("chain", {}), f"{where}.chain")
+        chain = as_mapping(data.get("chain", {}), f"{where}.chain")
         if "step_hints" in chain:
-            chain = {**chain, "step_hints": _str_tuple(chain["step_hints"], f"{where}.chain.step_hints")}
+            chain = {**chain, "step_hints": str_tuple(chain["step_hints"], f"{where}.chain.step_hints")}
         lora = data.get("lora")
         if lora is not None and not isinstance(lora, dict):
             raise InputError(f"{where}.lora: expected a table/object or null")
         strategy = cls(
-            name=_typed(data.get("name", "unnamed"), str, f"{where}.name"),
-            prompt=_build(PromptGene, prompt, f"{where}.prompt"),
-            chain=_build(ChainGene, chain, f"{where}.chain"),
-            decoding=_build(DecodingGene, _mapping(data.get("decoding", {}), f"{where}.decoding"), f"{where}.decoding"),
+            name=typed(data.get("name", "unnamed"), str, f"{where}.name"),
+            prompt=build_dataclass(PromptGene, prompt, f"{where}.prompt"),
+            chain=build_dataclass(ChainGene, chain, f"{where}.chain"),
+            decoding=build_dataclass(DecodingGene, as_mapping(data.get("decoding", {}), f"{where}.decoding"), f"{where}.decoding"),
             lora=lora,
         )
         _check_ranges(strategy, where)
@@ -175,76 +175,14 @@ def seed_names() -> list[str]:
     return sorted(p.stem for p in SEEDS_DIR.glob("*.json"))
 
 
-def read_structured(path: Path) -> Any:
-    """Read JSON, TOML or YAML by extension; malformed files raise InputError."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            return tomllib.loads(text)
-        if suffix in (".yaml", ".yml"):
-            import yaml  # lazy: only YAML users pay for it
-
-            return yaml.safe_load(text)
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: malformed TOML: {e}") from None
-    except Exception as e:  # yaml.YAMLError without importing yaml eagerly
-        if type(e).__module__.startswith("yaml"):
-            raise InputError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
-        raise
-
-
-# ---- validation helpers ---------------------------------------------------------
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InputError(f"{where}: expected a table/object, got {type(value).__name__}")
-    return value
-
-
-def _reject_unknown(data: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise InputError(f"{where}.{unknown[0]}: unknown field (allowed: {', '.join(sorted(allowed))})")
-
-
-def _typed(value: Any, expected: type, where: str) -> Any:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is tuple:
-        return _str_tuple(value, where)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise InputError(f"{where}: expected {expected.__name__}, got {value!r}")
-    return value
-
-
-def _str_tuple(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise InputError(f"{where}: expected a list of strings")
-    return tuple(value)
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    _reject_unknown(data, {f.name for f in fields(cls)}, where)
-    kinds = {"str": str, "int": int, "float": float, "bool": bool}
-    values = {}
-    for f in fields(cls):
-        if f.name not in data:
-            continue
-        kind = kinds.get(str(f.type))
-        values[f.name] = _typed(data[f.name], kind, f"{where}.{f.name}") if kind else data[f.name]
-    return cls(**values)
-
-
+# ---- strategy-specific validation --------------------------------------------------
 def _exemplar(data: Any, where: str) -> Exemplar:
-    data = dict(_mapping(data, where))
+    data = dict(as_mapping(data, where))
     for required in ("question", "answer"):
         if required not in data:
             raise InputError(f"{where}.{required}: missing")
-    data["steps"] = _str_tuple(data.get("steps", []), f"{where}.steps")
-    exemplar = _build(Exemplar, data, where)
+    data["steps"] = str_tuple(data.get("steps", []), f"{where}.steps")
+    exemplar = build_dataclass(Exemplar, data, where)
     # The assistant turn is rendered with format_completion: a blank answer or step,
     # or a format marker inside one, would show the model a completion that the
     # parser reads differently (an empty answer block, a second answer).

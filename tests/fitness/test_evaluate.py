@@ -45,7 +45,7 @@ def test_one_backend_call_for_all_jobs_and_scores_follow_the_verifier():
     assert len(backend.calls) == 1 and len(backend.calls[0]) == 4
     assert [[r.score for r in job] for job in per_job] == [[1.0, 0.0], [1.0, 0.0]]
     assert per_job[0][0].n_steps == 2 and per_job[0][0].chain_tokens == 3  # "look" + "write it"
-    assert per_job[0][0].has_response and per_job[0][0].correct and not per_job[0][1].correct
+    assert per_job[0][0].response == "done" and per_job[0][0].correct and not per_job[0][1].correct
 
 
 @pytest.mark.parametrize("garbage", ["", "\x00\xff" * 100, "<begin_constrained_output><end_constrained_output>",
