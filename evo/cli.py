@@ -28,6 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="per-example JSONL output (default runs/out/eval-<strategy>.jsonl)")
     _add_backend_args(ev)
 
+    rn = sub.add_parser("run", help="start an evolution run from a config file",
+                        description="Evolve strategies as a TOML/YAML config describes; writes a run directory.")
+    rn.add_argument("config", help="run config (.toml/.yaml), e.g. runs/quickstart.toml")
+    rn.add_argument("--generations", type=int, help="override run.generations")
+    rn.add_argument("--out-dir", help="override run.out_dir")
+    rn.add_argument("--name", help="override run.name")
+    rn.add_argument("--seed", type=int, help="override run.seed")
+    rn.add_argument("--quiet", action="store_true", help="no progress display")
+
     ts = sub.add_parser("tasks", help="list reasoning-gym task families and their levels")
     ts.add_argument("filter", nargs="?", default="", help="only families whose name contains this")
     return parser
@@ -49,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             from evo.eval_command import run_eval
 
             return run_eval(args)
+        if args.command == "run":
+            from evo.run_command import run_command
+
+            return run_command(args)
         if args.command == "tasks":
             from evo.eval_command import list_tasks
 

@@ -1,0 +1,306 @@
+"""The evolution loop: DEAP's (mu + lambda), or NSGA-II in multi-objective mode.
+
+Per generation, in the order of ``deap.algorithms.eaMuPlusLambda``::
+
+    offspring = vary(population)                     # pure genome operators, run rng
+    tasks     = curriculum batch around the frontier  # train split only
+    evaluate(individuals without a valid fitness)     # one backend call, journal-cached
+    population = select(population + offspring, mu)
+    hall of fame, held-out score of the best, curriculum update, logbook, metrics
+
+All randomness flows from one ``random.Random(config.run.seed)``. Held-out results
+are reported, never used for selection.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from deap import tools
+
+from evo.config import RunConfig
+from evo.individuals import make_individual
+from evo.rundir import RunDir
+from evo.task_pool import TaskPool
+from fitness.backends.base import Backend
+from fitness.curriculum import Curriculum
+from fitness.journal import Journal, evaluate_with_journal
+from fitness.loss import LossWeights, individual_loss, multi_objective
+from genomes.operators import apply_rewrite, cx_strategy, mut_strategy, rewrite_messages
+from genomes.strategy import Strategy
+
+
+@dataclass
+class RunResult:
+    run_dir: str
+    hall_of_fame: list[dict[str, Any]]
+    metrics: list[dict[str, Any]]
+    best: Strategy
+
+
+@dataclass
+class _Counters:
+    next_id: int = 0
+    rollouts: int = 0
+    reused: int = 0
+    tokens: int = 0
+    backend_s: float = 0.0
+    evaluated: int = 0  # individuals evaluated in the current generation
+    started: float = field(default_factory=time.perf_counter)
+
+
+class _TimedBackend:
+    """Counts time spent inside the backend (for the overhead figure)."""
+
+    def __init__(self, backend: Backend, counters: _Counters) -> None:
+        self.backend, self.counters = backend, counters
+
+    def generate(self, requests, progress=None):
+        started = time.perf_counter()
+        try:
+            return self.backend.generate(requests, progress=progress)
+        finally:
+            self.counters.backend_s += time.perf_counter() - started
+
+    def count_tokens(self, text: str) -> int:
+        return self.backend.count_tokens(text)
+
+
+def build_backend(config: RunConfig) -> Backend:
+    from fitness.backends.hf import HFBackend
+
+    m = config.model
+    return HFBackend(model=m.name, cache_dir=m.cache_dir or None, device=m.device, token_budget=m.token_budget)
+
+
+def run_evolution(config: RunConfig, backend: Backend | None = None, show_progress: bool = True) -> RunResult:
+    """Run ``config.run.generations`` generations in ``config.run_dir``; see module doc."""
+    from evo.config import check_tasks
+
+    check_tasks(config)
+    seeds = [Strategy.load(s) for s in config.population.seeds]
+    run_dir = RunDir(config.run_dir)
+    run_dir.create(config.to_dict())
+    counters = _Counters()
+    backend = _TimedBackend(backend or build_backend(config), counters)
+    loop = _Loop(config, backend, run_dir, counters, show_progress)
+    with Journal(run_dir.journal_path) as journal:
+        loop.journal = journal
+        return loop.run(seeds)
+
+
+class _Loop:
+    def __init__(self, config: RunConfig, backend, run_dir: RunDir, counters: _Counters, show_progress: bool) -> None:
+        self.config, self.backend, self.run_dir, self.counters = config, backend, run_dir, counters
+        self.show_progress = show_progress
+        self.rng = random.Random(config.run.seed)
+        self.pool = TaskPool(config)
+        c = config.curriculum
+        self.curriculum = Curriculum(self.pool.levels(), start_level=0, up_threshold=c.up_threshold,
+                                     down_threshold=c.down_threshold, spread=c.spread)
+        for family, level in self.pool.start_levels().items():
+            self.curriculum.frontier[family] = level
+        self.heldout_tasks = self.pool.heldout()
+        self.weights = LossWeights(config.loss.alpha, config.loss.beta, config.loss.gamma, config.loss.delta)
+        self.mode = config.population.mode
+        self.hall: list = []  # best unique individuals by -L_total, both modes
+        self.pareto = tools.ParetoFront(similar=_same_genome) if self.mode == "multi" else None
+        self.logbook = tools.Logbook()
+        self.metrics: list[dict[str, Any]] = []
+        self.journal: Journal | None = None
+
+    # ---- the loop ----------------------------------------------------------------------
+    def run(self, seeds: list[Strategy]) -> RunResult:
+        population = self.initial_population(seeds)
+        self.evaluate(population, generation=0)
+        population = self.select(population, self.config.population.size)
+        self.record(0, population)
+        for gen in range(1, self.config.run.generations + 1):
+            offspring = self.vary(population, gen)
+            self.evaluate(offspring, generation=gen)
+            population = self.select(population + offspring, self.config.population.size)
+            self.record(gen, population)
+        return self.finish()
+
+    def initial_population(self, seeds: list[Strategy]) -> list:
+        """The seeds, then mutants of them until the population is full."""
+        size = self.config.population.size
+        population = [self.new_individual(s, (), "seed", 0) for s in seeds[:size]]
+        while len(population) < size:
+            parent = population[self.rng.randrange(len(seeds[:size]))]
+            child, op = self.mutate(parent.strategy)
+            population.append(self.new_individual(child, (parent.id,), op, 0))
+        return population
+
+    def vary(self, population: list, gen: int) -> list:
+        """DEAP's varOr with pure operators: each child comes from crossover, mutation
+        or LLM rewrite of parents drawn with the run rng."""
+        p = self.config.population
+        offspring, rewrites = [], []
+        for _ in range(p.offspring):
+            roll = self.rng.random()
+            if roll < p.crossover_prob and len(population) > 1 and "cx_strategy" in p.operators:
+                a, b = self.rng.sample(population, 2)
+                child, _ = cx_strategy(a.strategy, b.strategy, self.rng)
+                offspring.append(self.new_individual(child, (a.id, b.id), "cx_strategy", gen))
+            elif roll < p.crossover_prob + p.mutation_prob:
+                parent = self.rng.choice(population)
+                if self.rng.random() < p.llm_rewrite_prob:
+                    slot = self.rng.choice(("role", "approach", "cautions"))
+                    rewrites.append((parent, slot))
+                    continue
+                child, op = self.mutate(parent.strategy)
+                offspring.append(self.new_individual(child, (parent.id,), op, gen))
+            else:  # reproduction: a copy keeps its fitness, costs nothing
+                parent = self.rng.choice(population)
+                offspring.append(self.copy_individual(parent))
+        return offspring + self.llm_rewrite(rewrites, gen)
+
+    def mutate(self, strategy: Strategy) -> tuple[Strategy, str]:
+        weights = self.config.gene_weights() or {"prompt": 1.0}
+        return mut_strategy(strategy, self.rng, models=self.config.model.models, gene_weights=weights)
+
+    def llm_rewrite(self, rewrites: list, gen: int) -> list:
+        """The model rewrites one instruction slot per chosen parent, in one batched call."""
+        if not rewrites:
+            return []
+        from fitness.backends.base import Request, SamplingParams
+
+        requests = [
+            Request(rewrite_messages(getattr(parent.strategy.prompt, slot) or "Be careful.", slot),
+                    SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=48, seed=self.rng.randrange(2**31)))
+            for parent, slot in rewrites
+        ]
+        children = []
+        for (parent, slot), completion in zip(rewrites, self.backend.generate(requests)):
+            prompt = apply_rewrite(parent.strategy.prompt, slot, completion.text)
+            child = Strategy(parent.strategy.name, prompt, parent.strategy.chain, parent.strategy.decoding, parent.strategy.lora)
+            children.append(self.new_individual(child, (parent.id,), "mut_llm_rewrite", gen))
+        return children
+
+    def evaluate(self, individuals: Sequence, generation: int) -> None:
+        """Score individuals without a valid fitness on this generation's batch."""
+        invalid = [ind for ind in individuals if not ind.fitness.valid]
+        self.counters.evaluated = len(invalid)
+        if not invalid:
+            return
+        slots = self.curriculum.sample_levels(self.rng, self.config.tasks.per_family)
+        tasks = self.pool.training_batch(slots, generation)
+        per_ind = self.generate([(ind.strategy, tasks) for ind in invalid], generation, "generation %d" % generation)
+        for ind, results in zip(invalid, per_ind):
+            self.assign_fitness(ind, results, tasks)
+            self.run_dir.append("lineage.jsonl", self.lineage_record(ind))
+        best_new = max(invalid, key=lambda ind: -ind.l_total)
+        self.curriculum.update(best_new.results)
+        self.update_hall(invalid)
+
+    def generate(self, jobs, generation: int, label: str):
+        from tqdm import tqdm
+
+        total = sum(len(tasks) * s.decoding.votes for s, tasks in jobs)
+        with tqdm(total=total, desc=label, unit="req", file=sys.stderr, leave=False,
+                  disable=not self.show_progress or None) as bar:
+            results, new, reused = evaluate_with_journal(jobs, self.backend, self.journal, self.config.run.seed,
+                                                         generation, progress=bar.update)
+        self.counters.rollouts += new
+        self.counters.reused += reused
+        return results
+
+    def assign_fitness(self, ind, results, tasks) -> None:
+        d_model = self.curriculum.estimate_ability(results)
+        l_total, terms = individual_loss(results, tasks, d_model, self.weights, self.config.loss.reference_tokens)
+        accuracy, chain_tokens = multi_objective(results)
+        ind.results, ind.loss, ind.l_total = results, terms, l_total
+        ind.accuracy, ind.chain_tokens, ind.d_model = accuracy, chain_tokens, d_model
+        ind.fitness.values = (accuracy, chain_tokens) if self.mode == "multi" else (-l_total,)
+        self.counters.tokens += sum(r.completion_tokens for r in results)
+
+    def select(self, candidates: list, k: int) -> list:
+        if self.mode == "multi":
+            return tools.selNSGA2(candidates, k)
+        # ties broken by age then id, so selection is a pure function of the fitnesses
+        return sorted(candidates, key=lambda ind: (-ind.fitness.values[0], ind.id))[:k]
+
+    def update_hall(self, individuals: Sequence) -> None:
+        merged = {ind.strategy.content_hash(): ind for ind in self.hall}
+        for ind in individuals:
+            merged.setdefault(ind.strategy.content_hash(), ind)
+        self.hall = sorted(merged.values(), key=lambda ind: (ind.l_total, ind.id))[: self.config.population.hall_of_fame]
+        if self.pareto is not None:
+            self.pareto.update(list(individuals))
+
+    # ---- bookkeeping ---------------------------------------------------------------------
+    def new_individual(self, strategy: Strategy, parents: tuple[int, ...], op: str, gen: int):
+        ident = self.counters.next_id
+        self.counters.next_id += 1
+        return make_individual(strategy, self.mode, ident, parents, op, gen)
+
+    def copy_individual(self, parent):
+        child = make_individual(parent.strategy, self.mode, parent.id, parent.parents, parent.op, parent.generation)
+        for name in ("results", "loss", "l_total", "accuracy", "chain_tokens", "d_model"):
+            setattr(child, name, getattr(parent, name))
+        child.fitness.values = parent.fitness.values
+        return child
+
+    def heldout_accuracy(self, gen: int) -> float:
+        top = self.hall[: self.config.tasks.heldout_top]
+        per_ind = self.generate([(ind.strategy, self.heldout_tasks) for ind in top], gen, "held-out")
+        accuracies = [sum(r.correct for r in results) / len(results) for results in per_ind]
+        return accuracies[0] if accuracies else 0.0
+
+    def record(self, gen: int, population: list) -> None:
+        heldout = self.heldout_accuracy(gen)
+        best = self.hall[0]
+        record = {
+            "generation": gen,
+            "evaluated": self.counters.evaluated,
+            "best_fitness": -best.l_total,
+            "best_accuracy": best.accuracy,
+            "mean_fitness": sum(-ind.l_total for ind in population) / len(population),
+            "mean_accuracy": sum(ind.accuracy for ind in population) / len(population),
+            "mean_chain_tokens": sum(ind.chain_tokens for ind in population) / len(population),
+            "heldout_accuracy": heldout,
+            "best_hash": best.strategy.content_hash(),
+            "frontier": dict(self.curriculum.frontier),
+            "rollouts": self.counters.rollouts,
+            "reused": self.counters.reused,
+            "tokens": self.counters.tokens,
+            "backend_s": round(self.counters.backend_s, 3),
+            "wall_s": round(time.perf_counter() - self.counters.started, 3),
+        }
+        self.logbook.record(**record)
+        self.metrics.append(record)
+        self.run_dir.append("metrics.jsonl", record)
+        if self.show_progress:
+            print(
+                f"gen {gen:>3}/{self.config.run.generations}  rollouts {record['rollouts']:>5} (+{record['reused']} reused)  "
+                f"best {record['best_fitness']:+.3f}  train acc {best.accuracy:5.1%}  held-out acc {heldout:5.1%}  "
+                f"tokens {record['tokens']:,}  {record['wall_s']:.0f}s",
+                file=sys.stderr, flush=True,
+            )
+
+    def lineage_record(self, ind) -> dict[str, Any]:
+        return {
+            "id": ind.id, "hash": ind.strategy.content_hash(), "parents": list(ind.parents), "op": ind.op,
+            "generation": ind.generation, "fitness": list(ind.fitness.values), "l_total": ind.l_total,
+            "accuracy": ind.accuracy, "chain_tokens": ind.chain_tokens, "d_model": ind.d_model,
+            "terms": ind.loss.as_dict(), "strategy": ind.strategy.encode(),
+        }
+
+    def finish(self) -> RunResult:
+        hall = [{"rank": i + 1, **self.lineage_record(ind)} for i, ind in enumerate(self.hall)]
+        summary: dict[str, Any] = {"hall_of_fame": hall}
+        if self.pareto is not None:
+            summary["pareto_front"] = [self.lineage_record(ind) for ind in self.pareto]
+        summary["curriculum_history"] = self.curriculum.history
+        self.run_dir.write_json("best.json", summary)
+        return RunResult(str(self.run_dir.path), hall, self.metrics, self.hall[0].strategy)
+
+
+def _same_genome(a, b) -> bool:
+    return a.strategy.content_hash() == b.strategy.content_hash()

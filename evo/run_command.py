@@ -1,0 +1,32 @@
+"""`evo run CONFIG`: validate the config (before any model loads), run, summarise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from evo.config import check_tasks, load_config
+from fitness.backends.model_store import check_model
+from genomes.strategy import Strategy
+
+
+def run_command(args: argparse.Namespace) -> int:
+    overrides: dict[str, dict] = {"run": {}}
+    for flag, key in (("generations", "generations"), ("out_dir", "out_dir"), ("name", "name"), ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            overrides["run"][key] = getattr(args, flag)
+    config = load_config(args.config, overrides)
+    for seed in config.population.seeds:
+        Strategy.load(seed)
+    check_tasks(config)
+    check_model(config.model.name)
+
+    from evo.engine import run_evolution
+
+    print(f"run directory: {config.run_dir}", file=sys.stderr)
+    result = run_evolution(config, show_progress=not args.quiet)
+    last = result.metrics[-1]
+    print(f"best strategy {result.best.content_hash()}: train accuracy {result.hall_of_fame[0]['accuracy']:.1%}, "
+          f"held-out accuracy {last['heldout_accuracy']:.1%}, fitness {last['best_fitness']:+.3f}")
+    print(f"{last['rollouts']} rollouts, {last['tokens']:,} tokens; results in {result.run_dir}")
+    return 0

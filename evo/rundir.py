@@ -1,0 +1,51 @@
+"""The run directory: resolved config, per-generation metrics, lineage, journal, best.
+
+    RUN_DIR/config.json     the resolved config (every default filled in)
+    RUN_DIR/metrics.jsonl   one line per generation
+    RUN_DIR/lineage.jsonl   one line per evaluated individual: parents, operator, fitness
+    RUN_DIR/journal.sqlite  every completion, keyed by (genome hash, task id, seed)
+    RUN_DIR/best.json       the hall of fame at the end of the run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path / "journal.sqlite"
+
+    def create(self, config: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "lineage.jsonl"):
+            (self.path / name).write_text("")  # a fresh run starts fresh logs
+        self.write_json("config.json", config)
+
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        with open(self.path / name, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def write_json(self, name: str, data: Any) -> None:
+        """Atomic: readers see the old file or the new one, never half of one."""
+        target = self.path / name
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        path = self.path / name
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

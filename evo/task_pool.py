@@ -1,0 +1,69 @@
+"""Where a run's tasks come from: per-generation training batches around the
+curriculum frontier, and one fixed held-out set.
+
+Training draws come from the ``train`` split and the held-out set from the
+``heldout`` split, so no held-out question is ever used for selection. Draws are
+seeded by (run seed, generation, family, level): a rerun sees the same tasks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+from evo.config import RunConfig
+from fitness.tasks import HELDOUT, JSONL_PREFIX, TRAIN, Task, TaskSpec, family_levels, jsonl_tasks, reasoning_gym_tasks
+
+
+class TaskPool:
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.specs: dict[str, TaskSpec] = {}
+        for entry in config.tasks.families:
+            spec = TaskSpec.parse(entry)
+            family = JSONL_PREFIX + _stem(spec.source) if spec.is_file else spec.source
+            self.specs[family] = spec
+
+    def levels(self) -> dict[str, int]:
+        """Number of difficulty levels per family (1 for JSONL files)."""
+        return {f: 1 if s.is_file else family_levels(s.source) for f, s in self.specs.items()}
+
+    def start_levels(self) -> dict[str, int]:
+        """``family@L`` in the config starts that family at L, else curriculum.start_level."""
+        levels = self.levels()
+        start = self.config.curriculum.start_level
+        return {f: min(s.level if s.level is not None else start, levels[f] - 1) for f, s in self.specs.items()}
+
+    def training_batch(self, slots: Sequence[tuple[str, int]], generation: int) -> list[Task]:
+        """Tasks for the given (family, level) slots, from the train split."""
+        tasks: list[Task] = []
+        for (family, level), count in sorted(Counter(slots).items()):
+            seed = _draw_seed(self.config.run.seed, generation, family, level)
+            tasks += self._draw(family, level, count, TRAIN, seed)
+        return tasks
+
+    def heldout(self) -> list[Task]:
+        t = self.config.tasks
+        levels = self.levels()
+        tasks: list[Task] = []
+        for family in self.specs:
+            level = min(t.heldout_level, levels[family] - 1)
+            tasks += self._draw(family, level, t.heldout_per_family, HELDOUT, seed=self.config.run.seed)
+        return tasks
+
+    def _draw(self, family: str, level: int, n: int, split: str, seed: int) -> list[Task]:
+        spec, t = self.specs[family], self.config.tasks
+        if spec.is_file:
+            return jsonl_tasks(spec.source, n, split, seed, t.split_seed, t.heldout_fraction)
+        return reasoning_gym_tasks(spec.source, level, n, split, seed, t.split_seed, t.heldout_fraction)
+
+
+def _stem(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).stem
+
+
+def _draw_seed(seed: int, generation: int, family: str, level: int) -> int:
+    return random.Random(f"{seed}/{generation}/{family}/{level}").randrange(2**31)

@@ -1,0 +1,126 @@
+"""The evolution loop with a scripted backend (fast) and one short real run on the
+bundled model (slow)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from evo.config import RunConfig
+from evo.engine import run_evolution
+from fitness.backends.base import Completion
+from genomes.chat_format import format_completion
+
+
+class ArithmeticOracle:
+    """Answers chain_sum questions correctly iff the request allows >= 96 new tokens,
+    so selection has a real signal to find; records every request it sees."""
+
+    def __init__(self, garbage: bool = False):
+        self.garbage = garbage
+        self.requests = []
+
+    def generate(self, requests, progress=None):
+        self.requests += requests
+        out = []
+        for r in requests:
+            question = r.messages[-1]["content"]
+            match = re.search(r"problem: (.*) =", question)
+            if self.garbage or not match:
+                text = "\x00\ufffd" * 40
+            elif r.sampling.max_new_tokens >= 96:
+                text = format_completion([match.group(1)], str(eval(match.group(1))), f"It is {eval(match.group(1))}.")
+            else:
+                text = format_completion([match.group(1)], "12345")
+            out.append(Completion(text, 10, 20, "stop"))
+        if progress:
+            progress(len(requests))
+        return out
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+def config(tmp_path, **sections) -> RunConfig:
+    data = {
+        "run": {"name": "t", "out_dir": str(tmp_path), "generations": 3, "seed": 1},
+        "population": {"size": 4, "offspring": 4, "seeds": ["direct", "stepwise"]},
+        "tasks": {"families": ["chain_sum"], "per_family": 3, "heldout_per_family": 4},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return RunConfig.from_dict(data)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_selection_finds_the_signal_and_writes_the_run_dir(tmp_path):
+    backend = ArithmeticOracle()
+    result = run_evolution(config(tmp_path, run={"generations": 4}), backend=backend, show_progress=False)
+    run_dir = tmp_path / "t"
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    lineage = read_jsonl(run_dir / "lineage.jsonl")
+    assert [m["generation"] for m in metrics] == [0, 1, 2, 3, 4]
+    assert result.hall_of_fame[0]["accuracy"] == 1.0
+    assert result.best.decoding.max_new_tokens >= 96
+    assert metrics[-1]["heldout_accuracy"] == 1.0
+    assert metrics[-1]["mean_accuracy"] >= metrics[0]["mean_accuracy"]
+    assert json.loads((run_dir / "config.json").read_text())["population"]["size"] == 4
+    assert (run_dir / "journal.sqlite").exists() and (run_dir / "best.json").exists()
+    ids = {row["id"] for row in lineage}
+    for row in lineage:  # every child names parents that exist, and how it was made
+        assert row["op"] in {"seed", "mut_prompt", "mut_chain", "mut_decoding", "cx_strategy"}
+        assert all(p in ids for p in row["parents"])
+        assert (row["op"] == "seed") == (row["parents"] == [])
+
+
+def test_only_new_individuals_are_evaluated(tmp_path):
+    backend = ArithmeticOracle()
+    run_evolution(config(tmp_path), backend=backend, show_progress=False)
+    metrics = read_jsonl(tmp_path / "t" / "metrics.jsonl")
+    lineage = read_jsonl(tmp_path / "t" / "lineage.jsonl")
+    assert metrics[0]["evaluated"] == 4
+    assert all(m["evaluated"] <= 4 for m in metrics[1:])  # never the survivors again
+    assert sum(m["evaluated"] for m in metrics) == len(lineage)
+    # no request is ever generated twice: repeats (held-out re-scoring, duplicate
+    # genomes) come from the journal
+    sent = [(json.dumps(r.messages), r.sampling) for r in backend.requests]
+    assert len(set(sent)) == len(sent)
+    assert metrics[-1]["reused"] > 0
+    assert metrics[-1]["rollouts"] <= len(sent)
+
+
+def test_same_seed_same_run(tmp_path):
+    first = run_evolution(config(tmp_path / "a"), backend=ArithmeticOracle(), show_progress=False)
+    second = run_evolution(config(tmp_path / "b"), backend=ArithmeticOracle(), show_progress=False)
+    strip = lambda rows: [{k: v for k, v in m.items() if k not in ("wall_s", "backend_s")} for m in rows]
+    assert strip(first.metrics) == strip(second.metrics)
+    assert read_jsonl(tmp_path / "a" / "t" / "lineage.jsonl") == read_jsonl(tmp_path / "b" / "t" / "lineage.jsonl")
+
+
+def test_garbage_model_gives_a_valid_run_with_zero_scores(tmp_path):
+    result = run_evolution(config(tmp_path), backend=ArithmeticOracle(garbage=True), show_progress=False)
+    assert all(m["best_accuracy"] == 0 and m["heldout_accuracy"] == 0 for m in result.metrics)
+    assert len(result.metrics) == 4
+
+
+def test_multi_objective_mode_keeps_a_pareto_front(tmp_path):
+    run_evolution(config(tmp_path, population={"mode": "multi"}), backend=ArithmeticOracle(), show_progress=False)
+    best = json.loads((tmp_path / "t" / "best.json").read_text())
+    assert best["pareto_front"] and best["hall_of_fame"]
+    assert all(len(row["fitness"]) == 2 for row in best["pareto_front"])
+
+
+@pytest.mark.slow
+def test_short_real_evolution_on_the_bundled_model(tmp_path):
+    cfg = config(tmp_path, run={"generations": 1}, population={"size": 2, "offspring": 2},
+                 tasks={"per_family": 2, "heldout_per_family": 2})
+    result = run_evolution(cfg, show_progress=False)
+    metrics = read_jsonl(tmp_path / "t" / "metrics.jsonl")
+    assert len(metrics) == 2 and metrics[-1]["rollouts"] > 0 and metrics[-1]["tokens"] > 0
+    assert 0.0 <= metrics[-1]["heldout_accuracy"] <= 1.0
+    assert result.hall_of_fame[0]["l_total"] == -result.hall_of_fame[0]["fitness"][0]
