@@ -3,13 +3,18 @@
 Per generation, in the order of ``deap.algorithms.eaMuPlusLambda``::
 
     offspring = vary(population)                     # pure genome operators, run rng
-    tasks     = curriculum batch around the frontier  # train split only
     evaluate(individuals without a valid fitness)     # one backend call, journal-cached
     population = select(population + offspring, mu)
     hall of fame, held-out score of the best, curriculum update, logbook, metrics
 
-All randomness flows from one ``random.Random(config.run.seed)``. Held-out results
-are reported, never used for selection.
+The training batch is a function of the curriculum frontier (and the run seed), not
+of the generation: while the frontier stays, every individual is scored on the same
+tasks, so fitnesses compare fairly and only new individuals are evaluated. When the
+frontier moves the fitness function has changed, so the survivors' fitnesses are
+invalidated and they are scored again on the new batch (their old completions stay
+in the journal). All variation randomness flows from one
+``random.Random(config.run.seed)``. Held-out results are reported, never used for
+selection.
 """
 
 from __future__ import annotations
@@ -113,16 +118,19 @@ class _Loop:
         self.logbook = tools.Logbook()
         self.metrics: list[dict[str, Any]] = []
         self.journal: Journal | None = None
+        self.batches: dict[tuple, list] = {}  # frontier state -> training tasks
+        self.frontier_moved = False
 
     # ---- the loop ----------------------------------------------------------------------
     def run(self, seeds: list[Strategy]) -> RunResult:
+        self.counters.started = time.perf_counter()  # model loading is not the loop's time
         population = self.initial_population(seeds)
         self.evaluate(population, generation=0)
         population = self.select(population, self.config.population.size)
         self.record(0, population)
         for gen in range(1, self.config.run.generations + 1):
             offspring = self.vary(population, gen)
-            self.evaluate(offspring, generation=gen)
+            self.evaluate(population + offspring, generation=gen)
             population = self.select(population + offspring, self.config.population.size)
             self.record(gen, population)
         return self.finish()
@@ -185,19 +193,33 @@ class _Loop:
 
     def evaluate(self, individuals: Sequence, generation: int) -> None:
         """Score individuals without a valid fitness on this generation's batch."""
+        if self.frontier_moved:  # scored on the previous batch: no longer comparable
+            for ind in individuals:
+                del ind.fitness.values
+            self.frontier_moved = False
         invalid = [ind for ind in individuals if not ind.fitness.valid]
         self.counters.evaluated = len(invalid)
         if not invalid:
             return
-        slots = self.curriculum.sample_levels(self.rng, self.config.tasks.per_family)
-        tasks = self.pool.training_batch(slots, generation)
+        tasks = self.training_batch()
         per_ind = self.generate([(ind.strategy, tasks) for ind in invalid], generation, "generation %d" % generation)
         for ind, results in zip(invalid, per_ind):
             self.assign_fitness(ind, results, tasks)
             self.run_dir.append("lineage.jsonl", self.lineage_record(ind))
         best_new = max(invalid, key=lambda ind: -ind.l_total)
-        self.curriculum.update(best_new.results)
         self.update_hall(invalid)
+        before = dict(self.curriculum.frontier)
+        self.frontier_moved = self.curriculum.update(best_new.results) != before
+
+    def training_batch(self) -> list:
+        """The batch for the current frontier: levels drawn around it with an rng
+        seeded by the frontier itself, tasks drawn from the train split."""
+        state = tuple(sorted(self.curriculum.frontier.items()))
+        if state not in self.batches:
+            rng = random.Random(f"{self.config.run.seed}/{state}")
+            slots = self.curriculum.sample_levels(rng, self.config.tasks.per_family)
+            self.batches[state] = self.pool.training_batch(slots, generation=len(self.batches))
+        return self.batches[state]
 
     def generate(self, jobs, generation: int, label: str):
         from tqdm import tqdm
@@ -228,8 +250,8 @@ class _Loop:
 
     def update_hall(self, individuals: Sequence) -> None:
         merged = {ind.strategy.content_hash(): ind for ind in self.hall}
-        for ind in individuals:
-            merged.setdefault(ind.strategy.content_hash(), ind)
+        for ind in individuals:  # a re-evaluated genome keeps its latest score
+            merged[ind.strategy.content_hash()] = ind
         self.hall = sorted(merged.values(), key=lambda ind: (ind.l_total, ind.id))[: self.config.population.hall_of_fame]
         if self.pareto is not None:
             self.pareto.update(list(individuals))

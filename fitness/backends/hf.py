@@ -30,6 +30,7 @@ from fitness.backends.model_store import resolve_model
 from genomes.errors import InputError
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in adapter_names
+MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate forward pass
 
 
 @dataclass
@@ -37,6 +38,7 @@ class _Encoded:
     index: int
     ids: list[int]
     request: Request
+    prefix_len: int  # leading tokens that render the conversation before the last user turn
 
 
 class HFBackend:
@@ -76,6 +78,7 @@ class HFBackend:
         self.max_batch = max_batch
         self.max_loaded_adapters = max_loaded_adapters
         self._adapters: OrderedDict[str, str] = OrderedDict()  # adapter dir -> loaded name
+        self._prefix_cache: dict[tuple[str, str | None], list[int]] = {}
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.stop_ids = self._stop_token_ids()
 
@@ -109,7 +112,18 @@ class HFBackend:
             list(request.messages), add_generation_prompt=True, tokenize=False
         )
         ids = self.tokenizer.encode(prompt + request.prefill, add_special_tokens=False)
-        return _Encoded(index, ids, request)
+        return _Encoded(index, ids, request, self._prefix_len(request, ids))
+
+    def _prefix_len(self, request: Request, ids: list[int]) -> int:
+        if len(request.messages) < 2:
+            return 0
+        history = self.tokenizer.apply_chat_template(list(request.messages[:-1]), tokenize=False)
+        key = (history, request.adapter)
+        if key not in self._prefix_cache:  # one strategy renders the same history for every task
+            self._prefix_cache[key] = self.tokenizer.encode(history, add_special_tokens=False)
+            if len(self._prefix_cache) > 4096:
+                self._prefix_cache.pop(next(iter(self._prefix_cache)))
+        return _shared_len(ids, self._prefix_cache[key])
 
     def _chunks(self, encoded: list[_Encoded]) -> list[list[_Encoded]]:
         """Longest prompts first, greedily packed under the token budget."""
@@ -203,39 +217,45 @@ class HFBackend:
     def _prefill(self, chunk: list[_Encoded], extra: dict):
         """Run the prompts through the model; returns (cache, attention mask, last logits).
 
-        Rows of one strategy share a long prefix (system prompt, exemplars). That
-        prefix is computed once and its KV cache copied to every row; each row's own
-        suffix is left-padded *after* the shared prefix: [prefix][pads][suffix]. The
-        mask zeroes the pads and positions count only real tokens, so each row sees
-        exactly its own prompt.
+        Requests of one strategy share a long prefix (system prompt, exemplars): the
+        rendered conversation before the final user turn. Each distinct prefix in the
+        chunk (per adapter) is computed once, in one left-padded batch, and its KV
+        cache is copied to the rows that use it. Each row's own suffix is then
+        left-padded *after* its prefix: [pads][prefix][pads][suffix]. The mask zeroes
+        the pads and positions count only real tokens, so every row sees exactly its
+        own prompt at exactly its own positions.
         """
         torch = self._torch
         from transformers import DynamicCache
 
         n = len(chunk)
-        cache = DynamicCache()
-        shared = _common_prefix_len([e.ids for e in chunk])
+        names = extra.get("adapter_names", [BASE_ADAPTER] * n)
+        groups: dict[tuple, list[int]] = {}
+        for row, e in enumerate(chunk):
+            groups.setdefault((names[row], tuple(e.ids[: e.prefix_len])), []).append(row)
         # every row keeps at least one suffix token: its logits start the decoding
-        shared = min(shared, min(len(e.ids) for e in chunk) - 1)
-        names = set(extra.get("adapter_names", ()))
-        if n == 1 or shared < 8 or len(names) > 1:
-            shared = 0  # rows with different adapters have different prefix KV
-        if shared:
-            prefix = torch.tensor([chunk[0].ids[:shared]], dtype=torch.long)
-            prefix_mask = torch.ones((1, shared), dtype=torch.long)
-            prefix_extra = {"adapter_names": sorted(names)} if names else {}
-            self._forward(prefix, prefix_mask, torch.arange(shared).unsqueeze(0), cache, prefix_extra)
-            cache.batch_repeat_interleave(n)
-        suffixes = [e.ids[shared:] for e in chunk]
-        width = max(len(s) for s in suffixes)
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        suffix_mask = torch.zeros((n, width), dtype=torch.long)
-        for row, suffix in enumerate(suffixes):
-            ids[row, width - len(suffix):] = torch.tensor(suffix)
-            suffix_mask[row, width - len(suffix):] = 1
-        mask = torch.cat([torch.ones((n, shared), dtype=torch.long), suffix_mask], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        logits = self._forward(ids, mask, positions, cache, extra)
+        prefix_lens = [min(len(key[1]), min(len(chunk[r].ids) for r in rows) - 1) for key, rows in groups.items()]
+        cache = DynamicCache()
+        if n == 1 or max(prefix_lens) < MIN_SHARED_PREFIX or len(groups) == n:
+            group_of_row, prefix_lens, prefix_mask = [0] * n, [0], torch.zeros((n, 0), dtype=torch.long)
+        else:
+            group_of_row = [0] * n
+            for g, rows in enumerate(groups.values()):
+                for row in rows:
+                    group_of_row[row] = g
+            keys = list(groups)
+            prefix_ids, group_mask = _left_pad([list(k[1][:length]) for k, length in zip(keys, prefix_lens)], self.pad_id, torch)
+            group_extra = {"adapter_names": [k[0] for k in keys]} if extra else {}
+            self._forward(prefix_ids, group_mask, (group_mask.cumsum(-1) - 1).clamp(min=0), cache, group_extra)
+            index = torch.tensor(group_of_row, dtype=torch.long)
+            cache.batch_select_indices(index.to(self.device))  # repeated indices copy a group's KV to its rows
+            prefix_mask = group_mask[index]
+        suffix_ids, suffix_mask = _left_pad(
+            [e.ids[prefix_lens[group_of_row[row]]:] for row, e in enumerate(chunk)], self.pad_id, torch
+        )
+        mask = torch.cat([prefix_mask, suffix_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_mask.shape[1]:]
+        logits = self._forward(suffix_ids, mask, positions, cache, extra)
         return cache, mask, logits
 
     def _forward(self, ids, mask, positions, cache, extra: dict):
@@ -248,15 +268,24 @@ class HFBackend:
         return out.logits[:, -1, :].float().cpu()
 
 
-def _common_prefix_len(rows: list[list[int]]) -> int:
-    first = rows[0]
-    length = min(len(r) for r in rows)
-    for row in rows[1:]:
-        i = 0
-        while i < length and row[i] == first[i]:
-            i += 1
-        length = i
-    return length
+def _left_pad(rows: list[list[int]], pad_id: int, torch):
+    """(ids, mask) tensors with every row right-aligned."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def _shared_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class _RowSampler:

