@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--name", help="override run.name")
     rn.add_argument("--seed", type=int, help="override run.seed")
     rn.add_argument("--quiet", action="store_true", help="no progress display")
+    rn.add_argument("--force", action="store_true", help="replace an existing run directory of the same name")
 
     ts = sub.add_parser("tasks", help="list reasoning-gym task families and their levels")
     ts.add_argument("filter", nargs="?", default="", help="only families whose name contains this")

@@ -34,6 +34,7 @@ from evo.rundir import RunDir
 from evo.task_pool import TaskPool
 from fitness.backends.base import Backend
 from fitness.curriculum import Curriculum
+from fitness.tasks import Task
 from fitness.journal import Journal, evaluate_with_journal
 from fitness.loss import LossWeights, individual_loss, multi_objective
 from genomes.operators import apply_rewrite, cx_strategy, mut_strategy, rewrite_messages
@@ -46,12 +47,14 @@ class RunResult:
     hall_of_fame: list[dict[str, Any]]
     metrics: list[dict[str, Any]]
     best: Strategy
+    training_batches: list[list[Task]]  # in the order the frontier states were first met
 
 
 @dataclass
 class _Counters:
     next_id: int = 0
     rollouts: int = 0
+    heldout_rollouts: int = 0  # part of rollouts spent on reporting, not on search
     reused: int = 0
     tokens: int = 0
     backend_s: float = 0.0
@@ -83,14 +86,19 @@ def build_backend(config: RunConfig) -> Backend:
     return HFBackend(model=m.name, cache_dir=m.cache_dir or None, device=m.device, token_budget=m.token_budget)
 
 
-def run_evolution(config: RunConfig, backend: Backend | None = None, show_progress: bool = True) -> RunResult:
-    """Run ``config.run.generations`` generations in ``config.run_dir``; see module doc."""
+def run_evolution(config: RunConfig, backend: Backend | None = None, show_progress: bool = True,
+                  overwrite: bool = False) -> RunResult:
+    """Run ``config.run.generations`` generations in ``config.run_dir``; see module doc.
+
+    Refuses (InputError) to start in a directory that already holds a run, unless
+    ``overwrite``, which deletes it first.
+    """
     from evo.config import check_tasks
 
     check_tasks(config)
     seeds = [Strategy.load(s) for s in config.population.seeds]
     run_dir = RunDir(config.run_dir)
-    run_dir.create(config.to_dict())
+    run_dir.create(config.to_dict(), overwrite=overwrite)
     counters = _Counters()
     backend = _TimedBackend(backend or build_backend(config), counters)
     loop = _Loop(config, backend, run_dir, counters, show_progress)
@@ -99,17 +107,21 @@ def run_evolution(config: RunConfig, backend: Backend | None = None, show_progre
         return loop.run(seeds)
 
 
+def make_curriculum(config: RunConfig, pool: TaskPool) -> Curriculum:
+    c = config.curriculum
+    curriculum = Curriculum(pool.levels(), start_level=0, up_threshold=c.up_threshold,
+                            down_threshold=c.down_threshold, spread=c.spread)
+    curriculum.frontier.update(pool.start_levels())
+    return curriculum
+
+
 class _Loop:
     def __init__(self, config: RunConfig, backend, run_dir: RunDir, counters: _Counters, show_progress: bool) -> None:
         self.config, self.backend, self.run_dir, self.counters = config, backend, run_dir, counters
         self.show_progress = show_progress
         self.rng = random.Random(config.run.seed)
         self.pool = TaskPool(config)
-        c = config.curriculum
-        self.curriculum = Curriculum(self.pool.levels(), start_level=0, up_threshold=c.up_threshold,
-                                     down_threshold=c.down_threshold, spread=c.spread)
-        for family, level in self.pool.start_levels().items():
-            self.curriculum.frontier[family] = level
+        self.curriculum = make_curriculum(config, self.pool)
         self.heldout_tasks = self.pool.heldout()
         self.weights = LossWeights(config.loss.alpha, config.loss.beta, config.loss.gamma, config.loss.delta)
         self.mode = config.population.mode
@@ -221,7 +233,7 @@ class _Loop:
             self.batches[state] = self.pool.training_batch(slots, generation=len(self.batches))
         return self.batches[state]
 
-    def generate(self, jobs, generation: int, label: str):
+    def generate(self, jobs, generation: int, label: str, heldout: bool = False):
         from tqdm import tqdm
 
         total = sum(len(tasks) * s.decoding.votes for s, tasks in jobs)
@@ -230,6 +242,7 @@ class _Loop:
             results, new, reused = evaluate_with_journal(jobs, self.backend, self.journal, self.config.run.seed,
                                                          generation, progress=bar.update)
         self.counters.rollouts += new
+        self.counters.heldout_rollouts += new if heldout else 0
         self.counters.reused += reused
         return results
 
@@ -271,7 +284,7 @@ class _Loop:
 
     def heldout_accuracy(self, gen: int) -> float:
         top = self.hall[: self.config.tasks.heldout_top]
-        per_ind = self.generate([(ind.strategy, self.heldout_tasks) for ind in top], gen, "held-out")
+        per_ind = self.generate([(ind.strategy, self.heldout_tasks) for ind in top], gen, "held-out", heldout=True)
         accuracies = [sum(r.correct for r in results) / len(results) for results in per_ind]
         return accuracies[0] if accuracies else 0.0
 
@@ -290,6 +303,7 @@ class _Loop:
             "best_hash": best.strategy.content_hash(),
             "frontier": dict(self.curriculum.frontier),
             "rollouts": self.counters.rollouts,
+            "heldout_rollouts": self.counters.heldout_rollouts,
             "reused": self.counters.reused,
             "tokens": self.counters.tokens,
             "backend_s": round(self.counters.backend_s, 3),
@@ -321,7 +335,7 @@ class _Loop:
             summary["pareto_front"] = [self.lineage_record(ind) for ind in self.pareto]
         summary["curriculum_history"] = self.curriculum.history
         self.run_dir.write_json("best.json", summary)
-        return RunResult(str(self.run_dir.path), hall, self.metrics, self.hall[0].strategy)
+        return RunResult(str(self.run_dir.path), hall, self.metrics, self.hall[0].strategy, list(self.batches.values()))
 
 
 def _same_genome(a, b) -> bool:

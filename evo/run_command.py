@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from evo.config import check_tasks, load_config
+from evo.rundir import RunDir
 from fitness.backends.model_store import check_model
+from genomes.errors import InputError
 from genomes.strategy import Strategy
 
 
@@ -20,11 +22,13 @@ def run_command(args: argparse.Namespace) -> int:
         Strategy.load(seed)
     check_tasks(config)
     check_model(config.model.name)
+    if RunDir(config.run_dir).holds_a_run() and not args.force:
+        raise InputError(f"run directory already holds a run: {config.run_dir} (use --name for a new run, or --force to replace it)")
 
     from evo.engine import run_evolution
 
     print(f"run directory: {config.run_dir}", file=sys.stderr)
-    result = run_evolution(config, show_progress=not args.quiet)
+    result = run_evolution(config, show_progress=not args.quiet, overwrite=args.force)
     last = result.metrics[-1]
     print(f"best strategy {result.best.content_hash()}: train accuracy {result.hall_of_fame[0]['accuracy']:.1%}, "
           f"held-out accuracy {last['heldout_accuracy']:.1%}, fitness {last['best_fitness']:+.3f}")

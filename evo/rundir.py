@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
+
+from genomes.errors import InputError
 
 
 class RunDir:
@@ -23,10 +26,17 @@ class RunDir:
     def journal_path(self) -> Path:
         return self.path / "journal.sqlite"
 
-    def create(self, config: dict[str, Any]) -> None:
+    def holds_a_run(self) -> bool:
+        return (self.path / "config.json").exists()
+
+    def create(self, config: dict[str, Any], overwrite: bool = False) -> None:
+        if self.holds_a_run():
+            if not overwrite:
+                raise InputError(f"run directory already holds a run: {self.path} (choose another run.name, or --force to replace it)")
+            shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.jsonl", "lineage.jsonl"):
-            (self.path / name).write_text("")  # a fresh run starts fresh logs
+            (self.path / name).write_text("")
         self.write_json("config.json", config)
 
     def append(self, name: str, record: dict[str, Any]) -> None:

@@ -132,3 +132,15 @@ def test_short_real_evolution_on_the_bundled_model(tmp_path):
     assert len(metrics) == 2 and metrics[-1]["rollouts"] > 0 and metrics[-1]["tokens"] > 0
     assert 0.0 <= metrics[-1]["heldout_accuracy"] <= 1.0
     assert result.hall_of_fame[0]["l_total"] == -result.hall_of_fame[0]["fitness"][0]
+
+
+def test_an_existing_run_is_not_overwritten_by_accident(tmp_path):
+    from genomes.errors import InputError
+
+    cfg = config(tmp_path, run={"generations": 1})
+    run_evolution(cfg, backend=ArithmeticOracle(), show_progress=False)
+    with pytest.raises(InputError, match="already holds a run"):
+        run_evolution(cfg, backend=ArithmeticOracle(), show_progress=False)
+    backend = ArithmeticOracle()
+    run_evolution(cfg, backend=backend, show_progress=False, overwrite=True)
+    assert backend.requests  # a fresh journal: everything generated again

@@ -1,0 +1,116 @@
+"""Benchmark: does evolution find better strategies than the baselines?
+
+    python runs/bench_search.py                       # the quickstart recipe
+    python runs/bench_search.py --config my.toml --heldout 48
+
+On one shared backend and one enlarged held-out set (drawn from the held-out split,
+never used for selection), compares the held-out accuracy of:
+
+  (a) the best seed strategy   (the seed with the best training fitness),
+  (b) random search            (random strategies from the fragment library, scored
+                                on the run's first training batch until the same
+                                number of training rollouts as (c) is spent; the best
+                                by training fitness is kept),
+  (c) evolution                (the config's run; the hall of fame's best).
+
+Prints each with a 95 % bootstrap confidence interval over held-out tasks, the
+paired bootstrap CI of (c) minus each baseline, and the share of generation wall
+time spent outside the backend (target < 3 %). Targets: (c) beats (a) and (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+
+from evo.config import load_config
+from evo.engine import build_backend, run_evolution
+from evo.task_pool import TaskPool
+from fitness.curriculum import estimate_ability
+from fitness.journal import Journal, evaluate_with_journal
+from fitness.loss import LossWeights, individual_loss
+from genomes.operators import random_strategy
+from genomes.strategy import Strategy
+
+BOOTSTRAP_SAMPLES = 2000
+
+
+def bootstrap_ci(values: list[float], rng: random.Random) -> tuple[float, float]:
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(BOOTSTRAP_SAMPLES))
+    return means[int(0.025 * BOOTSTRAP_SAMPLES)], means[int(0.975 * BOOTSTRAP_SAMPLES) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="runs/quickstart.toml")
+    parser.add_argument("--heldout", type=int, default=32, help="held-out tasks per family for the comparison")
+    parser.add_argument("--out-dir", default="runs/out/bench_search")
+    args = parser.parse_args()
+
+    config = load_config(args.config, {"run": {"name": "evolution", "out_dir": args.out_dir}})
+    weights = LossWeights(config.loss.alpha, config.loss.beta, config.loss.gamma, config.loss.delta)
+    backend = build_backend(config)
+    big = dataclasses.replace(config, tasks=dataclasses.replace(config.tasks, heldout_per_family=args.heldout))
+    pool = TaskPool(big)
+    heldout = pool.heldout()
+    journal = Journal(Path(args.out_dir) / "bench_journal.sqlite")
+
+    def score(strategies: list[Strategy], tasks) -> list[list]:
+        results, _, _ = evaluate_with_journal([(s, tasks) for s in strategies], backend, journal, config.run.seed, 0)
+        return results
+
+    def train_fitness(results, tasks) -> float:
+        return -individual_loss(results, tasks, estimate_ability(results), weights, config.loss.reference_tokens)[0]
+
+    # (c) evolution
+    started = time.perf_counter()
+    evo = run_evolution(config, backend=backend, overwrite=True)
+    evo_s = time.perf_counter() - started
+    last = evo.metrics[-1]
+    train_rollouts = last["rollouts"] - last["heldout_rollouts"]
+    outside = 1 - last["backend_s"] / last["wall_s"]
+
+    first_batch = evo.training_batches[0]  # what every individual of generation 0 was scored on
+
+    # (a) seeds, picked on training fitness
+    seeds = [Strategy.load(s) for s in config.population.seeds]
+    seed_train = score(seeds, first_batch)
+    best_seed = max(zip(seeds, seed_train), key=lambda p: train_fitness(p[1], first_batch))[0]
+
+    # (b) random search with the same training rollouts
+    rng = random.Random(config.run.seed + 1)
+    n_random = max(1, train_rollouts // len(first_batch))
+    candidates = [random_strategy(rng, config.model.models) for _ in range(n_random)]
+    random_train = score(candidates, first_batch)
+    best_random = max(zip(candidates, random_train), key=lambda p: train_fitness(p[1], first_batch))[0]
+
+    picks = {"best seed": best_seed, "random search": best_random, "evolution": evo.best}
+    per_task = {name: [float(r.correct) for r in results] for name, results in zip(picks, score(list(picks.values()), heldout))}
+
+    ci_rng = random.Random(0)
+    report = {"heldout_tasks": len(heldout), "train_rollouts_each": train_rollouts, "random_candidates": n_random,
+              "evolution_s": round(evo_s, 1), "outside_backend_share": round(outside, 4), "methods": {}}
+    print(f"\nheld-out tasks: {len(heldout)}; training rollouts: evolution {train_rollouts}, "
+          f"random search {n_random} x {len(first_batch)} = {n_random * len(first_batch)}")
+    for name, values in per_task.items():
+        acc = sum(values) / len(values)
+        low, high = bootstrap_ci(values, ci_rng)
+        report["methods"][name] = {"accuracy": acc, "ci95": [low, high], "strategy": picks[name].content_hash()}
+        print(f"{name:<14} held-out accuracy {acc:6.1%}  95% CI [{low:.1%}, {high:.1%}]")
+    for base in ("best seed", "random search"):
+        diffs = [e - b for e, b in zip(per_task["evolution"], per_task[base])]
+        low, high = bootstrap_ci(diffs, ci_rng)
+        report[f"evolution_minus_{base.replace(' ', '_')}"] = {"mean": sum(diffs) / len(diffs), "ci95": [low, high]}
+        print(f"evolution - {base:<13} {sum(diffs) / len(diffs):+6.1%}  95% CI [{low:+.1%}, {high:+.1%}]")
+    print(f"share of generation wall time outside the backend: {outside:.2%} (target < 3%)")
+    print(json.dumps(report))
+    journal.close()
+
+
+if __name__ == "__main__":
+    main()
