@@ -19,6 +19,7 @@ selection.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 import time
@@ -37,7 +38,7 @@ from fitness.curriculum import Curriculum
 from fitness.tasks import Task
 from fitness.journal import Journal, evaluate_with_journal
 from fitness.loss import LossWeights, individual_loss, multi_objective
-from genomes.operators import apply_rewrite, cx_strategy, mut_strategy, rewrite_messages
+from genomes.operators import REWRITABLE_SLOTS, apply_rewrite, cx_strategy, mut_strategy, rewrite_messages
 from genomes.strategy import Strategy
 
 
@@ -171,7 +172,7 @@ class _Loop:
             elif roll < p.crossover_prob + p.mutation_prob:
                 parent = self.rng.choice(population)
                 if self.rng.random() < p.llm_rewrite_prob:
-                    slot = self.rng.choice(("role", "approach", "cautions"))
+                    slot = self.rng.choice(REWRITABLE_SLOTS)
                     rewrites.append((parent, slot))
                     continue
                 child, op = self.mutate(parent.strategy)
@@ -192,14 +193,14 @@ class _Loop:
         from fitness.backends.base import Request, SamplingParams
 
         requests = [
-            Request(rewrite_messages(getattr(parent.strategy.prompt, slot) or "Be careful.", slot),
+            Request(rewrite_messages(getattr(parent.strategy.prompt, slot), slot),
                     SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=48, seed=self.rng.randrange(2**31)))
             for parent, slot in rewrites
         ]
         children = []
         for (parent, slot), completion in zip(rewrites, self.backend.generate(requests)):
             prompt = apply_rewrite(parent.strategy.prompt, slot, completion.text)
-            child = Strategy(parent.strategy.name, prompt, parent.strategy.chain, parent.strategy.decoding, parent.strategy.lora)
+            child = dataclasses.replace(parent.strategy, prompt=prompt)
             children.append(self.new_individual(child, (parent.id,), "mut_llm_rewrite", gen))
         return children
 

@@ -28,7 +28,9 @@ class ArithmeticOracle:
         for r in requests:
             question = r.messages[-1]["content"]
             match = re.search(r"problem: (.*) =", question)
-            if self.garbage or not match:
+            if "Rewrite this instruction" in question or "Write one short instruction" in question:
+                text = "Check every digit twice."
+            elif self.garbage or not match:
                 text = "\x00\ufffd" * 40
             elif r.sampling.max_new_tokens >= 96:
                 text = format_completion([match.group(1)], str(eval(match.group(1))), f"It is {eval(match.group(1))}.")
@@ -144,3 +146,17 @@ def test_an_existing_run_is_not_overwritten_by_accident(tmp_path):
     backend = ArithmeticOracle()
     run_evolution(cfg, backend=backend, show_progress=False, overwrite=True)
     assert backend.requests  # a fresh journal: everything generated again
+
+
+def test_llm_rewrite_mutation_goes_through_the_backend(tmp_path):
+    backend = ArithmeticOracle()
+    cfg = config(tmp_path, run={"generations": 2}, population={"llm_rewrite_prob": 1.0, "crossover_prob": 0.0,
+                                                               "mutation_prob": 1.0})
+    run_evolution(cfg, backend=backend, show_progress=False)
+    rewritten = [row for row in read_jsonl(tmp_path / "t" / "lineage.jsonl") if row["op"] == "mut_llm_rewrite"]
+    assert len(rewritten) == 8  # every child of generations 1 and 2
+    for row in rewritten:
+        prompt = row["strategy"]["prompt"]
+        assert "Check every digit twice." in (prompt["role"], prompt["approach"], prompt["cautions"], prompt["answer_format"])
+    asked = [r for r in backend.requests if "instruction" in r.messages[-1]["content"]]
+    assert len(asked) == 8 and all(r.sampling.temperature > 0 for r in asked)
