@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--quiet", action="store_true", help="no progress display")
     rn.add_argument("--force", action="store_true", help="replace an existing run directory of the same name")
 
+    rs = sub.add_parser("resume", help="continue a run directory from its last checkpoint",
+                        description="Continue a run exactly where its last complete checkpoint left it.")
+    rs.add_argument("run_dir", help="a run directory written by `evo run`")
+    rs.add_argument("--generations", type=int, help="total generations to reach (default: the run's configured number)")
+    rs.add_argument("--quiet", action="store_true", help="no progress display")
+
     ts = sub.add_parser("tasks", help="list reasoning-gym task families and their levels")
     ts.add_argument("filter", nargs="?", default="", help="only families whose name contains this")
     return parser
@@ -63,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             from evo.run_command import run_command
 
             return run_command(args)
+        if args.command == "resume":
+            from evo.run_command import resume_command
+
+            return resume_command(args)
         if args.command == "tasks":
             from evo.eval_command import list_tasks
 

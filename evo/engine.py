@@ -25,12 +25,23 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from deap import tools
 
+from evo import checkpoint
 from evo.config import RunConfig
+from evo.faults import maybe_crash
 from evo.individuals import make_individual
+from evo.loop_state import (
+    IndividualTable,
+    global_rng_arrays,
+    individual_from_json,
+    restore_global_rngs,
+    rng_from_json,
+    rng_to_json,
+)
 from evo.rundir import RunDir
 from evo.task_pool import TaskPool
 from fitness.backends.base import Backend
@@ -38,6 +49,7 @@ from fitness.curriculum import Curriculum
 from fitness.tasks import Task
 from fitness.journal import Journal, evaluate_with_journal
 from fitness.loss import LossWeights, individual_loss, multi_objective
+from genomes.errors import InputError
 from genomes.operators import REWRITABLE_SLOTS, apply_rewrite, cx_strategy, mut_strategy, rewrite_messages
 from genomes.strategy import Strategy
 
@@ -108,6 +120,33 @@ def run_evolution(config: RunConfig, backend: Backend | None = None, show_progre
         return loop.run(seeds)
 
 
+def resume_evolution(run_dir: str | Path, generations: int | None = None, backend: Backend | None = None,
+                     show_progress: bool = True) -> RunResult:
+    """Continue a run from its last complete checkpoint, up to ``generations`` in total
+    (default: the configured number). Completions already in the journal are reused."""
+    from evo.config import RunConfig
+
+    run = RunDir(run_dir)
+    saved = checkpoint.load_latest(run.path)
+    config = RunConfig.from_dict(saved.state["config"], where="checkpoint config")
+    if generations is not None:
+        if generations < saved.generation:
+            raise InputError(f"--generations {generations}: the run already has {saved.generation} generations")
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, generations=generations))
+        run.write_json("config.json", config.to_dict())
+    counters = _Counters()
+    backend = _TimedBackend(backend or build_backend(config), counters)
+    loop = _Loop(config, backend, run, counters, show_progress)
+    with Journal(run.journal_path) as journal:
+        loop.journal = journal
+        population = loop.restore(saved)
+        if show_progress:
+            print(f"resuming {run.path} after generation {saved.generation} "
+                  f"({journal.count() - saved.state['journal_rows']} journaled completions past the checkpoint will be reused)",
+                  file=sys.stderr, flush=True)
+        return loop.continue_from(population, saved.generation + 1)
+
+
 def make_curriculum(config: RunConfig, pool: TaskPool) -> Curriculum:
     c = config.curriculum
     curriculum = Curriculum(pool.levels(), start_level=0, up_threshold=c.up_threshold,
@@ -140,13 +179,20 @@ class _Loop:
         population = self.initial_population(seeds)
         self.evaluate(population, generation=0)
         population = self.select(population, self.config.population.size)
-        self.record(0, population)
-        for gen in range(1, self.config.run.generations + 1):
+        self.end_generation(0, population)
+        return self.continue_from(population, 1)
+
+    def continue_from(self, population: list, first_generation: int) -> RunResult:
+        for gen in range(first_generation, self.config.run.generations + 1):
             offspring = self.vary(population, gen)
             self.evaluate(population + offspring, generation=gen)
             population = self.select(population + offspring, self.config.population.size)
-            self.record(gen, population)
+            self.end_generation(gen, population)
         return self.finish()
+
+    def end_generation(self, gen: int, population: list) -> None:
+        self.record(gen, population)
+        self.checkpoint(gen, population)
 
     def initial_population(self, seeds: list[Strategy]) -> list:
         """The seeds, then mutants of them until the population is full."""
@@ -216,6 +262,7 @@ class _Loop:
             return
         tasks = self.training_batch()
         per_ind = self.generate([(ind.strategy, tasks) for ind in invalid], generation, "generation %d" % generation)
+        maybe_crash("after-evaluate", generation)
         for ind, results in zip(invalid, per_ind):
             self.assign_fitness(ind, results, tasks)
             self.run_dir.append("lineage.jsonl", self.lineage_record(ind))
@@ -225,14 +272,69 @@ class _Loop:
         self.frontier_moved = self.curriculum.update(best_new.results) != before
 
     def training_batch(self) -> list:
-        """The batch for the current frontier: levels drawn around it with an rng
-        seeded by the frontier itself, tasks drawn from the train split."""
+        """The batch for the current frontier (see the module docstring)."""
         state = tuple(sorted(self.curriculum.frontier.items()))
         if state not in self.batches:
-            rng = random.Random(f"{self.config.run.seed}/{state}")
-            slots = self.curriculum.sample_levels(rng, self.config.tasks.per_family)
-            self.batches[state] = self.pool.training_batch(slots, generation=len(self.batches))
+            self.batches[state] = self.draw_batch(state, index=len(self.batches))
         return self.batches[state]
+
+    def draw_batch(self, state: tuple, index: int) -> list:
+        """Levels drawn around frontier ``state`` with an rng seeded by the state
+        itself, tasks drawn from the train split: a pure function of its arguments."""
+        curriculum = Curriculum.from_state(self.curriculum.to_state())
+        curriculum.frontier.update(dict(state))
+        rng = random.Random(f"{self.config.run.seed}/{state}")
+        slots = curriculum.sample_levels(rng, self.config.tasks.per_family)
+        return self.pool.training_batch(slots, generation=index)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def checkpoint(self, gen: int, population: list) -> None:
+        table = IndividualTable()
+        arrays, global_scalars = global_rng_arrays()
+        state = {
+            "config": self.config.to_dict(),
+            "population": table.refs(population),
+            "hall": table.refs(self.hall),
+            "pareto": table.refs(self.pareto) if self.pareto is not None else None,
+            "individuals": table.rows,
+            "metrics": self.metrics,
+            "curriculum": self.curriculum.to_state(),
+            "batch_states": [[list(item) for item in state] for state in self.batches],
+            "frontier_moved": self.frontier_moved,
+            "rng": rng_to_json(self.rng.getstate()),
+            "global_rngs": global_scalars,
+            "counters": {k: v for k, v in vars(self.counters).items() if k != "started"},
+            "wall_s": time.perf_counter() - self.counters.started,
+            "journal_rows": self.journal.count(),
+            "log_lines": {name: len(self.run_dir.read_jsonl(name)) for name in ("metrics.jsonl", "lineage.jsonl")},
+        }
+        checkpoint.write(self.run_dir.path, gen, state, arrays,
+                         before_rename=lambda: maybe_crash("checkpoint-write", gen))
+
+    def restore(self, saved: checkpoint.Checkpoint) -> list:
+        """Put the loop back where ``saved`` left it; returns the population."""
+        s = saved.state
+        individuals = [individual_from_json(row, self.mode) for row in s["individuals"]]
+        self.hall = [individuals[i] for i in s["hall"]]
+        if self.pareto is not None:
+            for i in s["pareto"] or []:
+                self.pareto.insert(individuals[i])
+        self.metrics = list(s["metrics"])
+        for record in self.metrics:
+            self.logbook.record(**record)
+        self.curriculum = Curriculum.from_state(s["curriculum"])
+        for index, state in enumerate(s["batch_states"]):
+            key = tuple((family, level) for family, level in state)
+            self.batches[key] = self.draw_batch(key, index)
+        self.frontier_moved = s["frontier_moved"]
+        self.rng.setstate(rng_from_json(s["rng"]))
+        restore_global_rngs(saved.arrays, s["global_rngs"])
+        for name, value in s["counters"].items():
+            setattr(self.counters, name, value)
+        self.counters.started = time.perf_counter() - s["wall_s"]
+        for name, lines in s["log_lines"].items():  # drop rows of the generation that did not finish
+            self.run_dir.truncate_jsonl(name, lines)
+        return [individuals[i] for i in s["population"]]
 
     def generate(self, jobs, generation: int, label: str, heldout: bool = False):
         from tqdm import tqdm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from evo.config import check_tasks, load_config
 from evo.rundir import RunDir
@@ -28,9 +29,24 @@ def run_command(args: argparse.Namespace) -> int:
     from evo.engine import run_evolution
 
     print(f"run directory: {config.run_dir}", file=sys.stderr)
-    result = run_evolution(config, show_progress=not args.quiet, overwrite=args.force)
+    _summarise(run_evolution(config, show_progress=not args.quiet, overwrite=args.force))
+    return 0
+
+
+def resume_command(args: argparse.Namespace) -> int:
+    from evo import checkpoint
+    from evo.engine import resume_evolution
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run directory not found: {run_dir}")
+    checkpoint.load_latest(run_dir, warn=lambda m: None)  # fail fast, before the model loads
+    _summarise(resume_evolution(run_dir, generations=args.generations, show_progress=not args.quiet))
+    return 0
+
+
+def _summarise(result) -> None:
     last = result.metrics[-1]
     print(f"best strategy {result.best.content_hash()}: train accuracy {result.hall_of_fame[0]['accuracy']:.1%}, "
           f"held-out accuracy {last['heldout_accuracy']:.1%}, fitness {last['best_fitness']:+.3f}")
     print(f"{last['rollouts']} rollouts, {last['tokens']:,} tokens; results in {result.run_dir}")
-    return 0

@@ -54,8 +54,23 @@ class RunDir:
             os.fsync(f.fileno())
         os.replace(tmp, target)
 
+    def truncate_jsonl(self, name: str, lines: int) -> None:
+        """Keep the first ``lines`` complete lines (a crash may have left more, or a
+        torn last line)."""
+        path = self.path / name
+        kept = path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines] if path.exists() else []
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
         path = self.path / name
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line from a crash: the rows before it are whole
+        return rows

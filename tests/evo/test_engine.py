@@ -4,60 +4,11 @@ bundled model (slow)."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
-from evo.config import RunConfig
 from evo.engine import run_evolution
-from fitness.backends.base import Completion
-from genomes.chat_format import format_completion
-
-
-class ArithmeticOracle:
-    """Answers chain_sum questions correctly iff the request allows >= 96 new tokens,
-    so selection has a real signal to find; records every request it sees."""
-
-    def __init__(self, garbage: bool = False):
-        self.garbage = garbage
-        self.requests = []
-
-    def generate(self, requests, progress=None):
-        self.requests += requests
-        out = []
-        for r in requests:
-            question = r.messages[-1]["content"]
-            match = re.search(r"problem: (.*) =", question)
-            if "Rewrite this instruction" in question or "Write one short instruction" in question:
-                text = "Check every digit twice."
-            elif self.garbage or not match:
-                text = "\x00\ufffd" * 40
-            elif r.sampling.max_new_tokens >= 96:
-                text = format_completion([match.group(1)], str(eval(match.group(1))), f"It is {eval(match.group(1))}.")
-            else:
-                text = format_completion([match.group(1)], "12345")
-            out.append(Completion(text, 10, 20, "stop"))
-        if progress:
-            progress(len(requests))
-        return out
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-
-def config(tmp_path, **sections) -> RunConfig:
-    data = {
-        "run": {"name": "t", "out_dir": str(tmp_path), "generations": 3, "seed": 1},
-        "population": {"size": 4, "offspring": 4, "seeds": ["direct", "stepwise"]},
-        "tasks": {"families": ["chain_sum"], "per_family": 3, "heldout_per_family": 4},
-    }
-    for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
-    return RunConfig.from_dict(data)
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
+from fakes import ArithmeticOracle, config, read_jsonl
 
 
 def test_selection_finds_the_signal_and_writes_the_run_dir(tmp_path):

@@ -1,0 +1,96 @@
+"""The loop's state as checkpoint data, and back.
+
+What a checkpoint holds: the population and hall of fame (and Pareto front) with
+each individual's genome, lineage, fitness and loss terms; the logbook; the
+curriculum state; the frontier states whose training batches were drawn (batches are
+re-drawn deterministically, not stored); the engine's ``random.Random`` state and
+numpy's and torch's global RNG states; the counters; the journal and log positions.
+
+Individuals that are the same object in the running loop (a hall-of-fame entry that
+is also in the population) come back as the same object, so a resumed run behaves
+exactly like one that never stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from evo.individuals import make_individual
+from fitness.loss import LossTerms
+from genomes.strategy import Strategy
+
+
+def individual_to_json(ind) -> dict[str, Any]:
+    return {
+        "id": ind.id, "strategy": ind.strategy.encode(), "parents": list(ind.parents), "op": ind.op,
+        "generation": ind.generation,
+        "fitness": list(ind.fitness.values) if ind.fitness.valid else None,
+        "l_total": ind.l_total, "accuracy": ind.accuracy, "chain_tokens": ind.chain_tokens,
+        "d_model": ind.d_model, "terms": ind.loss.as_dict() if ind.loss is not None else None,
+    }
+
+
+def individual_from_json(data: dict[str, Any], mode: str):
+    ind = make_individual(Strategy.decode(data["strategy"], where="checkpoint individual"), mode, data["id"],
+                          tuple(data["parents"]), data["op"], data["generation"])
+    if data["fitness"] is not None:
+        ind.fitness.values = tuple(data["fitness"])
+    ind.l_total, ind.accuracy, ind.chain_tokens, ind.d_model = data["l_total"], data["accuracy"], data["chain_tokens"], data["d_model"]
+    ind.loss = LossTerms(**data["terms"]) if data["terms"] is not None else None
+    ind.results = None  # the completions stay in the journal
+    return ind
+
+
+class IndividualTable:
+    """Serialises several lists of individuals, sharing objects by identity."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._index: dict[int, int] = {}
+
+    def refs(self, individuals) -> list[int]:
+        out = []
+        for ind in individuals:
+            if id(ind) not in self._index:
+                self._index[id(ind)] = len(self.rows)
+                self.rows.append(individual_to_json(ind))
+            out.append(self._index[id(ind)])
+        return out
+
+
+def rng_to_json(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def rng_from_json(data: list) -> tuple:
+    version, internal, gauss = data
+    return (version, tuple(internal), gauss)
+
+
+def global_rng_arrays() -> tuple[dict[str, Any], dict[str, Any]]:
+    """numpy's (and, when loaded, torch's) global RNG state: (arrays, JSON scalars).
+    The loop itself never draws from them; they are saved so that user code or
+    libraries that do see the same streams after a resume."""
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    arrays = {"numpy_keys": np.asarray(keys, dtype=np.uint32)}
+    scalars = {"numpy": [name, int(pos), int(has_gauss), float(cached)]}
+    if "torch" in sys.modules:
+        import torch
+
+        arrays["torch_cpu"] = torch.get_rng_state().numpy().copy()
+    return arrays, scalars
+
+
+def restore_global_rngs(arrays: dict[str, Any], scalars: dict[str, Any]) -> None:
+    import numpy as np
+
+    name, pos, has_gauss, cached = scalars["numpy"]
+    np.random.set_state((name, arrays["numpy_keys"], pos, has_gauss, cached))
+    if "torch_cpu" in arrays:
+        import torch
+
+        torch.set_rng_state(torch.from_numpy(arrays["torch_cpu"].copy()))

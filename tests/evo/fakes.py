@@ -1,0 +1,62 @@
+"""Test doubles shared by the evo tests (and the crash-test subprocess runner)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from evo.config import RunConfig
+from fitness.backends.base import Completion
+from genomes.chat_format import format_completion
+
+
+class ArithmeticOracle:
+    """Answers chain_sum questions correctly iff the request allows >= 96 new tokens,
+    so selection has a real signal to find; records every request it sees."""
+
+    def __init__(self, garbage: bool = False, count_file: str | None = None):
+        self.garbage = garbage
+        self.requests = []
+        self.count_file = count_file  # a crash-test subprocess reports its request count here
+
+    def generate(self, requests, progress=None):
+        self.requests += requests
+        out = []
+        for r in requests:
+            question = r.messages[-1]["content"]
+            match = re.search(r"problem: (.*) =", question)
+            if "Rewrite this instruction" in question or "Write one short instruction" in question:
+                text = "Check every digit twice."
+            elif self.garbage or not match:
+                text = "\x00\ufffd" * 40
+            elif r.sampling.max_new_tokens >= 96:
+                text = format_completion([match.group(1)], str(eval(match.group(1))), f"It is {eval(match.group(1))}.")
+            else:
+                text = format_completion([match.group(1)], "12345")
+            out.append(Completion(text, 10, 20, "stop"))
+        if progress:
+            progress(len(requests))
+        if self.count_file:
+            with open(self.count_file, "a") as f:
+                f.write(f"{len(requests)}\n")
+        return out
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+def config(tmp_path, **sections) -> RunConfig:
+    data = {
+        "run": {"name": "t", "out_dir": str(tmp_path), "generations": 3, "seed": 1},
+        "population": {"size": 4, "offspring": 4, "seeds": ["direct", "stepwise"]},
+        "tasks": {"families": ["chain_sum"], "per_family": 3, "heldout_per_family": 4},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return RunConfig.from_dict(data)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
