@@ -44,6 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--generations", type=int, help="total generations to reach (default: the run's configured number)")
     rs.add_argument("--quiet", action="store_true", help="no progress display")
 
+    ex = sub.add_parser("export", help="write the best strategies (and adapters) of a run",
+                        description="Export the best K strategies of a run: strategy JSON, prompt template, "
+                                    "and for LoRA individuals a PEFT adapter directory with a model card.")
+    ex.add_argument("run_dir", help="a run directory written by `evo run`")
+    ex.add_argument("--top", type=int, default=3, help="how many (default 3)")
+    ex.add_argument("--out", required=True, help="output directory")
+
+    rp = sub.add_parser("report", help="plots and an HTML summary of a run")
+    rp.add_argument("run_dir", help="a run directory written by `evo run`")
+    rp.add_argument("--out", help="output directory (default RUN_DIR/report)")
+
     ts = sub.add_parser("tasks", help="list reasoning-gym task families and their levels")
     ts.add_argument("filter", nargs="?", default="", help="only families whose name contains this")
     return parser
@@ -73,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
             from evo.run_command import resume_command
 
             return resume_command(args)
+        if args.command == "export":
+            from evo.export import export_top
+
+            for path in export_top(args.run_dir, args.top, args.out):
+                print(path)
+            return 0
+        if args.command == "report":
+            from evo.report import write_report
+
+            print(write_report(args.run_dir, args.out))
+            return 0
         if args.command == "tasks":
             from evo.eval_command import list_tasks
 

@@ -1,0 +1,141 @@
+"""`evo export RUN_DIR --top K --out DIR`: take the best strategies away.
+
+For each of the best K of the latest checkpoint's hall of fame (a killed run exports
+as well as a finished one)::
+
+    DIR/index.json                      rank, hash, fitness, accuracy per exported strategy
+    DIR/rank-1-<hash>/strategy.json     the strategy file (`evo eval` and seeds accept it)
+    DIR/rank-1-<hash>/prompt.txt        the rendered prompt template, {question} as placeholder
+    DIR/rank-1-<hash>/card.json         fitness, loss terms, lineage (ancestor chain), run config
+    DIR/rank-1-<hash>/adapter/          LoRA individuals only: a PEFT directory
+        adapter_config.json, adapter_model.safetensors, README.md (model card)
+
+The adapter directory loads as it is with ``PeftModel.from_pretrained(base, path)``
+and with vLLM's ``LoRARequest(name, id, path)``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from evo import checkpoint
+from evo.rundir import RunDir
+from genomes.errors import InputError
+from genomes.strategy import Strategy
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
+    """Write the best ``top`` strategies of ``run_dir`` into ``out``; returns their dirs."""
+    run_dir, out = Path(run_dir), Path(out)
+    if top < 1:
+        raise InputError(f"--top must be >= 1, got {top}")
+    if not run_dir.is_dir():
+        raise InputError(f"run directory not found: {run_dir}")
+    saved = checkpoint.load_latest(run_dir)
+    individuals = saved.state["individuals"]
+    hall = [individuals[i] for i in saved.state["hall"]][:top]
+    lineage = {row["id"]: row for row in RunDir(run_dir).read_jsonl("lineage.jsonl")}
+    last_metrics = saved.state["metrics"][-1] if saved.state["metrics"] else {}
+    out.mkdir(parents=True, exist_ok=True)
+    written, index = [], []
+    for rank, row in enumerate(hall, 1):
+        strategy = Strategy.decode(row["strategy"], where=f"hall of fame entry {rank}")
+        genome_hash = strategy.content_hash()
+        target = out / f"rank-{rank}-{genome_hash}"
+        target.mkdir(exist_ok=True)
+        strategy.save(target / "strategy.json")
+        (target / "prompt.txt").write_text(render_template(strategy), encoding="utf-8")
+        card = {
+            "rank": rank, "hash": genome_hash, "run": str(run_dir), "generation": saved.generation,
+            "fitness": row["fitness"], "l_total": row["l_total"], "train_accuracy": row["accuracy"],
+            "mean_chain_tokens": row["chain_tokens"], "loss_terms": row["terms"],
+            "heldout_accuracy": last_metrics.get("heldout_accuracy") if last_metrics.get("best_hash") == genome_hash else None,
+            "lineage": ancestry(lineage, row["id"]),
+            "run_config": saved.state["config"],
+        }
+        (target / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        if strategy.lora and strategy.lora.get("adapter_dir"):
+            export_adapter(Path(strategy.lora["adapter_dir"]), target / "adapter", card)
+        index.append({k: card[k] for k in ("rank", "hash", "fitness", "train_accuracy", "heldout_accuracy")}
+                     | {"path": target.name, "adapter": (target / "adapter").is_dir()})
+        written.append(target)
+    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return written
+
+
+def render_template(strategy: Strategy) -> str:
+    """The chat a model sees, with ``{question}`` where each task's question goes."""
+    rendered = strategy.render("{question}")
+    parts = [f"<{m['role']}>\n{m['content']}\n</{m['role']}>" for m in rendered.messages]
+    parts.append(f"<assistant>\n{rendered.prefill}...")
+    return "\n\n".join(parts) + "\n"
+
+
+def ancestry(lineage: dict[int, dict[str, Any]], ident: int) -> list[dict[str, Any]]:
+    """The individual and every ancestor (breadth first): id, generation, operator, parents."""
+    seen, queue, chain = set(), [ident], []
+    while queue:
+        current = queue.pop(0)
+        if current in seen or current not in lineage:
+            continue
+        seen.add(current)
+        row = lineage[current]
+        chain.append({"id": current, "generation": row["generation"], "op": row["op"], "parents": row["parents"]})
+        queue += row["parents"]
+    return chain
+
+
+def export_adapter(source: Path, target: Path, card: dict[str, Any]) -> None:
+    missing = [name for name in ADAPTER_FILES if not (source / name).is_file()]
+    if missing:
+        raise InputError(f"adapter of rank {card['rank']} is incomplete: {source} lacks {', '.join(missing)}")
+    target.mkdir(exist_ok=True)
+    for name in ADAPTER_FILES:
+        shutil.copyfile(source / name, target / name)
+    (target / "README.md").write_text(model_card(card, json.loads((source / "adapter_config.json").read_text())),
+                                      encoding="utf-8")
+
+
+def model_card(card: dict[str, Any], adapter_config: dict[str, Any]) -> str:
+    base = adapter_config.get("base_model_name_or_path") or "SmolLM2-135M-Instruct (bundled)"
+    lineage = "\n".join(f"- #{a['id']} (generation {a['generation']}, {a['op']}, parents {a['parents']})"
+                        for a in card["lineage"])
+    terms = ", ".join(f"{k} {v:+.3f}" for k, v in (card["loss_terms"] or {}).items())
+    heldout = "n/a" if card["heldout_accuracy"] is None else f"{card['heldout_accuracy']:.1%}"
+    return f"""---
+library_name: peft
+base_model: {base}
+tags: [lora, evo-reason]
+---
+
+# Evolved LoRA adapter, rank {card['rank']} of run `{card['run']}`
+
+Strategy hash `{card['hash']}`, from generation {card['generation']} of the run.
+
+| metric | value |
+|---|---|
+| fitness (−L_total) | {-card['l_total']:+.4f} |
+| train accuracy | {card['train_accuracy']:.1%} |
+| held-out accuracy | {heldout} |
+| mean chain tokens | {card['mean_chain_tokens']:.1f} |
+| loss terms | {terms} |
+
+Load with `PeftModel.from_pretrained(base_model, "<this directory>")`, or in vLLM with
+`LoRARequest("<name>", <id>, "<this directory>")`. Use it with the strategy in
+`../strategy.json` (prompt template in `../prompt.txt`).
+
+## Lineage
+
+{lineage}
+
+## Run config
+
+```json
+{json.dumps(card['run_config'], indent=2)}
+```
+"""

@@ -1,0 +1,90 @@
+"""`evo export`: strategies come back as files `evo eval` accepts; LoRA individuals
+as PEFT directories that PeftModel loads as they are."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from fakes import ArithmeticOracle, config
+
+from evo import checkpoint
+from evo.engine import run_evolution
+from evo.export import ancestry, export_top
+from genomes.errors import InputError
+from genomes.strategy import Strategy
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    run_evolution(config(tmp_path, run={"generations": 2}), backend=ArithmeticOracle(), show_progress=False)
+    return tmp_path / "t"
+
+
+def test_export_top_k_strategies(finished_run, tmp_path):
+    out = tmp_path / "export"
+    written = export_top(finished_run, 2, out)
+    saved = checkpoint.load_latest(finished_run)
+    hall = [saved.state["individuals"][i] for i in saved.state["hall"]]
+    assert len(written) == 2
+    for rank, (path, row) in enumerate(zip(written, hall), 1):
+        strategy = Strategy.load(path / "strategy.json")
+        assert strategy == Strategy.decode(row["strategy"])
+        assert path.name == f"rank-{rank}-{strategy.content_hash()}"
+        prompt = (path / "prompt.txt").read_text()
+        assert "{question}" in prompt and strategy.prompt.role in prompt
+        card = json.loads((path / "card.json").read_text())
+        assert card["fitness"] == row["fitness"] and card["lineage"][0]["id"] == row["id"]
+        assert not (path / "adapter").exists()  # no LoRA gene, no adapter
+    index = json.loads((out / "index.json").read_text())
+    assert [entry["rank"] for entry in index] == [1, 2]
+    assert index[0]["heldout_accuracy"] == saved.state["metrics"][-1]["heldout_accuracy"]
+
+
+def test_ancestry_walks_every_parent():
+    lineage = {
+        0: {"generation": 0, "op": "seed", "parents": []},
+        1: {"generation": 0, "op": "seed", "parents": []},
+        2: {"generation": 1, "op": "cx_strategy", "parents": [0, 1]},
+        3: {"generation": 2, "op": "mut_chain", "parents": [2]},
+    }
+    assert [a["id"] for a in ancestry(lineage, 3)] == [3, 2, 0, 1]
+
+
+def test_export_errors(tmp_path, finished_run):
+    with pytest.raises(InputError, match="not found"):
+        export_top(tmp_path / "missing", 1, tmp_path / "o")
+    with pytest.raises(InputError, match="--top"):
+        export_top(finished_run, 0, tmp_path / "o")
+    proc = subprocess.run([sys.executable, "-m", "evo.cli", "export", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_lora_individual_exports_a_peft_directory_that_loads(tmp_path, lora_adapters, hf_backend):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    seed = Strategy(name="with-lora", lora={"adapter_dir": lora_adapters[0]})
+    seed_file = tmp_path / "seed.json"
+    seed.save(seed_file)
+    cfg = config(tmp_path, run={"generations": 1}, population={"seeds": [str(seed_file)]})
+    run_evolution(cfg, backend=ArithmeticOracle(), show_progress=False)
+    written = export_top(tmp_path / "t", 1, tmp_path / "export")
+    adapter = written[0] / "adapter"
+    assert sorted(p.name for p in adapter.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert "library_name: peft" in (adapter / "README.md").read_text()
+
+    base = AutoModelForCausalLM.from_pretrained(hf_backend.model_path, local_files_only=True)
+    model = PeftModel.from_pretrained(base, str(adapter))
+    exported = load_file(str(adapter / "adapter_model.safetensors"))
+    original = load_file(f"{lora_adapters[0]}/adapter_model.safetensors")
+    assert exported.keys() == original.keys()
+    assert all(torch.equal(exported[k], original[k]) for k in exported)
+    loaded = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert loaded and all(p.abs().sum() > 0 for p in loaded.values())  # real weights, not an empty init
