@@ -23,7 +23,7 @@ import dataclasses
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,9 @@ from fitness.loss import LossWeights, individual_loss, multi_objective
 from genomes.errors import InputError
 from genomes.operators import REWRITABLE_SLOTS, apply_rewrite, cx_strategy, mut_strategy, rewrite_messages
 from genomes.strategy import Strategy
+
+
+GenerationCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -100,11 +103,13 @@ def build_backend(config: RunConfig) -> Backend:
 
 
 def run_evolution(config: RunConfig, backend: Backend | None = None, show_progress: bool = True,
-                  overwrite: bool = False) -> RunResult:
+                  overwrite: bool = False, on_generation: GenerationCallback | None = None) -> RunResult:
     """Run ``config.run.generations`` generations in ``config.run_dir``; see module doc.
 
     Refuses (InputError) to start in a directory that already holds a run, unless
-    ``overwrite``, which deletes it first.
+    ``overwrite``, which deletes it first. ``on_generation(record)`` is called with
+    each generation's metrics record after its checkpoint is written; an exception it
+    raises (e.g. an Optuna prune) stops the run there and propagates.
     """
     from evo.config import check_tasks
 
@@ -114,14 +119,14 @@ def run_evolution(config: RunConfig, backend: Backend | None = None, show_progre
     run_dir.create(config.to_dict(), overwrite=overwrite)
     counters = _Counters()
     backend = _TimedBackend(backend or build_backend(config), counters)
-    loop = _Loop(config, backend, run_dir, counters, show_progress)
+    loop = _Loop(config, backend, run_dir, counters, show_progress, on_generation)
     with Journal(run_dir.journal_path) as journal:
         loop.journal = journal
         return loop.run(seeds)
 
 
 def resume_evolution(run_dir: str | Path, generations: int | None = None, backend: Backend | None = None,
-                     show_progress: bool = True) -> RunResult:
+                     show_progress: bool = True, on_generation: GenerationCallback | None = None) -> RunResult:
     """Continue a run from its last complete checkpoint, up to ``generations`` in total
     (default: the configured number). Completions already in the journal are reused."""
     from evo.config import RunConfig
@@ -136,7 +141,7 @@ def resume_evolution(run_dir: str | Path, generations: int | None = None, backen
         run.write_json("config.json", config.to_dict())
     counters = _Counters()
     backend = _TimedBackend(backend or build_backend(config), counters)
-    loop = _Loop(config, backend, run, counters, show_progress)
+    loop = _Loop(config, backend, run, counters, show_progress, on_generation)
     with Journal(run.journal_path) as journal:
         loop.journal = journal
         population = loop.restore(saved)
@@ -156,9 +161,10 @@ def make_curriculum(config: RunConfig, pool: TaskPool) -> Curriculum:
 
 
 class _Loop:
-    def __init__(self, config: RunConfig, backend, run_dir: RunDir, counters: _Counters, show_progress: bool) -> None:
+    def __init__(self, config: RunConfig, backend, run_dir: RunDir, counters: _Counters, show_progress: bool,
+                 on_generation: GenerationCallback | None = None) -> None:
         self.config, self.backend, self.run_dir, self.counters = config, backend, run_dir, counters
-        self.show_progress = show_progress
+        self.show_progress, self.on_generation = show_progress, on_generation
         self.rng = random.Random(config.run.seed)
         self.pool = TaskPool(config)
         self.curriculum = make_curriculum(config, self.pool)
@@ -193,6 +199,8 @@ class _Loop:
     def end_generation(self, gen: int, population: list) -> None:
         self.record(gen, population)
         self.checkpoint(gen, population)
+        if self.on_generation:
+            self.on_generation(self.metrics[-1])
 
     def initial_population(self, seeds: list[Strategy]) -> list:
         """The seeds, then mutants of them until the population is full."""

@@ -111,3 +111,22 @@ def test_llm_rewrite_mutation_goes_through_the_backend(tmp_path):
         assert "Check every digit twice." in (prompt["role"], prompt["approach"], prompt["cautions"], prompt["answer_format"])
     asked = [r for r in backend.requests if "instruction" in r.messages[-1]["content"]]
     assert len(asked) == 8 and all(r.sampling.temperature > 0 for r in asked)
+
+
+def test_on_generation_sees_every_record_and_can_stop_the_run(tmp_path):
+    seen = []
+    run_evolution(config(tmp_path / "a"), backend=ArithmeticOracle(), show_progress=False, on_generation=seen.append)
+    assert [r["generation"] for r in seen] == [0, 1, 2, 3]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_one(record):
+        if record["generation"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_evolution(config(tmp_path / "b"), backend=ArithmeticOracle(), show_progress=False, on_generation=stop_at_one)
+    from evo import checkpoint
+
+    assert checkpoint.load_latest(tmp_path / "b" / "t").generation == 1  # stopped after a complete checkpoint
