@@ -440,7 +440,9 @@ def plot_cost(run: RunData, path: Path) -> None:
     ax_tok.set_title("tokens spent (cumulative)")
     ax_tok.set_ylabel("completion tokens")
     ax_tok.set_ylim(bottom=0)
-    ax_tok.ticklabel_format(axis="y", style="sci", scilimits=(-3, 5))
+    from matplotlib.ticker import EngFormatter
+
+    ax_tok.yaxis.set_major_formatter(EngFormatter(sep=""))  # 25k, 1.2M
     ax_tok.legend(loc="best", fontsize="small")
     _generation_axis(ax_tok, generations)
     _save(fig, path)
@@ -452,7 +454,7 @@ def plot_pareto(run: RunData, path: Path) -> None:
 
     rows = [r for r in run.lineage.values()
             if not math.isnan(_num(r.get("accuracy"))) and not math.isnan(_num(r.get("chain_tokens")))]
-    fig, (ax,) = _figure(8.5, 5.6)
+    fig, (ax,) = _figure(9, 6)
     ax.set_title(f"accuracy vs chain tokens ({len(rows)} evaluated individuals, {run.mode} mode)")
     ax.set_xlabel("mean chain tokens per answer (fewer is better)")
     ax.set_ylabel("train accuracy (higher is better)")
@@ -489,11 +491,11 @@ def plot_pareto(run: RunData, path: Path) -> None:
     fy = [p[0] for p in front_points]
     ax.step(fx, fy, where="post", color="#d62728", linewidth=1.2, alpha=0.8, zorder=3)
     ax.scatter(fx, fy, s=[30 + 25 * (len(counts[p]) - 1) ** 0.8 + 50 for p in front_points], facecolors="none",
-               edgecolors="#d62728", linewidths=1.8, zorder=4, label=f"non-dominated ({len(front)} individuals)")
+               edgecolors="#d62728", linewidths=1.8, zorder=4, label=f"non-dominated: {len(front)}")
     if run.best is not None and not math.isnan(_num(run.best.get("accuracy"))):
         ax.scatter([_num(run.best.get("chain_tokens"))], [_num(run.best["accuracy"])], marker="*", s=260,
                    color=BEST_COLOR, edgecolors="black", linewidths=0.8, zorder=5,
-                   label=f"best: hall of fame #1, lowest L_total (#{run.best.get('id')})")
+                   label=f"best (lowest L_total): #{run.best.get('id')}")
     if len(front_points) <= 12:
         for p in front_points:
             ids = sorted(counts[p], key=lambda r: _num(r.get("l_total"), math.inf))
@@ -510,7 +512,7 @@ def plot_pareto(run: RunData, path: Path) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], linestyle="none", marker="o", color="#6b8fa8", markersize=7,
-                      label="evaluated individual (bigger: several at one point)"), *ax.get_legend_handles_labels()[0]]
+                      label="evaluated (bigger: several at one point)"), *ax.get_legend_handles_labels()[0]]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small", markerscale=0.7)
     _save(fig, path)
 
@@ -588,6 +590,12 @@ def plot_lineage(run: RunData, path: Path) -> list[Any]:
                     arrowprops=dict(arrowstyle="-|>", color="#555555", linewidth=1.0, mutation_scale=11, linestyle=style,
                                     patchA=None if route else texts[parent].get_bbox_patch(),
                                     patchB=texts[child].get_bbox_patch(), shrinkA=0 if route else 2, shrinkB=2))
+    all_ids = {r["id"] for r in all_rows}
+    for r in rows:  # parents left out of a cut ancestry: a dotted stub from the left
+        if any(p in all_ids and p not in by_id for p in r.get("parents") or []):
+            ax.annotate("", xy=pos[r["id"]], xytext=(pos[r["id"]][0] - 0.5, pos[r["id"]][1]), zorder=1,
+                        arrowprops=dict(arrowstyle="-|>", color="#999999", linewidth=1.0, mutation_scale=9,
+                                        linestyle=":", patchB=texts[r["id"]].get_bbox_patch(), shrinkB=2))
     column_gen = layout.column_generation
     xs = sorted(column_gen)
     ax.set_xlim(min(xs) - 0.55, max(xs) + 0.55)
@@ -603,8 +611,9 @@ def plot_lineage(run: RunData, path: Path) -> list[Any]:
         ax.spines[side].set_visible(False)
     title = f"lineage of the best, #{best_id}: {len(all_rows) - 1} ancestor{'s' if len(all_rows) != 2 else ''}"
     if len(rows) < len(all_rows):
-        title += f" (the {len(rows) - 1} nearest drawn)"
-    ax.set_title(title)
+        title += f" (the {len(rows) - 1} nearest drawn; dotted: earlier ancestors left out)"
+    wide = width > 16  # scrolled sideways in the page: keep title and legend at the left, in view
+    ax.set_title(title, loc="left" if wide else "center")
     ops = sorted({r.get("op") for r in rows}, key=lambda o: (o not in OP_COLORS, list(OP_COLORS).index(o) if o in OP_COLORS else 0, str(o)))
     handles = [Patch(facecolor=_light(OP_COLORS.get(o, OTHER_OP_COLOR)), edgecolor=OP_COLORS.get(o, OTHER_OP_COLOR), label=str(o))
                for o in ops]
@@ -614,9 +623,10 @@ def plot_lineage(run: RunData, path: Path) -> list[Any]:
         handles.append(Line2D([], [], color="#555555", marker=">", label="parent → child"))
     if True in styles:
         handles.append(Line2D([], [], color="#555555", linestyle="--", marker=">", label="crossover parents → child"))
-    per_row = max(3, int(width / 1.55))
+    per_row = max(3, int(min(width, 16) / 1.55))
     n_rows = math.ceil(len(handles) / per_row)
-    fig.legend(handles=handles, loc="outside lower center", ncols=math.ceil(len(handles) / n_rows),
+    fig.legend(handles=handles, loc="outside lower left" if wide else "outside lower center",
+               ncols=math.ceil(len(handles) / n_rows),
                fontsize="small", title="box colour: the operator that made the individual")
     fig.canvas.draw()  # lay the text boxes out once so the arrows clip at their edges
     _save(fig, path)
@@ -663,6 +673,7 @@ def plot_curriculum(run: RunData, path: Path) -> None:
     # families at the same level would hide each other: offset each line a little
     offsets = [0.0] if len(families) == 1 else [0.16 * (k / (len(families) - 1) - 0.5) for k in range(len(families))]
     markers = "osD^vP*Xh<>"
+    ms = _marker_sizes(len(generations))[1] + 1 if len(generations) <= 40 else 0
     levels = []
     for k, family in enumerate(families):
         xs, ys = [], []
@@ -672,7 +683,8 @@ def plot_curriculum(run: RunData, path: Path) -> None:
                 xs.append(m["generation"])
                 ys.append(level + offsets[k])
                 levels.append(level)
-        ax.step(xs, ys, where="post", marker=markers[k % len(markers)], label=family, linewidth=1.6, alpha=0.9)
+        ax.step(xs, ys, where="post", marker=markers[k % len(markers)], markersize=ms, label=family,
+                linewidth=1.6, alpha=0.9)
     if levels and max(levels) - min(levels) <= 12:
         ax.set_yticks(range(int(min(levels)), int(max(levels)) + 1))
     else:
