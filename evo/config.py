@@ -17,6 +17,7 @@ from genomes.validation import as_mapping, build_dataclass, read_structured, rej
 
 SELECTION_MODES = ("scalar", "multi")
 OPERATORS = ("mut_prompt", "mut_chain", "mut_decoding", "cx_strategy")
+OPTIONAL_OPERATORS = ("mut_lora",)  # LoRA genes evolve only when a config names this
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class RunConfig:
 
     def gene_weights(self) -> dict[str, float]:
         """Relative mutation weight per gene, restricted to the enabled operators."""
-        base = {"prompt": 0.5, "chain": 0.3, "decoding": 0.2}
+        base = {"prompt": 0.5, "chain": 0.3, "decoding": 0.2, "lora": 0.4}
         return {gene: w for gene, w in base.items() if f"mut_{gene}" in self.population.operators}
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,8 +161,9 @@ def _validate(c: RunConfig) -> None:
         if not ok:
             raise InputError(f"{name}: {why}")
     for i, op in enumerate(p.operators):
-        if op not in OPERATORS:
-            raise InputError(f"population.operators[{i}]: unknown operator {op!r} (known: {', '.join(OPERATORS)})")
+        if op not in OPERATORS + OPTIONAL_OPERATORS:
+            known = ", ".join(OPERATORS + OPTIONAL_OPERATORS)
+            raise InputError(f"population.operators[{i}]: unknown operator {op!r} (known: {known})")
     if not any(op.startswith("mut_") for op in p.operators) and p.mutation_prob > 0:
         raise InputError("population.operators: mutation_prob > 0 needs at least one mut_* operator")
     for i, spec in enumerate(t.families):

@@ -99,7 +99,8 @@ def build_backend(config: RunConfig) -> Backend:
     from fitness.backends.hf import HFBackend
 
     m = config.model
-    return HFBackend(model=m.name, cache_dir=m.cache_dir or None, device=m.device, token_budget=m.token_budget)
+    return HFBackend(model=m.name, cache_dir=m.cache_dir or None, device=m.device, token_budget=m.token_budget,
+                     adapter_store=config.run_dir / "adapters")
 
 
 def run_evolution(config: RunConfig, backend: Backend | None = None, show_progress: bool = True,

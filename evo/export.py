@@ -59,13 +59,44 @@ def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
             "run_config": saved.state["config"],
         }
         (target / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        if strategy.lora and strategy.lora.get("adapter_dir"):
-            export_adapter(Path(strategy.lora["adapter_dir"]), target / "adapter", card)
+        source = adapter_source(strategy, run_dir, saved.state["config"])
+        if source is not None:
+            export_adapter(source, target / "adapter", card)
         index.append({k: card[k] for k in ("rank", "hash", "fitness", "train_accuracy", "heldout_accuracy")}
                      | {"path": target.name, "adapter": (target / "adapter").is_dir()})
         written.append(target)
     (out / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return written
+
+
+def adapter_source(strategy: Strategy, run_dir: Path, config: dict[str, Any]) -> Path | None:
+    """The PEFT directory behind a strategy's LoRA slot: a fixed adapter as it is; a
+    seed-chain gene from the run's adapter store, materialised there if missing
+    (which loads the base model once)."""
+    from genomes.lora import LoraGene
+
+    lora = strategy.lora
+    if isinstance(lora, dict):
+        return Path(lora["adapter_dir"]) if lora.get("adapter_dir") else None
+    if not (isinstance(lora, LoraGene) and lora.is_active and lora.has_weights):
+        return None
+    from fitness.backends.lora_weights import AdapterStore
+
+    model = _base_model(config["model"]["name"], config["model"]["cache_dir"] or None)
+    return AdapterStore(run_dir / "adapters").path_for(lora, model)
+
+
+_MODELS: dict[tuple, Any] = {}
+
+
+def _base_model(name: str, cache_dir: str | None):
+    if (name, cache_dir) not in _MODELS:
+        from transformers import AutoModelForCausalLM
+
+        from fitness.backends.model_store import resolve_model
+
+        _MODELS[(name, cache_dir)] = AutoModelForCausalLM.from_pretrained(resolve_model(name, cache_dir), local_files_only=True)
+    return _MODELS[(name, cache_dir)]
 
 
 def render_template(strategy: Strategy) -> str:

@@ -19,6 +19,14 @@ names another Optuna storage URL), the trial runs, and the results:
 - ``summary.md``: one row per trial (also printed), ``trials.png``, and Optuna's
   own HTML plots when plotly is installed.
 
+Trials share their completions (``share_rollouts``): a completion is a function of
+(strategy, task, seed) only, never of the loss weights, and every trial starts from
+the same seeded population on the same tasks, so the initial generation and every
+strategy two trials both meet are generated once per study. Each trial's journal is
+seeded from ``TUNE_DIR/rollouts-seed<run.seed>.sqlite`` and merged back when the
+trial ends (also when pruned or failed). Results are identical either way; only the
+cost differs (a trial's ``rollouts`` count only what it generated itself).
+
 Running the same command again resumes the same study (``load_if_exists``) and adds
 ``N`` trials. Before that, trials left RUNNING by a process that died (SIGKILL, power
 loss) are marked FAIL — see :func:`fail_stale_trials` — so they neither linger nor
@@ -52,8 +60,9 @@ import math
 import os
 import socket
 import sys
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +94,7 @@ class TuneSection:
     pruner: str = "median"  # median: stop a trial below the median of earlier ones at the same generation
     generations: int | None = None  # per trial; default run.generations
     baseline: bool = True  # the study's first trial uses the config's [loss] weights
+    share_rollouts: bool = True  # trials reuse each other's completions (TUNE_DIR/rollouts-seed<N>.sqlite)
 
 
 def parse_tune_section(data: Any, run: RunSection) -> TuneSection:
@@ -183,8 +193,11 @@ def open_study(setup: TuneSetup, pruner: Any = None):
     directions = ["maximize"] if s.objective == "accuracy" else ["maximize", "minimize"]
     if setup.storage.startswith("sqlite:///"):
         Path(setup.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=s.study_name, storage=setup.storage, load_if_exists=True,
-                                directions=directions)
+    try:
+        study = optuna.create_study(study_name=s.study_name, storage=setup.storage, load_if_exists=True,
+                                    directions=directions)
+    except Exception as e:  # noqa: BLE001 - a bad URL surfaces as one of many driver errors
+        raise InputError(f"tune.storage: cannot open {setup.storage}: {type(e).__name__}: {e}") from None
     if len(study.directions) != len(directions):
         raise InputError(f"tune.objective: study {s.study_name!r} in {setup.storage} has {len(study.directions)} "
                          f"objective(s), not {len(directions)} ({s.objective!r}); use another tune.study_name")
@@ -310,12 +323,46 @@ def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: 
 
         if show_progress:
             print(f"trial {trial.number}: " + _weights_text(weights) + f" -> {config.run_dir}", file=sys.stderr, flush=True)
-        result = run_evolution(config, backend=backend(), show_progress=show_progress, overwrite=True,
-                               on_generation=on_generation)
+        seed = config.run.seed
+        shared = setup.tune_dir / f"rollouts-seed{seed}.sqlite" if setup.section.share_rollouts else None
+        _fresh_run_dir(config.run_dir, shared, seed)
+        try:
+            result = run_evolution(config, backend=backend(), show_progress=show_progress,
+                                   on_generation=on_generation)
+        finally:
+            if shared is not None:
+                copy_journal(config.run_dir / "journal.sqlite", shared, seed)
         last = result.metrics[-1]
         return last["heldout_accuracy"] if single else (last["heldout_accuracy"], last["mean_chain_tokens"])
 
     return objective
+
+
+def _fresh_run_dir(run_dir: Path, shared: Path | None, seed: int) -> None:
+    """An empty trial directory (a leftover of a deleted study with the same trial
+    number is removed), whose journal holds the study's shared completions."""
+    import shutil
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    if shared is not None and shared.exists():
+        copy_journal(shared, run_dir / "journal.sqlite", seed)
+
+
+def copy_journal(source: Path, target: Path, seed: int) -> int:
+    """Add the completions of journal ``source`` (generated with ``seed``) to journal
+    ``target``, strategies included; keys ``target`` has are kept. Returns the number
+    of rows offered. Uses only the Journal API."""
+    from fitness.journal import Journal
+
+    if not source.exists():
+        return 0
+    with Journal(source) as src, Journal(target) as dst:
+        rows = list(src.all_results())
+        hashes = {r.strategy_hash for _, r in rows}
+        dst.put_many(rows, seed, {h: s for h in hashes if (s := src.strategy(h)) is not None})
+    return len(rows)
 
 
 # ---- results --------------------------------------------------------------------------
@@ -390,7 +437,9 @@ def headline(result_best: dict[str, Any] | None, baseline: dict[str, Any] | None
         return f"no complete trial yet ({n_trials} trials in the study)"
     text = (f"best: trial {result_best['number']}  {_weights_text(result_best)}  "
             f"held-out accuracy {result_best['heldout_accuracy']:.1%}")
-    if baseline is not None:
+    if result_best["baseline"]:
+        text += "  (the config's own weights: no sampled weights beat them)"
+    elif baseline is not None:
         text += f"  (config weights, trial {baseline['number']}: {baseline['heldout_accuracy']:.1%})"
     return text
 
@@ -461,9 +510,12 @@ def plot_optuna(study, tune_dir: Path, multi: bool) -> dict[str, Path]:
     for name, draw in wanted.items():
         try:
             path = tune_dir / f"{name}.html"
-            draw().write_html(str(path), include_plotlyjs="cdn")
+            with warnings.catch_warnings():  # e.g. "importances will be equal" on a handful of trials
+                warnings.simplefilter("ignore")
+                figure = draw()
+            figure.write_html(str(path), include_plotlyjs="directory")  # plotly.min.js beside it: works offline
             written[name] = path
-        except Exception as e:  # e.g. importances need two complete trials with varied params
+        except Exception as e:  # noqa: BLE001 - a plot is optional; e.g. importances need 2 complete trials
             print(f"evo tune: {name} plot skipped: {e}", file=sys.stderr)
     return written
 
@@ -504,7 +556,7 @@ def tune(config_path: str | Path, trials: int, backend: Any = None, show_progres
         raise InputError(f"--trials: must be an integer >= 0, got {trials!r}")
     overrides = {k: v for k, v in (("storage", storage), ("study_name", study_name)) if v is not None}
     setup = load_tune_config(config_path, overrides)
-    _check_inputs(setup.config)
+    _check_inputs(setup.config, model=backend is None)
     optuna = _optuna()
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say the same, once
@@ -514,7 +566,8 @@ def tune(config_path: str | Path, trials: int, backend: Any = None, show_progres
         stale = fail_stale_trials(study)
         if stale and show_progress:
             print(f"marked {len(stale)} trial(s) left running by a dead process as failed: {stale}", file=sys.stderr)
-        enqueue_baseline(study, setup)
+        if trials > 0:
+            enqueue_baseline(study, setup)
         shared = {"backend": backend}
 
         def get_backend():
@@ -538,15 +591,26 @@ def tune(config_path: str | Path, trials: int, backend: Any = None, show_progres
         optuna.logging.set_verbosity(verbosity)
 
 
-def _check_inputs(config: RunConfig) -> None:
-    """Seeds, task families and the model exist (cheap; loads no model)."""
+def tune_command(args) -> int:
+    """``evo tune CONFIG --trials N [--storage URL] [--study-name NAME] [--quiet]``."""
+    result = tune(args.config, args.trials, show_progress=not args.quiet, storage=args.storage,
+                  study_name=args.study_name)
+    if args.quiet:
+        print(headline(result.best, result.baseline, len(result.trials)))
+        print(f"results in {result.tune_dir}")
+    return 0
+
+
+def _check_inputs(config: RunConfig, model: bool) -> None:
+    """Seeds, task families and (if ``model``) the model exist; cheap, loads no model."""
     from fitness.backends.model_store import check_model
     from genomes.strategy import Strategy
 
     for seed in config.population.seeds:
         Strategy.load(seed)
     check_tasks(config)
-    check_model(config.model.name)
+    if model:
+        check_model(config.model.name)
 
 
 def _report_trial(study, trial) -> None:
@@ -555,7 +619,3 @@ def _report_trial(study, trial) -> None:
     print(f"trial {trial.number} {trial.state.name.lower()}: held-out accuracy {_num(value, '.1%')} "
           f"after {_num(progress.get('generation'), 'd')} generations", file=sys.stderr, flush=True)
 
-
-__all__ = ["TuneSection", "TuneSetup", "TuneResult", "tune", "load_tune_config", "parse_tune_section",
-           "fail_stale_trials", "open_study", "trial_config", "trial_rows", "pick_best", "format_table"]
-_ = fields  # re-exported dataclass helpers are not part of the API

@@ -18,6 +18,8 @@ from fitness.backends.base import Backend, Completion, ProgressCallback, Request
 from fitness.format import ParsedCompletion, normalise_space, parse_completion
 from fitness.tasks import Task
 from fitness.verify import FULL_CREDIT, score_answer
+from genomes.errors import InputError
+from genomes.lora import LoraGene
 from genomes.strategy import Strategy
 
 
@@ -63,14 +65,21 @@ def request_seed(seed: int, strategy_hash: str, task_id: str, vote: int) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def adapter_of(strategy: Strategy) -> str | None:
-    """The PEFT adapter directory a strategy's LoRA gene points at, if any."""
-    if not strategy.lora:
-        return None
-    return strategy.lora.get("adapter_dir")
+def adapter_of(strategy: Strategy, backend: Backend | None = None) -> str | None:
+    """The PEFT adapter directory for a strategy: a fixed ``{"adapter_dir": ...}``
+    slot as it is; an active LoRA gene with weights materialised by the backend; None
+    for base weights (no gene, a switched-off gene, or a seed chain whose B is still 0)."""
+    lora = strategy.lora
+    if isinstance(lora, dict):
+        return lora.get("adapter_dir")
+    if isinstance(lora, LoraGene) and lora.is_active and lora.has_weights:
+        if backend is None or not hasattr(backend, "materialise_lora"):
+            raise InputError("this backend cannot serve LoRA genes")
+        return backend.materialise_lora(lora)
+    return None
 
 
-def build_requests(strategy: Strategy, task: Task, seed: int) -> list[Request]:
+def build_requests(strategy: Strategy, task: Task, seed: int, adapter: str | None = None) -> list[Request]:
     rendered = strategy.render(task.question)
     d = strategy.decoding
     strategy_hash = strategy.content_hash()
@@ -79,7 +88,7 @@ def build_requests(strategy: Strategy, task: Task, seed: int) -> list[Request]:
             messages=rendered.messages,
             sampling=SamplingParams(d.temperature, d.top_p, d.max_new_tokens, request_seed(seed, strategy_hash, task.id, v)),
             prefill=rendered.prefill,
-            adapter=adapter_of(strategy),
+            adapter=adapter,
         )
         for v in range(d.votes)
     ]
@@ -94,8 +103,9 @@ def evaluate_many(
     spans: list[list[tuple[int, int]]] = []  # per job, per task: [start, end) into requests
     for strategy, tasks in jobs:
         job_spans = []
+        adapter = adapter_of(strategy, backend)
         for task in tasks:
-            batch = build_requests(strategy, task, seed)
+            batch = build_requests(strategy, task, seed, adapter)
             job_spans.append((len(requests), len(requests) + len(batch)))
             requests += batch
         spans.append(job_spans)

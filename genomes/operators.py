@@ -40,6 +40,7 @@ from genomes.fragments import (
     SLOT_FRAGMENTS,
     STEP_HINTS,
 )
+from genomes.lora import gene_of_slot, mut_lora
 from genomes.strategy import ChainGene, DecodingGene, Exemplar, PromptGene, Strategy
 
 __all__ = [
@@ -78,6 +79,7 @@ TEMPERATURE_SIGMA = 0.25
 TOP_P_SIGMA = 0.08
 GREEDY_SNAP = 0.15  # chance that a temperature step jumps straight to greedy decoding
 DEFAULT_GENE_WEIGHTS: Mapping[str, float] = {"prompt": 0.5, "chain": 0.3, "decoding": 0.2}
+GENES = ("prompt", "chain", "decoding", "lora")  # lora is opt-in: weight 0 unless named
 REWRITABLE_SLOTS = tuple(SLOT_FRAGMENTS)  # role, approach, cautions, answer_format
 PROMPT_SLOTS = ("role", "approach", "format_rule", "cautions", "answer_format")
 MAX_REWRITE_CHARS = 200
@@ -325,16 +327,19 @@ def mut_strategy(
     models: Sequence[str] = ("default",),
     gene_weights: Mapping[str, float] | None = None,
     exemplar_pool: Sequence[Exemplar] = EXEMPLARS,
+    lora_options: Mapping[str, Any] | None = None,
 ) -> tuple[Strategy, str]:
-    """Mutate ONE gene, picked with ``gene_weights`` (keys prompt / chain / decoding;
-    default DEFAULT_GENE_WEIGHTS). Returns the new strategy, named after its content
-    hash, and the operator used ("mut_prompt", "mut_chain" or "mut_decoding").
-    The lora gene is kept (a copy of it)."""
+    """Mutate ONE gene, picked with ``gene_weights`` (keys prompt / chain / decoding /
+    lora; default DEFAULT_GENE_WEIGHTS, where lora is off so default runs draw from the
+    rng exactly as before). Returns the new strategy, named after its content hash,
+    and the operator used ("mut_prompt", "mut_chain", "mut_decoding" or "mut_lora").
+    A strategy whose lora slot is a fixed adapter dict never mutates it (a copy is kept)."""
     weights = dict(DEFAULT_GENE_WEIGHTS if gene_weights is None else gene_weights)
-    unknown = sorted(set(weights) - set(DEFAULT_GENE_WEIGHTS))
+    unknown = sorted(set(weights) - set(GENES))
     if unknown:
-        raise ValueError(f"mut_strategy: unknown gene {unknown[0]!r} in gene_weights (known: prompt, chain, decoding)")
-    genes = [g for g in DEFAULT_GENE_WEIGHTS if weights.get(g, 0) > 0]
+        raise ValueError(f"mut_strategy: unknown gene {unknown[0]!r} in gene_weights (known: {', '.join(GENES)})")
+    lora = gene_of_slot(s.lora)  # None for a fixed-adapter dict: not evolvable
+    genes = [g for g in GENES if weights.get(g, 0) > 0 and (g != "lora" or lora is not None)]
     if not genes:
         raise ValueError("mut_strategy: gene_weights gives no gene a positive weight")
     gene = rng.choices(genes, weights=[weights[g] for g in genes])[0]
@@ -342,8 +347,11 @@ def mut_strategy(
         out = replace(s, prompt=mut_prompt(s.prompt, rng, exemplar_pool))
     elif gene == "chain":
         out = replace(s, chain=mut_chain(s.chain, rng))
-    else:
+    elif gene == "decoding":
         out = replace(s, decoding=mut_decoding(s.decoding, rng, models))
+    else:
+        new_lora, _ = mut_lora(lora, rng, **dict(lora_options or {}))
+        return _named(replace(s, lora=new_lora)), "mut_lora"
     return _named(replace(out, lora=copy.deepcopy(s.lora))), f"mut_{gene}"
 
 

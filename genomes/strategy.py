@@ -22,6 +22,7 @@ from typing import Any
 
 from genomes.chat_format import BEGIN_ANSWER, BEGIN_RESPONSE, COT, END_ANSWER, END_RESPONSE, MARKERS, format_completion
 from genomes.errors import InputError
+from genomes.lora import LoraGene, decode_slot, encode_slot
 from genomes.validation import as_mapping, build_dataclass, read_structured, reject_unknown, str_tuple, typed
 
 SCHEMA_VERSION = 1
@@ -103,7 +104,9 @@ class Strategy:
     prompt: PromptGene = field(default_factory=PromptGene)
     chain: ChainGene = field(default_factory=ChainGene)
     decoding: DecodingGene = field(default_factory=DecodingGene)
-    lora: dict[str, Any] | None = None  # slot for the LoRA gene; None = base weights
+    # The LoRA gene (genomes.lora.LoraGene); None = base weights. A dict without an
+    # "enabled" key ({"adapter_dir": ...}) is a fixed adapter, kept verbatim and never mutated.
+    lora: LoraGene | dict[str, Any] | None = None
 
     # ---- rendering -------------------------------------------------------------
     def render(self, question: str) -> RenderedPrompt:
@@ -118,6 +121,7 @@ class Strategy:
     # ---- encoding --------------------------------------------------------------
     def encode(self) -> dict[str, Any]:
         data = asdict(self)
+        data["lora"] = encode_slot(self.lora)
         data["schema_version"] = SCHEMA_VERSION
         return data
 
@@ -142,9 +146,7 @@ class Strategy:
         chain = as_mapping(data.get("chain", {}), f"{where}.chain")
         if "step_hints" in chain:
             chain = {**chain, "step_hints": str_tuple(chain["step_hints"], f"{where}.chain.step_hints")}
-        lora = data.get("lora")
-        if lora is not None and not isinstance(lora, dict):
-            raise InputError(f"{where}.lora: expected a table/object or null")
+        lora = decode_slot(data.get("lora"), f"{where}.lora")
         strategy = cls(
             name=typed(data.get("name", "unnamed"), str, f"{where}.name"),
             prompt=build_dataclass(PromptGene, prompt, f"{where}.prompt"),

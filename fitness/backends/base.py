@@ -64,3 +64,8 @@ class Backend(Protocol):
     def count_tokens(self, text: str) -> int:
         """Length of ``text`` in this backend's model tokens."""
         ...
+
+    # Backends that serve LoRA genes also offer
+    #     materialise_lora(gene: genomes.lora.LoraGene) -> str
+    # returning a PEFT adapter directory for the gene (the same directory for the same
+    # weights); the evaluator calls it for strategies whose LoRA gene is active.

@@ -57,6 +57,7 @@ class HFBackend:
         token_budget: int = 16_384,
         max_batch: int = 64,
         max_loaded_adapters: int = 64,
+        adapter_store: str | Path | None = None,
     ) -> None:
         path = resolve_model(model, cache_dir)  # before the heavy imports: bad paths fail fast
         import torch
@@ -77,12 +78,20 @@ class HFBackend:
         self.token_budget = token_budget
         self.max_batch = max_batch
         self.max_loaded_adapters = max_loaded_adapters
+        from fitness.backends.lora_weights import AdapterStore
+        from fitness.backends.model_store import default_cache_dir
+
+        self.adapter_store = AdapterStore(adapter_store or default_cache_dir() / "adapters")
         self._adapters: OrderedDict[str, str] = OrderedDict()  # adapter dir -> loaded name
         self._prefix_cache: dict[tuple[str, str | None], list[int]] = {}
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.stop_ids = self._stop_token_ids()
 
     # ---- contract ------------------------------------------------------------------
+    def materialise_lora(self, gene) -> str:
+        """The PEFT directory of a LoRA gene, built on first use (cached by weights hash)."""
+        return str(self.adapter_store.path_for(gene, self.base_model, str(self.model_path)))
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 

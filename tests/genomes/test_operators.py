@@ -6,6 +6,7 @@ sanitiser."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import re
 import subprocess
@@ -392,10 +393,17 @@ def test_gene_weights_pick_the_gene():
     s = seeds()[1]
     assert {mut_strategy(s, rng, gene_weights={"chain": 1.0})[1] for _ in range(30)} == {"mut_chain"}
     assert {mut_strategy(s, rng, gene_weights={"prompt": 0, "decoding": 2})[1] for _ in range(30)} == {"mut_decoding"}
-    with pytest.raises(ValueError):
-        mut_strategy(s, rng, gene_weights={"lora": 1.0})
+    switched_on, op = mut_strategy(s, rng, gene_weights={"lora": 1.0})  # no gene yet: mutation switches one on
+    assert op == "mut_lora" and s.lora is None and switched_on.lora.enabled
+    with pytest.raises(ValueError):  # a fixed adapter dict is not evolvable
+        mut_strategy(dataclasses.replace(s, lora={"adapter_dir": "x"}), rng, gene_weights={"lora": 1.0})
     with pytest.raises(ValueError):
         mut_strategy(s, rng, gene_weights={"prompt": 0.0})
+    from genomes.lora import LoraGene
+
+    with_lora = dataclasses.replace(s, lora=LoraGene(enabled=True))
+    child, op = mut_strategy(with_lora, rng, gene_weights={"lora": 1.0})
+    assert op == "mut_lora" and child.lora != with_lora.lora and child.prompt == with_lora.prompt
 
 
 # ---- crossover inheritance ---------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""Materialise LoRA genes into PEFT adapter directories (the torch side of
+``genomes.lora.tensor_spec``).
+
+Contract: the same gene gives bit-identical tensors on CPU in every process (every
+tensor comes from its own ``torch.Generator`` seeded by ``genomes.lora.derive``), and
+a directory that ``PeftModel.from_pretrained`` and vLLM's ``LoRARequest`` load as
+they are. :class:`AdapterStore` caches directories by the gene's weights hash, writes
+them atomically (temporary directory, rename) and keeps at most ``max_entries``,
+evicting the least recently used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from genomes.errors import InputError
+from genomes.lora import KNOWN_TARGETS, LoraGene, TensorSpec, tensor_spec
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def decoder_linears(model) -> dict[tuple[int, str], tuple[str, object]]:
+    """(layer, target) -> (module name, nn.Linear) for every KNOWN_TARGETS linear of a
+    decoder layer of ``model``. Works on a model PEFT has already injected LoRA layers
+    into: the wrapped ``base_layer`` is the linear, named as before the injection."""
+    import torch
+
+    found = {}
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if parts[-1] == "base_layer":
+            parts = parts[:-1]
+        if "layers" not in parts or not isinstance(module, torch.nn.Linear) or parts[-1] not in KNOWN_TARGETS:
+            continue
+        at = parts.index("layers")
+        if parts[at + 1].isdigit():
+            found[(int(parts[at + 1]), parts[-1])] = (".".join(parts), module)
+    return found
+
+
+def lora_tensors(spec: TensorSpec, shapes: dict[tuple[int, str], tuple[str, int, int]]) -> dict[str, "object"]:
+    """PEFT-named float32 tensors for ``spec``; ``shapes`` maps (layer, target) to
+    (module name, in_features, out_features)."""
+    import torch
+
+    tensors = {}
+    for recipe in spec.modules:
+        if (recipe.layer, recipe.target) not in shapes:
+            raise InputError(f"lora: the model has no {recipe.target} in layer {recipe.layer}")
+        name, fan_in, fan_out = shapes[(recipe.layer, recipe.target)]
+        if recipe.init_seed_a is None:
+            raise InputError("lora: trained adapters are materialised from the run's adapter store, not from seeds")
+        gen = torch.Generator(device="cpu").manual_seed(recipe.init_seed_a)
+        a = torch.randn((spec.rank, fan_in), generator=gen, dtype=torch.float32) / math.sqrt(fan_in)
+        b = torch.zeros((fan_out, spec.rank), dtype=torch.float32)
+        for seed_a, seed_b, sigma in recipe.noise:
+            a += sigma * torch.randn((spec.rank, fan_in), generator=torch.Generator(device="cpu").manual_seed(seed_a),
+                                     dtype=torch.float32)
+            b += sigma * torch.randn((fan_out, spec.rank), generator=torch.Generator(device="cpu").manual_seed(seed_b),
+                                     dtype=torch.float32)
+        tensors[f"base_model.model.{name}.lora_A.weight"] = a
+        tensors[f"base_model.model.{name}.lora_B.weight"] = b
+    return tensors
+
+
+def write_adapter(gene: LoraGene, model, out_dir: Path, base_model_path: str = "") -> None:
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    linears = decoder_linears(model)
+    n_layers = 1 + max(layer for layer, _ in linears)
+    spec = tensor_spec(gene, n_layers)
+    shapes = {key: (name, m.in_features, m.out_features) for key, (name, m) in linears.items()}
+    save_file(lora_tensors(spec, shapes), str(out_dir / "adapter_model.safetensors"))
+    config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules=list(spec.targets),
+                        layers_to_transform=list(spec.layers_to_transform) if spec.layers_to_transform else None,
+                        lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                        base_model_name_or_path=base_model_path or None)
+    config.save_pretrained(str(out_dir))
+
+
+class AdapterStore:
+    """Materialised adapters on disk, one directory per weights hash."""
+
+    def __init__(self, root: str | Path, max_entries: int = 256) -> None:
+        self.root = Path(root)
+        self.max_entries = max_entries
+
+    def path_for(self, gene: LoraGene, model, base_model_path: str = "") -> Path:
+        if gene.source == "trained":
+            path = self.root / "trained" / gene.trained_hash
+            if not all((path / f).is_file() for f in ADAPTER_FILES):
+                raise InputError(f"lora.trained_hash: no trained adapter {gene.trained_hash} in {self.root / 'trained'}")
+            return path
+        target = self.root / gene.weights_hash()
+        if all((target / f).is_file() for f in ADAPTER_FILES):
+            os.utime(target)  # recently used
+            return target
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        try:
+            write_adapter(gene, model, staging, base_model_path)
+            try:
+                os.rename(staging, target)
+            except OSError:  # another process materialised the same gene first: same bytes
+                if not (target / "adapter_model.safetensors").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self._evict(keep=target)
+        return target
+
+    def _evict(self, keep: Path) -> None:
+        entries = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "trained"]
+        if len(entries) <= self.max_entries:
+            return
+        entries.sort(key=lambda p: p.stat().st_mtime if p.exists() else time.time())
+        for old in entries[: len(entries) - self.max_entries]:
+            if old != keep:
+                shutil.rmtree(old, ignore_errors=True)
