@@ -94,6 +94,9 @@ class _TimedBackend:
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
 
+    def __getattr__(self, name: str):  # optional backend features (materialise_lora) pass through
+        return getattr(self.backend, name)
+
 
 def build_backend(config: RunConfig) -> Backend:
     from fitness.backends.hf import HFBackend

@@ -130,3 +130,35 @@ def test_on_generation_sees_every_record_and_can_stop_the_run(tmp_path):
     from evo import checkpoint
 
     assert checkpoint.load_latest(tmp_path / "b" / "t").generation == 1  # stopped after a complete checkpoint
+
+
+class AdapterOracle(ArithmeticOracle):
+    """Answers correctly only through a LoRA adapter, so selection must find genes
+    that are switched on and carry weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.materialised = []
+
+    def materialise_lora(self, gene):
+        self.materialised.append(gene.weights_hash())
+        return f"/adapters/{gene.weights_hash()}"
+
+    def generate(self, requests, progress=None):
+        base = super().generate(requests, progress)
+        return [c if r.adapter else type(c)("no adapter, no answer", 1, 1, "stop") for c, r in zip(base, requests)]
+
+
+def test_selection_acts_on_lora_genes(tmp_path):
+    backend = AdapterOracle()
+    cfg = config(tmp_path, run={"generations": 6}, population={
+        "operators": ["mut_prompt", "mut_chain", "mut_decoding", "cx_strategy", "mut_lora"]})
+    result = run_evolution(cfg, backend=backend, show_progress=False)
+    lineage = read_jsonl(tmp_path / "t" / "lineage.jsonl")
+    assert any(row["op"] == "mut_lora" for row in lineage)
+    assert backend.materialised  # active genes were turned into adapters through the backend
+    best = result.best
+    assert best.lora is not None and best.lora.is_active and best.lora.has_weights
+    assert result.hall_of_fame[0]["accuracy"] > 0
+    seeds = [row for row in lineage if row["op"] == "seed"]
+    assert all(row["accuracy"] == 0 for row in seeds)  # the seeds have no adapter: the gain came from LoRA genes
