@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", help="a run directory written by `evo run`")
     rp.add_argument("--out", help="output directory (default RUN_DIR/report)")
 
+    tn = sub.add_parser("tune", help="tune the loss weights α β γ δ with Optuna",
+                        description="Optuna study over the loss weights: each trial runs a short evolution and is "
+                                    "scored on the held-out set (hopeless trials are pruned). The same command again "
+                                    "resumes the study; the best weights are written as a config fragment.")
+    tn.add_argument("config", help="run config with an optional [tune] section, e.g. runs/tune.toml")
+    tn.add_argument("--trials", type=int, required=True, help="trials to add to the study (0: only rewrite the results)")
+    tn.add_argument("--storage", help="Optuna storage URL (default: [tune] storage, else sqlite:///TUNE_DIR/study.db)")
+    tn.add_argument("--study-name", help="override [tune] study_name (also the results folder under run.out_dir)")
+    tn.add_argument("--quiet", action="store_true", help="no progress display; print only the best weights line")
+
     ts = sub.add_parser("tasks", help="list reasoning-gym task families and their levels")
     ts.add_argument("filter", nargs="?", default="", help="only families whose name contains this")
     return parser
@@ -95,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(write_report(args.run_dir, args.out))
             return 0
+        if args.command == "tune":
+            from evo.tune import tune_command
+
+            return tune_command(args)
         if args.command == "tasks":
             from evo.eval_command import list_tasks
 

@@ -120,6 +120,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raise InputError(f"config file not found: {path}")
     data = read_structured(path) or {}
     as_mapping(data, path.name)
+    data.pop("tune", None)  # the [tune] section is read by evo tune only
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
     return RunConfig.from_dict(data, where=path.name)

@@ -466,6 +466,7 @@ def plot_trials(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """Held-out accuracy per trial (colour = state) and the best so far, as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     scored = [r for r in rows if r["heldout_accuracy"] is not None]
     if not scored:
@@ -487,6 +488,7 @@ def plot_trials(rows: list[dict[str, Any]], path: Path) -> Path | None:
             xs.append(r["number"])
             ys.append(best)
         ax.step(xs, ys, where="post", color="black", lw=1, label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(-0.05, 1.05)

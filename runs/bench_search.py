@@ -7,10 +7,11 @@ On one shared backend and one enlarged held-out set (drawn from the held-out spl
 never used for selection), compares the held-out accuracy of:
 
   (a) the best seed strategy   (the seed with the best training fitness),
-  (b) random search            (random strategies from the fragment library, scored
-                                on the run's first training batch until the same
-                                number of training rollouts as (c) is spent; the best
-                                by training fitness is kept),
+  (b) random search            (random prompt and chain genes from the fragment
+                                library with a seed's decoding gene, scored on the
+                                run's first training batch until the same number of
+                                training rollouts as (c) is spent; the best by
+                                training fitness is kept),
   (c) evolution                (the config's run; the hall of fame's best).
 
 Prints each with a 95 % bootstrap confidence interval over held-out tasks, the
@@ -48,7 +49,7 @@ def bootstrap_ci(values: list[float], rng: random.Random) -> tuple[float, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="runs/quickstart.toml")
-    parser.add_argument("--heldout", type=int, default=32, help="held-out tasks per family for the comparison")
+    parser.add_argument("--heldout", type=int, default=24, help="held-out tasks per family for the comparison")
     parser.add_argument("--out-dir", default="runs/out/bench_search")
     args = parser.parse_args()
 
@@ -85,7 +86,11 @@ def main() -> None:
     # (b) random search with the same training rollouts
     rng = random.Random(config.run.seed + 1)
     n_random = max(1, train_rollouts // len(first_batch))
-    candidates = [random_strategy(rng, config.model.models) for _ in range(n_random)]
+    # random prompts and chains from the fragment library; decoding from a random seed
+    # (greedy, <= 128 tokens) so that a candidate costs what the seeds cost: random
+    # self-consistency with 5 votes x 256 tokens would take hours on a CPU
+    candidates = [dataclasses.replace(random_strategy(rng, config.model.models), decoding=rng.choice(seeds).decoding)
+                  for _ in range(n_random)]
     random_train = score(candidates, first_batch)
     best_random = max(zip(candidates, random_train), key=lambda p: train_fitness(p[1], first_batch))[0]
 
