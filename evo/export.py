@@ -23,10 +23,10 @@ from typing import Any
 
 from evo import checkpoint
 from evo.rundir import RunDir
+from fitness.backends.lora_weights import ADAPTER_FILES
 from genomes.errors import InputError
 from genomes.strategy import Strategy
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
