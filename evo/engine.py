@@ -38,6 +38,7 @@ from evo.loop_state import (
     IndividualTable,
     global_rng_arrays,
     individual_from_json,
+    individual_to_json,
     restore_global_rngs,
     rng_from_json,
     rng_to_json,
@@ -318,7 +319,7 @@ class _Loop:
             "counters": {k: v for k, v in vars(self.counters).items() if k != "started"},
             "wall_s": time.perf_counter() - self.counters.started,
             "journal_rows": self.journal.count(),
-            "log_lines": {name: len(self.run_dir.read_jsonl(name)) for name in ("metrics.jsonl", "lineage.jsonl")},
+            "log_lines": {name: self.run_dir.lines[name] for name in ("metrics.jsonl", "lineage.jsonl")},
         }
         checkpoint.write(self.run_dir.path, gen, state, arrays,
                          before_rename=lambda: maybe_crash("checkpoint-write", gen))
@@ -436,12 +437,7 @@ class _Loop:
             )
 
     def lineage_record(self, ind) -> dict[str, Any]:
-        return {
-            "id": ind.id, "hash": ind.strategy.content_hash(), "parents": list(ind.parents), "op": ind.op,
-            "generation": ind.generation, "fitness": list(ind.fitness.values), "l_total": ind.l_total,
-            "accuracy": ind.accuracy, "chain_tokens": ind.chain_tokens, "d_model": ind.d_model,
-            "terms": ind.loss.as_dict(), "strategy": ind.strategy.encode(),
-        }
+        return {**individual_to_json(ind), "hash": ind.strategy.content_hash()}
 
     def finish(self) -> RunResult:
         hall = [{"rank": i + 1, **self.lineage_record(ind)} for i, ind in enumerate(self.hall)]

@@ -23,8 +23,7 @@ def run_command(args: argparse.Namespace) -> int:
         Strategy.load(seed)
     check_tasks(config)
     check_model(config.model.name)
-    if RunDir(config.run_dir).holds_a_run() and not args.force:
-        raise InputError(f"run directory already holds a run: {config.run_dir} (use --name for a new run, or --force to replace it)")
+    RunDir(config.run_dir).check_free(args.force)  # before the model loads
 
     from evo.engine import run_evolution
 

@@ -21,6 +21,9 @@ from genomes.errors import InputError
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        # rows appended to each log by this process since create() / truncate_jsonl():
+        # what a checkpoint records, without re-reading the growing files
+        self.lines: dict[str, int] = {}
 
     @property
     def journal_path(self) -> Path:
@@ -29,19 +32,26 @@ class RunDir:
     def holds_a_run(self) -> bool:
         return (self.path / "config.json").exists()
 
+    def check_free(self, overwrite: bool = False) -> None:
+        """Raise unless a new run may start here (empty, or ``overwrite``)."""
+        if self.holds_a_run() and not overwrite:
+            raise InputError(f"run directory already holds a run: {self.path} "
+                             "(choose another run.name / --name, or --force to replace it)")
+
     def create(self, config: dict[str, Any], overwrite: bool = False) -> None:
+        self.check_free(overwrite)
         if self.holds_a_run():
-            if not overwrite:
-                raise InputError(f"run directory already holds a run: {self.path} (choose another run.name, or --force to replace it)")
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.jsonl", "lineage.jsonl"):
             (self.path / name).write_text("")
+            self.lines[name] = 0
         self.write_json("config.json", config)
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         with open(self.path / name, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.lines[name] = self.lines.get(name, 0) + 1
 
     def write_json(self, name: str, data: Any) -> None:
         """Atomic: readers see the old file or the new one, never half of one."""
@@ -62,6 +72,7 @@ class RunDir:
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text("".join(kept), encoding="utf-8")
         os.replace(tmp, path)
+        self.lines[name] = len(kept)
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
         path = self.path / name
