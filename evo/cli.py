@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("run_dir", help="a run directory written by `evo run`")
     rs.add_argument("--generations", type=int, help="total generations to reach (default: the run's configured number)")
     rs.add_argument("--quiet", action="store_true", help="no progress display")
+    rs.add_argument("--inject-adapter", action="append", default=[], metavar="PATH",
+                    help="a PEFT adapter directory (e.g. from `evo distill --train`) to add to the population "
+                         "as new individuals; repeatable")
 
     ex = sub.add_parser("export", help="write the best strategies (and adapters) of a run",
                         description="Export the best K strategies of a run: strategy JSON, prompt template, "
@@ -54,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="plots and an HTML summary of a run")
     rp.add_argument("run_dir", help="a run directory written by `evo run`")
     rp.add_argument("--out", help="output directory (default RUN_DIR/report)")
+
+    from evo.distill_command import add_distill_parser
+
+    add_distill_parser(sub)
 
     tn = sub.add_parser("tune", help="tune the loss weights α β γ δ with Optuna",
                         description="Optuna study over the loss weights: each trial runs a short evolution and is "
@@ -105,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(write_report(args.run_dir, args.out))
             return 0
+        if args.command == "distill":
+            from evo.distill_command import distill_command
+
+            return distill_command(args)
         if args.command == "tune":
             from evo.tune import tune_command
 

@@ -131,13 +131,22 @@ def run_evolution(config: RunConfig, backend: Backend | None = None, show_progre
 
 
 def resume_evolution(run_dir: str | Path, generations: int | None = None, backend: Backend | None = None,
-                     show_progress: bool = True, on_generation: GenerationCallback | None = None) -> RunResult:
+                     show_progress: bool = True, on_generation: GenerationCallback | None = None,
+                     inject_adapters: Sequence[str | Path] = ()) -> RunResult:
     """Continue a run from its last complete checkpoint, up to ``generations`` in total
-    (default: the configured number). Completions already in the journal are reused."""
+    (default: the configured number). Completions already in the journal are reused.
+
+    ``inject_adapters``: PEFT adapter directories (e.g. from ``evo distill --train``)
+    imported into the run's adapter store and added to the population as new
+    individuals (see :mod:`evo.inject`); they are scored in the next generation. The
+    injection lives in the checkpoints from that generation on: a run killed before
+    it needs the flag again."""
     from evo.config import RunConfig
+    from evo.inject import import_adapter
 
     run = RunDir(run_dir)
     saved = checkpoint.load_latest(run.path)
+    genes = [import_adapter(run.path, path) for path in inject_adapters]  # refuse bad adapters before the model loads
     config = RunConfig.from_dict(saved.state["config"], where="checkpoint config")
     if generations is not None:
         if generations < saved.generation:
@@ -150,6 +159,7 @@ def resume_evolution(run_dir: str | Path, generations: int | None = None, backen
     with Journal(run.journal_path) as journal:
         loop.journal = journal
         population = loop.restore(saved)
+        population = population + loop.inject(genes, population, saved.generation + 1)
         if show_progress:
             print(f"resuming {run.path} after generation {saved.generation} "
                   f"({journal.count() - saved.state['journal_rows']} journaled completions past the checkpoint will be reused)",
@@ -240,6 +250,26 @@ class _Loop:
                 parent = self.rng.choice(population)
                 offspring.append(self.copy_individual(parent))
         return offspring + self.llm_rewrite(rewrites, gen)
+
+    def inject(self, genes: Sequence, population: list, gen: int) -> list:
+        """New individuals carrying each trained adapter gene (operator ``inject``):
+        the canonical prompt, and the current best strategy (its child in the lineage)."""
+        from evo.inject import injected_strategies
+
+        present = {ind.strategy.content_hash() for ind in population}
+        best = self.hall[0]
+        added = []
+        for gene in genes:
+            for strategy in injected_strategies(gene, best.strategy):
+                if strategy.content_hash() in present:
+                    continue
+                present.add(strategy.content_hash())
+                parents = (best.id,) if strategy.prompt == best.strategy.prompt else ()
+                added.append(self.new_individual(strategy, parents, "inject", gen))
+        if added and self.show_progress:
+            print(f"injected {len(added)} individuals carrying {len(genes)} trained adapter(s): "
+                  f"#{', #'.join(str(ind.id) for ind in added)}", file=sys.stderr, flush=True)
+        return added
 
     def mutate(self, strategy: Strategy) -> tuple[Strategy, str]:
         weights = self.config.gene_weights() or {"prompt": 1.0}

@@ -44,6 +44,8 @@ OP_COLORS = {  # operator -> node colour in the lineage tree
     "mut_decoding": "#c44e52",
     "cx_strategy": "#8172b3",
     "mut_llm_rewrite": "#937860",
+    "mut_lora": "#da8bc3",
+    "inject": "#2a9d8f",  # a distilled adapter put into the population
 }
 OTHER_OP_COLOR = "#8c8c8c"
 BEST_COLOR = "#e6a800"

@@ -40,7 +40,8 @@ def resume_command(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}")
     checkpoint.load_latest(run_dir, warn=lambda m: None)  # fail fast, before the model loads
-    _summarise(resume_evolution(run_dir, generations=args.generations, show_progress=not args.quiet))
+    _summarise(resume_evolution(run_dir, generations=args.generations, show_progress=not args.quiet,
+                                inject_adapters=args.inject_adapter))
     return 0
 
 

@@ -30,20 +30,13 @@ from pathlib import Path
 
 from evo.config import load_config
 from evo.engine import build_backend, run_evolution
+from evo.stats import bootstrap_ci
 from evo.task_pool import TaskPool
 from fitness.curriculum import estimate_ability
 from fitness.journal import Journal, evaluate_with_journal
 from fitness.loss import LossWeights, individual_loss
 from genomes.operators import random_strategy
 from genomes.strategy import Strategy
-
-BOOTSTRAP_SAMPLES = 2000
-
-
-def bootstrap_ci(values: list[float], rng: random.Random) -> tuple[float, float]:
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(BOOTSTRAP_SAMPLES))
-    return means[int(0.025 * BOOTSTRAP_SAMPLES)], means[int(0.975 * BOOTSTRAP_SAMPLES) - 1]
 
 
 def main() -> None:

@@ -43,9 +43,11 @@ def decoder_linears(model) -> dict[tuple[int, str], tuple[str, object]]:
     return found
 
 
-def lora_tensors(spec: TensorSpec, shapes: dict[tuple[int, str], tuple[str, int, int]]) -> dict[str, "object"]:
+def lora_tensors(spec: TensorSpec, shapes: dict[tuple[int, str], tuple[str, int, int]],
+                 trained: dict[str, "object"] | None = None) -> dict[str, "object"]:
     """PEFT-named float32 tensors for ``spec``; ``shapes`` maps (layer, target) to
-    (module name, in_features, out_features)."""
+    (module name, in_features, out_features). A trained source starts from the
+    ``trained`` tensors (the stored adapter's, by PEFT name) instead of seeds."""
     import torch
 
     tensors = {}
@@ -53,30 +55,41 @@ def lora_tensors(spec: TensorSpec, shapes: dict[tuple[int, str], tuple[str, int,
         if (recipe.layer, recipe.target) not in shapes:
             raise InputError(f"lora: the model has no {recipe.target} in layer {recipe.layer}")
         name, fan_in, fan_out = shapes[(recipe.layer, recipe.target)]
+        key_a, key_b = f"base_model.model.{name}.lora_A.weight", f"base_model.model.{name}.lora_B.weight"
         if recipe.init_seed_a is None:
-            raise InputError("lora: trained adapters are materialised from the run's adapter store, not from seeds")
-        gen = torch.Generator(device="cpu").manual_seed(recipe.init_seed_a)
-        a = torch.randn((spec.rank, fan_in), generator=gen, dtype=torch.float32) / math.sqrt(fan_in)
-        b = torch.zeros((fan_out, spec.rank), dtype=torch.float32)
+            if trained is None or key_a not in trained or key_b not in trained:
+                raise InputError(f"lora: the trained adapter {spec.trained_hash} has no weights for {name}")
+            a, b = trained[key_a].to(torch.float32).clone(), trained[key_b].to(torch.float32).clone()
+            if tuple(a.shape) != (spec.rank, fan_in) or tuple(b.shape) != (fan_out, spec.rank):
+                raise InputError(f"lora: the trained adapter {spec.trained_hash} does not match the gene's rank "
+                                 f"or the model's shapes at {name}")
+        else:
+            gen = torch.Generator(device="cpu").manual_seed(recipe.init_seed_a)
+            a = torch.randn((spec.rank, fan_in), generator=gen, dtype=torch.float32) / math.sqrt(fan_in)
+            b = torch.zeros((fan_out, spec.rank), dtype=torch.float32)
         for seed_a, seed_b, sigma in recipe.noise:
             a += sigma * torch.randn((spec.rank, fan_in), generator=torch.Generator(device="cpu").manual_seed(seed_a),
                                      dtype=torch.float32)
             b += sigma * torch.randn((fan_out, spec.rank), generator=torch.Generator(device="cpu").manual_seed(seed_b),
                                      dtype=torch.float32)
-        tensors[f"base_model.model.{name}.lora_A.weight"] = a
-        tensors[f"base_model.model.{name}.lora_B.weight"] = b
+        tensors[key_a] = a
+        tensors[key_b] = b
     return tensors
 
 
-def write_adapter(gene: LoraGene, model, out_dir: Path, base_model_path: str = "") -> None:
+def write_adapter(gene: LoraGene, model, out_dir: Path, base_model_path: str = "",
+                  trained_dir: Path | None = None) -> None:
+    """Materialise ``gene`` into ``out_dir``; a trained source reads its initial
+    weights from ``trained_dir`` (the stored adapter)."""
     from peft import LoraConfig
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
 
     linears = decoder_linears(model)
     n_layers = 1 + max(layer for layer, _ in linears)
     spec = tensor_spec(gene, n_layers)
     shapes = {key: (name, m.in_features, m.out_features) for key, (name, m) in linears.items()}
-    save_file(lora_tensors(spec, shapes), str(out_dir / "adapter_model.safetensors"))
+    trained = load_file(str(trained_dir / "adapter_model.safetensors")) if trained_dir is not None else None
+    save_file(lora_tensors(spec, shapes, trained), str(out_dir / "adapter_model.safetensors"))
     config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules=list(spec.targets),
                         layers_to_transform=list(spec.layers_to_transform) if spec.layers_to_transform else None,
                         lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
@@ -92,11 +105,13 @@ class AdapterStore:
         self.max_entries = max_entries
 
     def path_for(self, gene: LoraGene, model, base_model_path: str = "") -> Path:
+        trained_dir = None
         if gene.source == "trained":
-            path = self.root / "trained" / gene.trained_hash
-            if not all((path / f).is_file() for f in ADAPTER_FILES):
+            trained_dir = self.root / "trained" / gene.trained_hash
+            if not all((trained_dir / f).is_file() for f in ADAPTER_FILES):
                 raise InputError(f"lora.trained_hash: no trained adapter {gene.trained_hash} in {self.root / 'trained'}")
-            return path
+            if not gene.mutations:  # served as stored; with a chain, its noise goes on top (below)
+                return trained_dir
         target = self.root / gene.weights_hash()
         if all((target / f).is_file() for f in ADAPTER_FILES):
             os.utime(target)  # recently used
@@ -104,7 +119,7 @@ class AdapterStore:
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
         try:
-            write_adapter(gene, model, staging, base_model_path)
+            write_adapter(gene, model, staging, base_model_path, trained_dir)
             try:
                 os.rename(staging, target)
             except OSError:  # another process materialised the same gene first: same bytes

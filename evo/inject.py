@@ -1,0 +1,64 @@
+"""Close the loop: put a trained adapter into a run's population
+(`evo resume RUN_DIR --inject-adapter PATH`).
+
+Contract of :func:`import_adapter`: the PEFT directory is copied (if it is not there
+already) into the run's adapter store as ``RUN_DIR/adapters/trained/<hash>/``, where
+``<hash>`` is its content hash, and an enabled LoRA gene with source "trained" that
+resolves to that copy is returned; the run stays self-contained if PATH is deleted.
+Anything that is not a LoRA adapter over known target modules is refused with an
+InputError before the model loads.
+
+:func:`injected_strategies` gives the strategies that carry it into the population:
+the canonical prompt the adapter was trained for (see ``evo.distill_pairs``), and the
+run's current best strategy, each with the adapter. The engine adds them as new
+individuals (operator ``inject``) that are scored in the next generation and then
+compete under the usual selection: an adapter that does not help is dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from evo.distill_pairs import canonical_strategy
+from evo.distill_train import TRAINED_DIR, adapter_hash, trained_gene
+from fitness.backends.lora_weights import ADAPTER_FILES
+from genomes.errors import InputError
+from genomes.lora import LoraGene
+from genomes.strategy import Strategy
+
+CARD_FILES = ("README.md", "training.json")  # copied along when present
+
+
+def import_adapter(run_dir: str | Path, adapter_dir: str | Path) -> LoraGene:
+    adapter_dir = Path(adapter_dir)
+    if not adapter_dir.is_dir():
+        raise InputError(f"--inject-adapter: no such directory: {adapter_dir}")
+    trained_hash = adapter_hash(adapter_dir)
+    gene = trained_gene(adapter_dir, trained_hash)
+    store = Path(run_dir) / "adapters" / TRAINED_DIR
+    target = store / trained_hash
+    if not all((target / name).is_file() for name in ADAPTER_FILES):
+        store.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=store))
+        try:
+            for name in ADAPTER_FILES + CARD_FILES:
+                if (adapter_dir / name).is_file():
+                    shutil.copyfile(adapter_dir / name, staging / name)
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete copy from a crash
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return gene
+
+
+def injected_strategies(gene: LoraGene, best: Strategy) -> list[Strategy]:
+    """The canonical prompt (with ``best``'s decoding) and ``best`` itself, each
+    carrying ``gene``; one strategy when the two coincide."""
+    canonical = dataclasses.replace(canonical_strategy(), decoding=best.decoding, lora=gene)
+    carried = dataclasses.replace(best, lora=gene)
+    out = [canonical, carried]
+    return out if canonical.content_hash() != carried.content_hash() else out[:1]

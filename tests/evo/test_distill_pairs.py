@@ -1,0 +1,166 @@
+"""Distillation pairs: the rules on a constructed journal, and `evo distill` on a run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakes import ArithmeticOracle, config
+
+from evo.cli import main
+from evo.distill_pairs import (
+    INCORRECT, LONGER, Lineages, PairRules, build_pairs, canonical_strategy, distill_run, read_pairs,
+)
+from evo.engine import run_evolution
+from fitness.evaluate import ExampleResult
+from fitness.journal import Journal
+from fitness.tasks import TRAIN, split_of
+from genomes.chat_format import format_completion
+from genomes.errors import InputError
+from genomes.strategy import Strategy
+
+LINEAGE = Lineages({"good": (1,), "also": (2,)}, top=2)
+
+
+def result(genome: str, task: str, correct: bool, chain_tokens: int, text: str | None = None,
+           question: str = "What is 2 + 2?", finish: str = "stop") -> ExampleResult:
+    answer = "4" if correct else "5"
+    text = text or format_completion([f"step by {genome} " + "x " * chain_tokens], answer, f"It is {answer}.")
+    return ExampleResult(
+        strategy_hash=genome, task_id=task, family="basic_arithmetic", level=0, difficulty=0.0, question=question,
+        gold="4", answer=answer if "<begin_constrained_output>" in text else None, answer_problem=None, score=1.0 if correct else 0.0, steps=("s",), response="r",
+        chain_tokens=chain_tokens, completion_tokens=chain_tokens + 5, finish_reason=finish, votes=1, completion=text)
+
+
+def test_chosen_is_the_shortest_correct_chain_of_the_fittest_lineages():
+    results = [
+        result("good", "t1", True, 30),
+        result("also", "t1", True, 12),
+        result("outsider", "t1", True, 3),  # shorter, but not in the fittest lineages
+        result("outsider", "t1", False, 10),
+    ]
+    [pair] = build_pairs(results, LINEAGE, PairRules(rejected_per_task=1))
+    assert pair.chosen.strategy_hash == "also" and pair.chosen.chain_tokens == 12
+    assert pair.kind == INCORRECT and not pair.rejected.correct
+
+
+def test_a_chosen_is_never_wrong():
+    results = [result("good", "t1", False, 5), result("outsider", "t1", True, 5), result("outsider", "t1", False, 9)]
+    assert build_pairs(results, LINEAGE, PairRules()) == []
+
+
+def test_rejected_prefers_wrong_answers_then_much_longer_correct_chains():
+    results = [
+        result("good", "t1", True, 10),
+        result("x", "t1", False, 40, text="no answer block at all"),
+        result("y", "t1", False, 50),  # has an answer block: preferred over the malformed one
+        result("z", "t1", True, 25),  # correct and much longer (>= 2x and >= +8 tokens)
+        result("w", "t1", True, 14),  # correct, not much longer: never rejected
+    ]
+    pairs = build_pairs(results, LINEAGE, PairRules(rejected_per_task=5))
+    assert [(p.kind, p.rejected.strategy_hash) for p in pairs] == [(INCORRECT, "y"), (INCORRECT, "x"), (LONGER, "z")]
+    only_longer = build_pairs(results, LINEAGE, PairRules(rejected_per_task=5, use_incorrect=False))
+    assert [(p.kind, p.rejected.strategy_hash) for p in only_longer] == [(LONGER, "z")]
+    only_wrong = build_pairs(results, LINEAGE, PairRules(rejected_per_task=5, use_longer=False))
+    assert {p.kind for p in only_wrong} == {INCORRECT}
+
+
+def test_no_identical_sides_and_no_duplicates():
+    same = format_completion(["2 + 2 = 4"], "4", "It is 4.")
+    results = [
+        result("good", "t1", True, 5, text=same),
+        result("also", "t1", True, 5, text=same + "  "),  # the same text up to whitespace
+        result("x", "t1", False, 5, text="<cot> 2 + 2 <begin_constrained_output> 5 <end_constrained_output>"),
+        result("y", "t1", False, 5, text="<cot> 2 + 2 <begin_constrained_output> 5 <end_constrained_output>"),
+    ]
+    pairs = build_pairs(results, LINEAGE, PairRules(rejected_per_task=5, use_longer=True))
+    assert len(pairs) == 1
+    triples = [json.dumps(p.to_trl()) for p in pairs]
+    assert len(set(triples)) == len(triples)
+    for p in pairs:
+        row = p.to_trl()
+        assert row["chosen"][0]["content"].strip() != row["rejected"][0]["content"].strip()
+
+
+def test_heldout_tasks_are_never_used():
+    results = [result("good", "t1", True, 5), result("x", "t1", False, 5),
+               result("good", "t2", True, 5, question="held out?"), result("x", "t2", False, 5, question="held out?")]
+    pairs = build_pairs(results, LINEAGE, PairRules(), is_training_task=lambda r: r.task_id != "t2")
+    assert {p.task_id for p in pairs} == {"t1"}
+
+
+def test_prompt_is_canonical_and_rows_are_trl_conversational():
+    results = [result("good", "t1", True, 5), result("x", "t1", False, 5)]
+    [pair] = build_pairs(results, LINEAGE, PairRules())
+    row = pair.to_trl()
+    assert set(row) == {"prompt", "chosen", "rejected"}
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+    assert row["prompt"][1]["content"] == "What is 2 + 2?"
+    system = row["prompt"][0]["content"]
+    assert "<begin_constrained_output>" in system and "careful problem solver" not in system  # no evolved role
+    assert row["prompt"] == [dict(m) for m in canonical_strategy().render("What is 2 + 2?").messages]
+    assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+
+
+def test_bad_rules_are_clear_errors():
+    for rules, field in ((PairRules(top_lineages=0), "--top-lineages"), (PairRules(long_ratio=1.0), "--long-ratio"),
+                         (PairRules(rejected_per_task=0), "--per-task"),
+                         (PairRules(use_incorrect=False, use_longer=False), "no pair kind")):
+        with pytest.raises(InputError, match=field):
+            build_pairs([], LINEAGE, rules)
+
+
+@pytest.fixture
+def oracle_run(tmp_path):
+    """A run whose journal holds right (>= 96 tokens allowed) and wrong answers."""
+    terse = tmp_path / "terse.json"  # the oracle answers it wrongly: too few new tokens
+    data = Strategy.load("direct").encode()
+    data["name"], data["decoding"]["max_new_tokens"] = "terse", 48
+    terse.write_text(json.dumps(data))
+    cfg = config(tmp_path, run={"generations": 3}, population={"seeds": ["direct", "stepwise", str(terse)]})
+    run_evolution(cfg, backend=ArithmeticOracle(), show_progress=False)
+    return cfg
+
+
+def test_distill_run_writes_trl_pairs_from_training_tasks_only(oracle_run, tmp_path):
+    run_dir = oracle_run.run_dir
+    out = distill_run(run_dir, tmp_path / "d")
+    rows = read_pairs(out.pairs_path)
+    meta = [json.loads(line) for line in (tmp_path / "d" / "pairs.meta.jsonl").read_text().splitlines()]
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert rows and len(rows) == len(meta) == summary["pairs"] == len(out.pairs)
+    assert summary["chosen"]["accuracy"] == 1.0 and summary["rejected"]["accuracy"] == 0.0
+    assert summary["heldout_completions_excluded"] > 0  # the journal holds held-out results, pairs do not
+    assert 1 <= summary["lineages"]["used"] <= summary["lineages"]["considered"]
+    with Journal(run_dir / "journal.sqlite") as journal:
+        stored = {(r.strategy_hash, r.task_id): r for _, r in journal.all_results()}
+    for pair, m in zip(out.pairs, meta):
+        chosen = stored[(m["chosen_hash"], m["task_id"])]
+        assert chosen.correct and chosen.completion.strip() == pair.to_trl()["chosen"][0]["content"]
+        assert split_of(pair.chosen.family, pair.chosen.question, 0, 0.2) == TRAIN
+
+
+def test_distill_command(oracle_run, tmp_path, capsys):
+    assert main(["distill", str(oracle_run.run_dir), "--out", str(tmp_path / "d")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "d" / "pairs.jsonl")
+    assert "| chosen |" in (tmp_path / "d" / "summary.md").read_text()
+    assert main(["distill", str(tmp_path / "missing")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    # training arguments are checked before anything loads
+    assert main(["distill", str(oracle_run.run_dir), "--train", "--rank", "0"]) == 2
+    assert "--rank" in capsys.readouterr().err
+    assert main(["distill", str(oracle_run.run_dir), "--train", "--targets", "q_proj,lm_head"]) == 2
+    assert "lm_head" in capsys.readouterr().err
+
+
+def test_read_pairs_refuses_malformed_files(tmp_path):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b"}\n')
+    with pytest.raises(InputError, match=":1: a pair needs exactly"):
+        read_pairs(bad)
+    bad.write_text("{not json\n")
+    with pytest.raises(InputError, match="not JSON"):
+        read_pairs(bad)
+    bad.write_text("")
+    with pytest.raises(InputError, match="no pairs"):
+        read_pairs(bad)
