@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fitness.backends.factory import BACKEND_KINDS
 from fitness.tasks import TaskSpec
 from genomes.errors import InputError
 from genomes.validation import as_mapping, build_dataclass, read_structured, reject_unknown
@@ -74,8 +75,16 @@ class ModelSection:
     name: str = "default"  # bundled SmolLM2-135M-Instruct, or a local HF model directory
     models: tuple[str, ...] = ("default",)  # what the decoding gene may choose from
     cache_dir: str = ""  # empty: $EVO_CACHE_DIR or ~/.cache/evo
-    device: str = "cpu"
-    token_budget: int = 16_384
+    device: str = "cpu"  # hf backend: torch device ("cpu", "cuda")
+    token_budget: int = 16_384  # hf backend: padded tokens per batch chunk
+    backend: str = "hf"  # "hf" (transformers + PEFT, CPU or GPU) or "vllm" (GPU, pip install 'evo-reason[vllm]')
+    max_loras: int = 0  # vllm: adapters resident at once; 0 = population.size + population.offspring
+    max_lora_rank: int = 16  # vllm: the largest LoRA rank it will serve
+    gpu_memory_utilization: float = 0.85  # vllm: share of GPU memory for weights + KV cache
+    ray_actors: int = 0  # > 0: shard each generation over this many Ray actors, each with its own backend
+    ray_address: str = ""  # empty: start a local Ray; else e.g. "auto" or "ray://head:10001"
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0  # 1.0 for one GPU per vllm actor
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,13 @@ def _validate(c: RunConfig) -> None:
         (cur.spread >= 0, "curriculum.spread", "must be >= 0"),
         (len(c.model.models) >= 1, "model.models", "needs at least one model"),
         (c.model.token_budget >= 256, "model.token_budget", "must be >= 256"),
+        (c.model.backend in BACKEND_KINDS, "model.backend", f"must be one of {', '.join(BACKEND_KINDS)}"),
+        (c.model.max_loras >= 0, "model.max_loras", "must be >= 0 (0: sized to the population)"),
+        (1 <= c.model.max_lora_rank <= 512, "model.max_lora_rank", "must be in [1, 512]"),
+        (0 < c.model.gpu_memory_utilization <= 1, "model.gpu_memory_utilization", "must be in (0, 1]"),
+        (c.model.ray_actors >= 0, "model.ray_actors", "must be >= 0 (0: no Ray)"),
+        (c.model.cpus_per_actor > 0, "model.cpus_per_actor", "must be > 0"),
+        (c.model.gpus_per_actor >= 0, "model.gpus_per_actor", "must be >= 0"),
     ]
     for name in ("alpha", "beta", "gamma", "delta"):
         value = getattr(loss, name)

@@ -46,6 +46,7 @@ from evo.loop_state import (
 from evo.rundir import RunDir
 from evo.task_pool import TaskPool
 from fitness.backends.base import Backend
+from fitness.backends.factory import BackendSpec, build_backend_from_spec
 from fitness.curriculum import Curriculum
 from fitness.tasks import Task
 from fitness.journal import Journal, evaluate_with_journal
@@ -99,12 +100,28 @@ class _TimedBackend:
         return getattr(self.backend, name)
 
 
-def build_backend(config: RunConfig) -> Backend:
-    from fitness.backends.hf import HFBackend
+def backend_spec(config: RunConfig) -> BackendSpec:
+    """What ``config.model`` asks for, as a picklable spec (Ray actors build from it)."""
+    m, p = config.model, config.population
+    common = {"model": m.name, "cache_dir": m.cache_dir or None, "adapter_store": str(config.run_dir / "adapters")}
+    if m.backend == "vllm":
+        # every individual of a generation (and the held-out top) may carry its own adapter
+        max_loras = m.max_loras or p.size + p.offspring + config.tasks.heldout_top
+        return BackendSpec("vllm", {**common, "max_loras": max_loras, "max_lora_rank": m.max_lora_rank,
+                                    "gpu_memory_utilization": m.gpu_memory_utilization, "seed": config.run.seed})
+    return BackendSpec("hf", {**common, "device": m.device, "token_budget": m.token_budget})
 
+
+def build_backend(config: RunConfig) -> Backend:
+    """The configured backend: hf or vllm, in this process or sharded over Ray actors."""
     m = config.model
-    return HFBackend(model=m.name, cache_dir=m.cache_dir or None, device=m.device, token_budget=m.token_budget,
-                     adapter_store=config.run_dir / "adapters")
+    spec = backend_spec(config)
+    if m.ray_actors:
+        from fitness.backends.ray_pool import RayBackend
+
+        return RayBackend(spec, actors=m.ray_actors, address=m.ray_address or None,
+                          cpus_per_actor=m.cpus_per_actor, gpus_per_actor=m.gpus_per_actor)
+    return build_backend_from_spec(spec)
 
 
 def run_evolution(config: RunConfig, backend: Backend | None = None, show_progress: bool = True,

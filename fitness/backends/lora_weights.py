@@ -100,16 +100,18 @@ def write_adapter(gene: LoraGene, model, out_dir: Path, base_model_path: str = "
 class AdapterStore:
     """Materialised adapters on disk, one directory per weights hash."""
 
-    def __init__(self, root: str | Path, max_entries: int = 256) -> None:
+    def __init__(self, root: str | Path, max_entries: int = 256, trained_root: str | Path | None = None) -> None:
         self.root = Path(root)
         self.max_entries = max_entries
+        # where trained adapters (source "trained") live: RUN_DIR/adapters/trained by default
+        self.trained_root = Path(trained_root) if trained_root is not None else self.root / "trained"
 
     def path_for(self, gene: LoraGene, model, base_model_path: str = "") -> Path:
         trained_dir = None
         if gene.source == "trained":
-            trained_dir = self.root / "trained" / gene.trained_hash
+            trained_dir = self.trained_root / gene.trained_hash
             if not all((trained_dir / f).is_file() for f in ADAPTER_FILES):
-                raise InputError(f"lora.trained_hash: no trained adapter {gene.trained_hash} in {self.root / 'trained'}")
+                raise InputError(f"lora.trained_hash: no trained adapter {gene.trained_hash} in {self.trained_root}")
             if not gene.mutations:  # served as stored; with a chain, its noise goes on top (below)
                 return trained_dir
         target = self.root / gene.weights_hash()

@@ -1,0 +1,162 @@
+"""vLLM backend (GPU). Implements ``fitness.backends.base``; optional extra
+(``pip install 'evo-reason[vllm]'``), imported lazily.
+
+How a call runs: every request of the call goes into one ``LLM.generate``:
+
+- prompts are rendered with the model's chat template plus the prefill and passed
+  as token ids (so no second BOS is added);
+- each request has its own ``vllm.SamplingParams`` (temperature, top-p, max tokens,
+  and its seed when sampling: a sample depends on the request alone);
+- each request with an adapter has its own ``LoRARequest``. Every distinct adapter
+  gets a name and an integer id derived from the content of its files (vLLM caches
+  adapters by id: reusing a name or id for other weights would serve stale ones);
+- the engine runs with ``enable_lora=True``, ``max_loras`` sized to the batch (the
+  distinct adapters of one generation), ``max_lora_rank`` and prefix caching on
+  (strategies share their system prompts and exemplars).
+
+LoRA genes are materialised once, in PEFT format, into a fast local directory
+(``/dev/shm`` when there is one), from the module shapes of a weightless ("meta")
+copy of the model: the bytes equal those the hf backend writes. Trained adapters
+are read from the run's adapter store. The model loaded by default is the cached
+safetensors copy of the bundled model (``fitness.backends.model_store``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from fitness.backends.base import Completion, ProgressCallback, Request
+from fitness.backends.lora_weights import ADAPTER_FILES, AdapterStore
+from fitness.backends.model_store import resolve_model
+from genomes.errors import InputError
+
+ID_LIMIT = 2**31 - 1
+
+
+def fast_adapter_dir() -> Path:
+    """A RAM-backed directory for materialised adapters when the OS has one."""
+    shm = Path("/dev/shm")
+    root = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    return root / f"evo-adapters-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
+def adapter_content_hash(adapter_dir: str | Path) -> str:
+    """SHA-256 (hex) over an adapter directory's config and weights files."""
+    adapter_dir = Path(adapter_dir)
+    digest = hashlib.sha256()
+    for name in ADAPTER_FILES:
+        path = adapter_dir / name
+        if not path.is_file():
+            raise InputError(f"adapter directory {adapter_dir} lacks {name}")
+        digest.update(name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class AdapterRegistry:
+    """Name and integer id per distinct adapter content, stable for the engine's life.
+
+    The id is taken from the content hash; a collision with another content moves
+    to the next free id, so two contents never share an id."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> content hash
+        self._ids: dict[str, int] = {}  # content hash -> id
+        self._taken: set[int] = set()
+
+    def name_and_id(self, adapter_dir: str) -> tuple[str, int]:
+        weights = Path(adapter_dir) / "adapter_model.safetensors"
+        try:
+            stat = weights.stat()
+        except OSError:
+            raise InputError(f"adapter directory {adapter_dir} lacks adapter_model.safetensors") from None
+        key = (str(adapter_dir), stat.st_size, stat.st_mtime_ns)
+        content = self._by_key.get(key)
+        if content is None:
+            content = self._by_key[key] = adapter_content_hash(adapter_dir)
+        if content not in self._ids:
+            candidate = int(content[:8], 16) % ID_LIMIT or 1
+            while candidate in self._taken:
+                candidate = candidate % ID_LIMIT + 1
+            self._ids[content] = candidate
+            self._taken.add(candidate)
+        return f"evo-{content[:16]}", self._ids[content]
+
+
+def meta_model(model_path: Path):
+    """The model's module tree without weights (shapes only): enough to materialise
+    LoRA genes without a second copy of the weights next to vLLM's."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+class VLLMBackend:
+    def __init__(self, model: str = "default", cache_dir: str | Path | None = None, max_loras: int = 64,
+                 max_lora_rank: int = 16, gpu_memory_utilization: float = 0.85, max_model_len: int = 4096,
+                 adapter_store: str | Path | None = None, materialise_dir: str | Path | None = None, seed: int = 0,
+                 dtype: str = "auto", enforce_eager: bool = False) -> None:
+        path = resolve_model(model, cache_dir)  # before the heavy import: bad paths fail fast
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise InputError("model.backend = 'vllm' needs vLLM on a GPU machine: pip install 'evo-reason[vllm]'") from None
+        self.model_path = path
+        self.llm = LLM(model=str(path), tokenizer=str(path), enable_lora=True, max_loras=max(1, max_loras),
+                       max_lora_rank=max_lora_rank, enable_prefix_caching=True,
+                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=seed,
+                       dtype=dtype, enforce_eager=enforce_eager)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.registry = AdapterRegistry()
+        run_store = Path(adapter_store) if adapter_store else None
+        self.adapter_store = AdapterStore(materialise_dir or fast_adapter_dir(),
+                                          trained_root=run_store / "trained" if run_store else None)
+        self._shapes = None
+
+    # ---- contract ------------------------------------------------------------------
+    def generate(self, requests: Sequence[Request], progress: ProgressCallback | None = None) -> list[Completion]:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.lora.request import LoRARequest
+
+        if not requests:
+            return []
+        prompts, params, loras = [], [], []
+        for r in requests:
+            text = self.tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
+            prompts.append({"prompt_token_ids": self.tokenizer.encode(text + r.prefill, add_special_tokens=False)})
+            s = r.sampling
+            params.append(VSamplingParams(
+                n=1, temperature=max(s.temperature, 0.0), top_p=s.top_p if not s.greedy else 1.0,
+                max_tokens=s.max_new_tokens, seed=None if s.greedy else s.seed, skip_special_tokens=True))
+            if r.adapter:
+                name, ident = self.registry.name_and_id(r.adapter)
+                loras.append(LoRARequest(name, ident, str(r.adapter)))
+            else:
+                loras.append(None)
+        outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        completions = []
+        for r, out in zip(requests, outputs):
+            o = out.outputs[0]
+            completions.append(Completion(
+                text=r.prefill + o.text, prompt_tokens=len(out.prompt_token_ids),
+                completion_tokens=len(o.token_ids), finish_reason="length" if o.finish_reason == "length" else "stop"))
+        if progress:
+            progress(len(requests))
+        return completions
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def materialise_lora(self, gene) -> str:
+        if self._shapes is None:
+            self._shapes = meta_model(self.model_path)
+        return str(self.adapter_store.path_for(gene, self._shapes, str(self.model_path)))
