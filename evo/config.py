@@ -13,6 +13,7 @@ from typing import Any
 
 from fitness.backends.factory import BACKEND_KINDS
 from fitness.tasks import TaskSpec
+from genomes.lora import DEFAULT_SIGMAS, sigma_is_valid
 from genomes.errors import InputError
 from genomes.validation import as_mapping, build_dataclass, read_structured, reject_unknown
 
@@ -40,6 +41,7 @@ class PopulationSection:
     mode: str = "scalar"  # scalar: select on -L_total; multi: NSGA-II on (accuracy, chain tokens)
     hall_of_fame: int = 5
     llm_rewrite_prob: float = 0.0  # share of mutations that ask the model to rewrite an instruction
+    lora_sigmas: tuple[float, ...] = DEFAULT_SIGMAS  # mut_lora: noise scales a perturbation draws from
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ def _validate(c: RunConfig) -> None:
         (p.mode in SELECTION_MODES, "population.mode", f"must be one of {', '.join(SELECTION_MODES)}"),
         (p.hall_of_fame >= 1, "population.hall_of_fame", "must be >= 1"),
         (0 <= p.llm_rewrite_prob <= 1, "population.llm_rewrite_prob", "must be in [0, 1]"),
+        (len(p.lora_sigmas) >= 1 and all(isinstance(x, float) and sigma_is_valid(x) for x in p.lora_sigmas),
+         "population.lora_sigmas", "must be a non-empty list of floats with two significant digits in [1e-10, 9.9]"),
         (len(t.families) >= 1, "tasks.families", "needs at least one family or .jsonl file"),
         (t.per_family >= 1, "tasks.per_family", "must be >= 1"),
         (t.heldout_per_family >= 1, "tasks.heldout_per_family", "must be >= 1"),

@@ -70,6 +70,12 @@ def str_tuple(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def float_tuple(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise InputError(f"{where}: expected a list of numbers")
+    return tuple(float(v) for v in value)
+
+
 def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
     """Instantiate dataclass ``cls`` from ``data``, checking names and scalar types;
     fields missing from ``data`` keep their defaults."""
@@ -81,6 +87,8 @@ def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
         value, path = data[f.name], f"{where}.{f.name}"
         if str(f.type) in _STRING_LISTS:
             values[f.name] = str_tuple(value, path)
+        elif str(f.type) == "tuple[float, ...]":
+            values[f.name] = float_tuple(value, path)
         elif str(f.type) in _SCALARS:
             values[f.name] = typed(value, _SCALARS[str(f.type)], path)
         else:

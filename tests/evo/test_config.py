@@ -12,6 +12,13 @@ from evo.config import RunConfig, load_config
 from genomes.errors import InputError
 
 
+def test_recipes_load():
+    for name in ("quickstart", "lora", "tune", "gpu", "ray"):
+        load_config(f"runs/{name}.toml")
+    assert load_config("runs/gpu.toml").model.backend == "vllm"
+    assert load_config("runs/ray.toml").model.ray_actors == 2
+
+
 def test_quickstart_recipe_loads_and_round_trips():
     config = load_config("runs/quickstart.toml")
     assert config.run.name == "quickstart" and config.population.size == 6
@@ -38,6 +45,11 @@ def test_yaml_config_and_overrides(tmp_path):
         ("[population]\noperators = ['mut_prompt', 'mut_everything']\n", "population.operators[1]"),
         ("[loss]\nalpha = 'high'\n", "loss.alpha"),
         ("[loss]\ngamma = -1.0\n", "loss.gamma"),
+        ("[population]\nlora_sigmas = [0.123]\n", "population.lora_sigmas"),
+        ("[population]\nlora_sigmas = ['big']\n", "population.lora_sigmas"),
+        ("[model]\nbackend = 'tgi'\n", "model.backend"),
+        ("[model]\nray_actors = -1\n", "model.ray_actors"),
+        ("[model]\ngpu_memory_utilization = 1.5\n", "model.gpu_memory_utilization"),
         ("[loss]\ndelta = nan\n", "loss.delta"),
         ("[run]\ngenerations = 0\n", "run.generations"),
         ("[population]\nmode = 'pareto'\n", "population.mode"),
