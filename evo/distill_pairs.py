@@ -42,6 +42,7 @@ from fitness.loss import response_term
 from fitness.tasks import TRAIN, split_of
 from genomes.errors import InputError
 from genomes.strategy import ChainGene, DecodingGene, PromptGene, Strategy
+from genomes.validation import read_jsonl_objects
 
 INCORRECT, LONGER = "incorrect", "longer"
 
@@ -284,18 +285,9 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 def read_pairs(path: str | Path) -> list[dict[str, Any]]:
     """TRL rows of a pairs file, checked: InputError naming the line for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"pairs file not found: {path}")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or set(row) != {"prompt", "chosen", "rejected"}:
+    for n, row in read_jsonl_objects(path, "pairs file"):
+        if set(row) != {"prompt", "chosen", "rejected"}:
             raise InputError(f"{path}:{n}: a pair needs exactly the keys prompt, chosen, rejected")
         rows.append(row)
     if not rows:

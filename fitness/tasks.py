@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from genomes.errors import InputError
+from genomes.validation import read_jsonl_objects
 
 TRAIN, HELDOUT = "train", "heldout"
 DEFAULT_HELDOUT_FRACTION = 0.2
@@ -159,18 +160,8 @@ def reasoning_gym_tasks(
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate a task file; every row needs ``question`` and ``answer``."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"task file not found: {path}")
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{path}:{lineno}: expected a JSON object per line")
+    for lineno, row in read_jsonl_objects(path, "task file"):
         for key in ("question", "answer"):
             if row.get(key) is None or str(row[key]).strip() == "":
                 raise InputError(f"{path}:{lineno}: row has no {key!r}")

@@ -96,3 +96,22 @@ def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
+def read_jsonl_objects(path: str | Path, what: str = "file") -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSONL file, strictly: a
+    missing file, a line that is not JSON or not an object is an InputError naming
+    the file and line (``what`` names the file's role: "task file", "pairs file")."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object per line")
+        rows.append((lineno, row))
+    return rows

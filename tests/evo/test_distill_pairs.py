@@ -159,7 +159,7 @@ def test_read_pairs_refuses_malformed_files(tmp_path):
     with pytest.raises(InputError, match=":1: a pair needs exactly"):
         read_pairs(bad)
     bad.write_text("{not json\n")
-    with pytest.raises(InputError, match="not JSON"):
+    with pytest.raises(InputError, match="malformed JSON"):
         read_pairs(bad)
     bad.write_text("")
     with pytest.raises(InputError, match="no pairs"):
