@@ -35,6 +35,15 @@ from fitness.backends.model_store import resolve_model
 from genomes.errors import InputError
 
 ID_LIMIT = 2**31 - 1
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The smallest rank vLLM accepts as ``max_lora_rank`` that serves ``rank``."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise InputError(f"model.max_lora_rank: vLLM serves ranks up to {VLLM_LORA_RANKS[-1]}, got {rank}")
 
 
 def fast_adapter_dir() -> Path:
@@ -112,7 +121,7 @@ class VLLMBackend:
             raise InputError("model.backend = 'vllm' needs vLLM on a GPU machine: pip install 'evo-reason[vllm]'") from None
         self.model_path = path
         self.llm = LLM(model=str(path), tokenizer=str(path), enable_lora=True, max_loras=max(1, max_loras),
-                       max_lora_rank=max_lora_rank, enable_prefix_caching=True,
+                       max_lora_rank=vllm_max_lora_rank(max_lora_rank), enable_prefix_caching=True,
                        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=seed,
                        dtype=dtype, enforce_eager=enforce_eager)
         self.tokenizer = self.llm.get_tokenizer()

@@ -164,3 +164,16 @@ def test_read_pairs_refuses_malformed_files(tmp_path):
     bad.write_text("")
     with pytest.raises(InputError, match="no pairs"):
         read_pairs(bad)
+
+
+@pytest.mark.slow
+def test_distill_command_trains_and_records_the_adapter(oracle_run, tmp_path, capsys):
+    code = main(["distill", str(oracle_run.run_dir), "--out", str(tmp_path / "d"), "--train", "--steps", "1",
+                 "--batch-size", "2", "--rank", "2", "--targets", "q_proj", "--max-length", "256"])
+    assert code == 0
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    adapter = summary["adapter"]
+    assert adapter["steps"] == 1 and adapter["path"].endswith(adapter["trained_hash"])
+    assert (oracle_run.run_dir / "adapters" / "trained" / adapter["trained_hash"] / "adapter_model.safetensors").is_file()
+    assert "--inject-adapter" in capsys.readouterr().err
+    assert adapter["trained_hash"] in (tmp_path / "d" / "summary.md").read_text()

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from conformance import QUESTIONS, BackendConformance, make_request
 
-from fitness.backends.vllm_engine import AdapterRegistry, adapter_content_hash, meta_model
+from fitness.backends.vllm_engine import AdapterRegistry, adapter_content_hash, meta_model, vllm_max_lora_rank
 
 
 def _gpu_vllm_available() -> bool:
@@ -62,6 +62,14 @@ def test_vllm_greedy_agrees_with_hf_mostly(vllm_backend, hf_backend):
     ours = [c.text for c in vllm_backend.generate(requests)]
     ref = [c.text for c in hf_backend.generate(requests)]
     assert sum(a.split()[:2] == b.split()[:2] for a, b in zip(ours, ref)) >= 3
+
+
+def test_max_lora_rank_rounds_up_to_a_rank_vllm_accepts():
+    from genomes.errors import InputError
+
+    assert [vllm_max_lora_rank(r) for r in (1, 4, 8, 12, 16, 300, 512)] == [1, 8, 8, 16, 16, 320, 512]
+    with pytest.raises(InputError, match="max_lora_rank"):
+        vllm_max_lora_rank(513)
 
 
 def test_registry_names_and_ids_follow_content(tmp_path, lora_adapters):
