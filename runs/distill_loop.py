@@ -31,7 +31,7 @@ from pathlib import Path
 
 from evo.config import load_config
 from evo.distill_pairs import canonical_strategy, distill_run, read_pairs
-from evo.distill_train import TrainSettings, train_adapter
+from evo.distill_train import TrainedAdapter, TrainSettings, adapter_hash, train_adapter, trained_gene
 from evo.engine import build_backend, resume_evolution, run_evolution
 from evo.rundir import RunDir
 from evo.stats import bootstrap_ci
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=24, help="held-out tasks per family for the comparison")
     parser.add_argument("--steps", type=int, default=60, help="DPO optimiser steps")
     parser.add_argument("--reuse", action="store_true", help="reuse an existing evolution run")
+    parser.add_argument("--adapter", help="with --reuse: evaluate this trained adapter instead of training one")
     args = parser.parse_args()
 
     config = load_config(args.config, {"run": {"name": "distill-loop", "out_dir": args.out_dir,
@@ -65,12 +66,19 @@ def main() -> None:
     distilled = distill_run(config.run_dir)
     rows = read_pairs(distilled.pairs_path)
     weights = dataclasses.asdict(config.loss)
-    trained = train_adapter(rows, config.run_dir, weights, TrainSettings(steps=args.steps), log=True)
+    if args.adapter:
+        trained = TrainedAdapter(Path(args.adapter), adapter_hash(args.adapter), trained_gene(args.adapter),
+                                 json.loads((Path(args.adapter) / "training.json").read_text()))
+    else:
+        trained = train_adapter(rows, config.run_dir, weights, TrainSettings(steps=args.steps), log=True)
     timings["distill_train_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    best_row = json.loads((config.run_dir / "best.json").read_text())["hall_of_fame"][0]
-    best = Strategy.decode(best_row["strategy"])
+    # the evolved best without a trained adapter (after an earlier injection the hall of
+    # fame may already hold descendants of the adapter)
+    hall = json.loads((config.run_dir / "best.json").read_text())["hall_of_fame"]
+    best = next(s for s in (Strategy.decode(row["strategy"]) for row in hall)
+                if getattr(s.lora, "source", None) != "trained")
     canonical = dataclasses.replace(canonical_strategy(), decoding=best.decoding)
     big = dataclasses.replace(config, tasks=dataclasses.replace(config.tasks, heldout_per_family=args.heldout))
     tasks = TaskPool(big).heldout()
@@ -93,8 +101,10 @@ def main() -> None:
                         "well_formed": sum(r.answer is not None for r in rs) / len(rs),
                         "mean_chain_tokens": sum(r.chain_tokens for r in rs) / len(rs),
                         "mean_completion_tokens": sum(r.completion_tokens for r in rs) / len(rs)}
-    diffs = [a - b for a, b in zip(correct["adapter"], correct["base"])]
-    low, high = bootstrap_ci(diffs, rng)
+    paired = {}
+    for with_adapter, without in (("adapter", "base"), ("best+adapter", "best")):
+        diffs = [a - b for a, b in zip(correct[with_adapter], correct[without])]
+        paired[f"{with_adapter} - {without}"] = {"points": sum(diffs) / len(diffs), "ci95": list(bootstrap_ci(diffs, rng))}
 
     started = time.perf_counter()
     resumed = resume_evolution(config.run_dir, generations=args.generations + 1, backend=backend,
@@ -107,10 +117,11 @@ def main() -> None:
     evidence = {
         "pairs": distilled.summary,
         "adapter": {"path": str(trained.path), "train_loss": trained.record["train_loss"],
-                    "steps": args.steps, "log_first": trained.record["log"][0], "log_last": trained.record["log"][-2]},
+                    "steps": trained.record["settings"]["steps"], "log_first": trained.record["log"][0],
+                    "log_last": trained.record["log"][-2]},
         "heldout_tasks": len(tasks),
         "heldout": heldout,
-        "adapter_minus_base": {"points": sum(diffs) / len(diffs), "ci95": [low, high]},
+        "paired_differences": paired,
         "injected": [{"id": row["id"], "hash": row["hash"], "l_total": row["l_total"], "accuracy": row["accuracy"],
                       "in_hall_of_fame": row["hash"] in hall_hashes} for row in injected],
         "best_after_inject": {"hash": resumed.hall_of_fame[0]["hash"], "l_total": resumed.hall_of_fame[0]["l_total"],
@@ -122,7 +133,8 @@ def main() -> None:
     for arm, h in heldout.items():
         print(f"{arm:>13}: held-out accuracy {h['accuracy']:5.1%} [{h['ci95'][0]:.1%}, {h['ci95'][1]:.1%}]  "
               f"well-formed {h['well_formed']:5.1%}  chain tokens {h['mean_chain_tokens']:.1f}")
-    print(f"adapter - base: {evidence['adapter_minus_base']['points']:+.1%} [{low:+.1%}, {high:+.1%}]")
+    for name, d in paired.items():
+        print(f"{name}: {d['points']:+.1%} [{d['ci95'][0]:+.1%}, {d['ci95'][1]:+.1%}]")
 
 
 if __name__ == "__main__":
