@@ -131,16 +131,12 @@ def fittest_lineages(run_dir: Path, top: int) -> Lineages:
     rows = saved.state["individuals"]
     hall = [rows[i] for i in saved.state["hall"]][:top]
     lineage = {row["id"]: row for row in RunDir(run_dir).read_jsonl("lineage.jsonl")}
-    ranks_of: dict[str, list[int]] = defaultdict(list)
+    ranks_of: dict[str, set[int]] = defaultdict(set)
     for rank, row in enumerate(hall, 1):
-        members = {a["id"] for a in ancestry(lineage, row["id"])} | {row["id"]}
-        for ident in members:
-            genome = lineage[ident]["hash"] if ident in lineage else None
-            if ident == row["id"]:
-                genome = Strategy.decode(row["strategy"], where=f"hall of fame entry {rank}").content_hash()
-            if genome and rank not in ranks_of[genome]:
-                ranks_of[genome].append(rank)
-    return Lineages({h: tuple(r) for h, r in ranks_of.items()}, len(hall))
+        ranks_of[Strategy.decode(row["strategy"], where=f"hall of fame entry {rank}").content_hash()].add(rank)
+        for ancestor in ancestry(lineage, row["id"]):  # the member itself first, then every ancestor
+            ranks_of[lineage[ancestor["id"]]["hash"]].add(rank)
+    return Lineages({h: tuple(sorted(r)) for h, r in ranks_of.items()}, len(hall))
 
 
 def build_pairs(results: Iterable[ExampleResult], lineages: Lineages, rules: PairRules,

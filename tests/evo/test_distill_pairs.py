@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import ArithmeticOracle, config
+from fakes import ArithmeticOracle, config, read_jsonl
 
 from evo.cli import main
 from evo.distill_pairs import (
@@ -177,3 +177,19 @@ def test_distill_command_trains_and_records_the_adapter(oracle_run, tmp_path, ca
     assert (oracle_run.run_dir / "adapters" / "trained" / adapter["trained_hash"] / "adapter_model.safetensors").is_file()
     assert "--inject-adapter" in capsys.readouterr().err
     assert adapter["trained_hash"] in (tmp_path / "d" / "summary.md").read_text()
+
+
+def test_fittest_lineages_are_the_hall_and_all_its_ancestors(oracle_run):
+    from evo import checkpoint
+    from evo.distill_pairs import fittest_lineages
+    from evo.export import ancestry
+
+    run_dir = oracle_run.run_dir
+    saved = checkpoint.load_latest(run_dir)
+    best = saved.state["individuals"][saved.state["hall"][0]]
+    rows = {row["id"]: row for row in read_jsonl(run_dir / "lineage.jsonl")}
+    expected = {rows[a["id"]]["hash"] for a in ancestry(rows, best["id"])}
+    lineages = fittest_lineages(run_dir, 1)
+    assert lineages.top == 1 and set(lineages.ranks_of) == expected
+    assert all(ranks == (1,) for ranks in lineages.ranks_of.values())
+    assert set(fittest_lineages(run_dir, 3).ranks_of) >= expected
