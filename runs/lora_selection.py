@@ -9,7 +9,7 @@ adapter carries weights, compares it with its parent on the tasks both were scor
 on (same batch, greedy, from the journal):
 
 - how many of its completions differ from the parent's (do adapters change outputs?);
-- correct answers and fitness against the parent (better, same, worse);
+- correct answers and fitness against the parent's score on the same batch;
 - whether selection kept it in the population.
 
 Prints a table and a summary, writes OUT_DIR/lora-selection/lora_selection.json.
@@ -56,12 +56,16 @@ def main() -> None:
             by_genome.setdefault(r.strategy_hash, {})[r.task_id] = r
 
     children = []
+    latest_row: dict[int, dict] = {}  # id -> its latest score so far, in file order
     for row in rows:
         lora = row["strategy"].get("lora") or {}
-        if row["op"] != "mut_lora" or row is not first_row[row["id"]] or not row["parents"]:
-            continue
-        parent = first_row.get(row["parents"][0])
-        if parent is None:
+        parent = latest_row.get(row["parents"][0]) if row["parents"] else None
+        is_birth = row is first_row[row["id"]]
+        latest_row[row["id"]] = row
+        # The parent's latest row before the child's is its score on the child's batch: the
+        # batch changes only when the frontier moves, and then survivors are re-scored
+        # (logged before the offspring of the same call).
+        if row["op"] != "mut_lora" or not is_birth or parent is None:
             continue
         mine, theirs = by_genome.get(row["hash"], {}), by_genome.get(parent["hash"], {})
         shared = sorted(set(mine) & set(theirs))
@@ -73,7 +77,7 @@ def main() -> None:
             "adapter_on": bool(lora.get("enabled")),
             "tasks": len(shared), "outputs_changed": changed,
             "correct_child": sum(mine[t].correct for t in shared), "correct_parent": sum(theirs[t].correct for t in shared),
-            "fitness_child": row["fitness"][0], "fitness_parent_at_birth": parent["fitness"][0],
+            "fitness_child": row["fitness"][0], "fitness_parent": parent["fitness"][0],
             "kept": row["id"] in populations.get(row["generation"], set()),
         })
 
@@ -81,19 +85,21 @@ def main() -> None:
     for c in children:
         print(f"{c['id']:>4} {c['generation']:>3} {c['parent']:>6} {'y' if c['adapter_on'] else 'n':>3} "
               f"{c['outputs_changed']:>3}/{c['tasks']:<5} {c['correct_child']:>3} vs {c['correct_parent']:<3} "
-              f"{c['fitness_child']:+.3f} vs {c['fitness_parent_at_birth']:+.3f} {'yes' if c['kept'] else 'no'}")
+              f"{c['fitness_child']:+.3f} vs {c['fitness_parent']:+.3f} {'yes' if c['kept'] else 'no'}")
     active = [c for c in children if c["adapter_on"]]
     changed = [c for c in active if c["outputs_changed"]]
-    better = [c for c in changed if c["correct_child"] > c["correct_parent"]]
-    worse = [c for c in changed if c["correct_child"] < c["correct_parent"]]
+    better = [c for c in changed if c["fitness_child"] > c["fitness_parent"]]
+    worse = [c for c in changed if c["fitness_child"] < c["fitness_parent"]]
     kept_rate = lambda cs: (sum(c["kept"] for c in cs) / len(cs)) if cs else None  # noqa: E731
     final = json.loads((config.run_dir / "best.json").read_text())["hall_of_fame"]
     summary = {
         "sigmas": sigmas, "generations": args.generations,
         "lora_children": len(active), "with_changed_outputs": len(changed),
         "share_of_outputs_changed": (sum(c["outputs_changed"] for c in active) / sum(c["tasks"] for c in active)) if active else None,
-        "more_correct_than_parent": len(better), "fewer_correct_than_parent": len(worse),
-        "kept_rate_more_correct": kept_rate(better), "kept_rate_fewer_correct": kept_rate(worse),
+        "fitter_than_parent": len(better), "less_fit_than_parent": len(worse),
+        "more_correct_than_parent": sum(c["correct_child"] > c["correct_parent"] for c in changed),
+        "fewer_correct_than_parent": sum(c["correct_child"] < c["correct_parent"] for c in changed),
+        "kept_rate_fitter": kept_rate(better), "kept_rate_less_fit": kept_rate(worse),
         "kept_rate_all_lora_children": kept_rate(active),
         "final_population_with_adapter": sum(
             1 for row in (first_row[i] for i in populations[max(populations)])
