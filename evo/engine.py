@@ -163,12 +163,16 @@ def resume_evolution(run_dir: str | Path, generations: int | None = None, backen
 
     run = RunDir(run_dir)
     saved = checkpoint.load_latest(run.path)
-    genes = [import_adapter(run.path, path) for path in inject_adapters]  # refuse bad adapters before the model loads
     config = RunConfig.from_dict(saved.state["config"], where="checkpoint config")
     if generations is not None:
         if generations < saved.generation:
             raise InputError(f"--generations {generations}: the run already has {saved.generation} generations")
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, generations=generations))
+    if inject_adapters and config.run.generations <= saved.generation:
+        raise InputError(f"--inject-adapter: the run already has all its {saved.generation} generations; pass "
+                         f"--generations {saved.generation + 1} or more so the injected individuals are scored")
+    genes = [import_adapter(run.path, path) for path in inject_adapters]  # refuse bad adapters before the model loads
+    if generations is not None:
         run.write_json("config.json", config.to_dict())
     counters = _Counters()
     backend = _TimedBackend(backend or build_backend(config), counters)

@@ -29,6 +29,7 @@ import random
 import time
 from pathlib import Path
 
+from evo import checkpoint
 from evo.config import load_config
 from evo.distill_pairs import canonical_strategy, distill_run, read_pairs
 from evo.distill_train import TrainedAdapter, TrainSettings, adapter_hash, train_adapter, trained_gene
@@ -107,8 +108,9 @@ def main() -> None:
         paired[f"{with_adapter} - {without}"] = {"points": sum(diffs) / len(diffs), "ci95": list(bootstrap_ci(diffs, rng))}
 
     started = time.perf_counter()
+    already = checkpoint.load_latest(config.run_dir).generation > args.generations  # a --reuse of a finished loop
     resumed = resume_evolution(config.run_dir, generations=args.generations + 1, backend=backend,
-                               inject_adapters=[trained.path])
+                               inject_adapters=[] if already else [trained.path])
     timings["inject_resume_s"] = time.perf_counter() - started
     lineage = RunDir(config.run_dir).read_jsonl("lineage.jsonl")
     injected = [row for row in lineage if row["op"] == "inject"]
