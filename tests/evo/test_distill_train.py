@@ -147,9 +147,10 @@ def test_bad_adapters_are_refused_before_anything_changes(tmp_path, capsys):
     with pytest.raises(InputError, match="lm_head"):
         import_adapter(cfg.run_dir, _fake_adapter(tmp_path / "head", targets=("lm_head",)))
     assert not (cfg.run_dir / "adapters" / "trained").exists() or not any((cfg.run_dir / "adapters" / "trained").iterdir())
-    assert main(["resume", str(cfg.run_dir), "--inject-adapter", str(tmp_path / "missing")]) == 2
+    assert main(["resume", str(cfg.run_dir), "--generations", "2", "--inject-adapter", str(tmp_path / "missing")]) == 2
+    assert "--inject-adapter: no such directory" in capsys.readouterr().err
     with pytest.raises(InputError, match="--generations 2 or more"):  # nothing would score the injected ones
         resume_evolution(cfg.run_dir, backend=LoraOracle(), show_progress=False,
                          inject_adapters=[_fake_adapter(tmp_path / "ok")])
-    assert "--inject-adapter: no such directory" in capsys.readouterr().err
+    assert json.loads((cfg.run_dir / "config.json").read_text())["run"]["generations"] == 1
     assert checkpoint.load_latest(cfg.run_dir).generation == 1
