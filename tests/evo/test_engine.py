@@ -162,3 +162,30 @@ def test_selection_acts_on_lora_genes(tmp_path):
     assert result.hall_of_fame[0]["accuracy"] > 0
     seeds = [row for row in lineage if row["op"] == "seed"]
     assert all(row["accuracy"] == 0 for row in seeds)  # the seeds have no adapter: the gain came from LoRA genes
+
+
+@pytest.mark.slow
+def test_short_real_lora_evolution_changes_outputs(tmp_path):
+    from fitness.journal import Journal
+
+    cfg = config(tmp_path, run={"generations": 1}, population={
+        "size": 2, "offspring": 2, "crossover_prob": 0.0, "mutation_prob": 1.0, "operators": ["mut_lora"],
+        "lora_sigmas": [0.03]}, tasks={"per_family": 2, "heldout_per_family": 2})
+    run_evolution(cfg, show_progress=False)
+    lineage = read_jsonl(tmp_path / "t" / "lineage.jsonl")
+    children = [row for row in lineage if row["op"] == "mut_lora"]
+    assert len(children) == 2 and all(row["strategy"]["lora"]["enabled"] for row in children)
+    materialised = [p for p in (tmp_path / "t" / "adapters").iterdir() if (p / "adapter_model.safetensors").is_file()]
+    assert materialised  # served through PEFT from the run's adapter store
+    by_id = {row["id"]: row for row in lineage}
+    with Journal(tmp_path / "t" / "journal.sqlite") as journal:
+        texts = {}
+        for _, r in journal.all_results():
+            texts[(r.strategy_hash, r.task_id)] = r.completion
+    changed = 0
+    for child in children:
+        parent = by_id[child["parents"][0]]
+        shared = [t for (h, t) in texts if h == child["hash"] and (parent["hash"], t) in texts]
+        assert shared
+        changed += sum(texts[(child["hash"], t)] != texts[(parent["hash"], t)] for t in shared)
+    assert changed > 0  # the adapters act on the real model's outputs
