@@ -11,8 +11,9 @@ The training batch is a function of the curriculum frontier (and the run seed), 
 of the generation: while the frontier stays, every individual is scored on the same
 tasks, so fitnesses compare fairly and only new individuals are evaluated. When the
 frontier moves the fitness function has changed, so the survivors' fitnesses are
-invalidated and they are scored again on the new batch (their old completions stay
-in the journal). All variation randomness flows from one
+invalidated and they are scored again on the new batch, and so are the hall-of-fame
+members (the hall ranks on current-batch scores only; old completions stay in the
+journal). All variation randomness flows from one
 ``random.Random(config.run.seed)``. Held-out results are reported, never used for
 selection.
 """
@@ -317,7 +318,12 @@ class _Loop:
 
     def evaluate(self, individuals: Sequence, generation: int) -> None:
         """Score individuals without a valid fitness on this generation's batch."""
+        individuals = list(individuals)
         if self.frontier_moved:  # scored on the previous batch: no longer comparable
+            # Hall-of-fame members outside the population are re-scored too: kept with
+            # scores from an easier batch they would outrank every newcomer for good.
+            present = {ind.strategy.content_hash() for ind in individuals}
+            individuals += [ind for ind in self.hall if ind.strategy.content_hash() not in present]
             for ind in individuals:
                 del ind.fitness.values
             self.frontier_moved = False

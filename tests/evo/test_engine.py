@@ -43,8 +43,8 @@ def test_only_new_individuals_are_evaluated(tmp_path):
         if frontiers[gen] == frontiers[gen - 1]:  # same batch: survivors keep their fitness
             assert metrics[gen]["evaluated"] <= 4
             steady += 1
-        else:  # the frontier moved, the batch changed: survivors are scored again
-            assert metrics[gen]["evaluated"] <= 8
+        else:  # the frontier moved, the batch changed: survivors (and the hall of fame) are scored again
+            assert metrics[gen]["evaluated"] <= 8 + 5
     assert steady >= 1
     assert sum(m["evaluated"] for m in metrics) == len(lineage)
     # no request is ever generated twice: repeats (held-out re-scoring, duplicate
@@ -53,6 +53,35 @@ def test_only_new_individuals_are_evaluated(tmp_path):
     assert len(set(sent)) == len(sent)
     assert metrics[-1]["reused"] > 0
     assert metrics[-1]["rollouts"] <= len(sent)
+
+
+def test_hall_of_fame_members_are_rescored_when_the_batch_changes(tmp_path):
+    """A hall member that left the population must not keep a score from an older
+    (easier) batch: it would outrank every newcomer for good."""
+    from evo.engine import _Counters, _Loop, _TimedBackend
+    from evo.rundir import RunDir
+    from fitness.journal import Journal
+    from genomes.strategy import Strategy
+
+    cfg = config(tmp_path, run={"generations": 1})
+    run_dir = RunDir(cfg.run_dir)
+    run_dir.create(cfg.to_dict())
+    counters = _Counters()
+    loop = _Loop(cfg, _TimedBackend(ArithmeticOracle(), counters), run_dir, counters, False)
+    with Journal(run_dir.journal_path) as journal:
+        loop.journal = journal
+        population = loop.initial_population([Strategy.load(s) for s in cfg.population.seeds])
+        loop.evaluate(population, 0)
+        outsider = population.pop()  # left the population, still in the hall
+        assert any(h is outsider for h in loop.hall)
+        outsider.fitness.values = (99.0,)  # as if scored on an easier batch
+        outsider.l_total = -99.0
+        loop.frontier_moved = True
+        loop.evaluate(population, 1)
+        assert outsider.fitness.values != (99.0,) and outsider.l_total != -99.0  # scored again
+        assert loop.hall[0].l_total > -99.0
+    rows = read_jsonl(run_dir.path / "lineage.jsonl")
+    assert sum(row["id"] == outsider.id for row in rows) == 2  # its second score is in the lineage
 
 
 def test_same_seed_same_run(tmp_path):
