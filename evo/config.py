@@ -48,6 +48,11 @@ class PopulationSection:
 class TasksSection:
     families: tuple[str, ...] = ("chain_sum", "basic_arithmetic", "letter_counting")  # families or .jsonl files
     per_family: int = 3  # training tasks per family per generation
+    # Draw a fresh training batch every N generations (0: keep one batch until the
+    # frontier moves). Survivors are scored on each new batch too, and an individual's
+    # fitness covers every batch it was scored on since the frontier last moved, so
+    # selection cannot overfit one small batch.
+    rotate_every: int = 0
     heldout_per_family: int = 8
     heldout_level: int = 0  # level of the fixed held-out set
     heldout_top: int = 1  # best individuals scored on the held-out set each generation
@@ -156,6 +161,7 @@ def _validate(c: RunConfig) -> None:
          "population.lora_sigmas", "must be a non-empty list of floats with two significant digits in [1e-10, 9.9]"),
         (len(t.families) >= 1, "tasks.families", "needs at least one family or .jsonl file"),
         (t.per_family >= 1, "tasks.per_family", "must be >= 1"),
+        (t.rotate_every >= 0, "tasks.rotate_every", "must be >= 0 (0: never rotate the training batch)"),
         (t.heldout_per_family >= 1, "tasks.heldout_per_family", "must be >= 1"),
         (t.heldout_level >= 0, "tasks.heldout_level", "must be >= 0"),
         (t.heldout_top >= 1, "tasks.heldout_top", "must be >= 1"),

@@ -7,13 +7,20 @@ Per generation, in the order of ``deap.algorithms.eaMuPlusLambda``::
     population = select(population + offspring, mu)
     hall of fame, held-out score of the best, curriculum update, logbook, metrics
 
-The training batch is a function of the curriculum frontier (and the run seed), not
-of the generation: while the frontier stays, every individual is scored on the same
-tasks, so fitnesses compare fairly and only new individuals are evaluated. When the
-frontier moves the fitness function has changed, so the survivors' fitnesses are
-invalidated and they are scored again on the new batch, and so are the hall-of-fame
-members (the hall ranks on current-batch scores only; old completions stay in the
-journal). All variation randomness flows from one
+The training batch is a function of the curriculum frontier, the batch *epoch* and
+the run seed. With ``tasks.rotate_every = 0`` the epoch is always 0: while the
+frontier stays, every individual is scored on the same tasks, so fitnesses compare
+fairly and only new individuals are evaluated. With ``rotate_every = N`` the epoch is
+``generation // N``: each new epoch draws a fresh batch, the survivors (and
+hall-of-fame members) are scored on it too, and an individual's fitness covers every
+batch it has been scored on since the frontier last moved (``ind.scored_on``; the
+older batches come back from the journal at no cost). A strategy that was lucky on
+one small batch is thus re-tested instead of being kept for good, and long-lived
+individuals carry more evidence. When the frontier moves the fitness function has
+changed, so the survivors' fitnesses are invalidated and they are scored again on
+the new batch only, and so are the hall-of-fame members (the hall ranks on
+current-frontier scores only; old completions stay in the journal). All variation
+randomness flows from one
 ``random.Random(config.run.seed)``. Held-out results are reported, never used for
 selection.
 """
@@ -213,7 +220,7 @@ class _Loop:
         self.logbook = tools.Logbook()
         self.metrics: list[dict[str, Any]] = []
         self.journal: Journal | None = None
-        self.batches: dict[tuple, list] = {}  # frontier state -> training tasks
+        self.batches: dict[tuple, list] = {}  # (frontier state, epoch) -> training tasks
         self.frontier_moved = False
 
     # ---- the loop ----------------------------------------------------------------------
@@ -317,44 +324,66 @@ class _Loop:
         return children
 
     def evaluate(self, individuals: Sequence, generation: int) -> None:
-        """Score individuals without a valid fitness on this generation's batch."""
-        individuals = list(individuals)
-        if self.frontier_moved:  # scored on the previous batch: no longer comparable
+        """Score, on this generation's batch, the individuals without a valid fitness
+        and those not yet scored on it (a rotated batch; see the module docstring)."""
+        individuals = list({id(ind): ind for ind in individuals}.values())
+        epoch = self.batch_epoch(generation)
+        if self.frontier_moved:  # scored on the previous frontier's batches: no longer comparable
             # Hall-of-fame members outside the population are re-scored too: kept with
             # scores from an easier batch they would outrank every newcomer for good.
-            present = {ind.strategy.content_hash() for ind in individuals}
-            individuals += [ind for ind in self.hall if ind.strategy.content_hash() not in present]
+            individuals += self.hall_outside(individuals)
             for ind in individuals:
                 del ind.fitness.values
+                ind.scored_on = ()
             self.frontier_moved = False
-        invalid = [ind for ind in individuals if not ind.fitness.valid]
-        self.counters.evaluated = len(invalid)
-        if not invalid:
+        elif any(ind.fitness.valid and epoch not in ind.scored_on for ind in individuals):
+            individuals += self.hall_outside(individuals)  # a rotated batch: the hall is tested on it too
+        scored = [ind for ind in individuals if not ind.fitness.valid or epoch not in ind.scored_on]
+        self.counters.evaluated = len(scored)
+        if not scored:
             return
-        tasks = self.training_batch()
-        per_ind = self.generate([(ind.strategy, tasks) for ind in invalid], generation, "generation %d" % generation)
+        evidence = [(*ind.scored_on, epoch) if ind.fitness.valid else (epoch,) for ind in scored]
+        jobs = [(ind.strategy, self.evidence_tasks(epochs)) for ind, epochs in zip(scored, evidence)]
+        per_ind = self.generate(jobs, generation, "generation %d" % generation)
         maybe_crash("after-evaluate", generation)
-        for ind, results in zip(invalid, per_ind):
+        for ind, epochs, (_, tasks), results in zip(scored, evidence, jobs, per_ind):
+            ind.scored_on = epochs
             self.assign_fitness(ind, results, tasks)
             self.run_dir.append("lineage.jsonl", self.lineage_record(ind))
-        best_new = max(invalid, key=lambda ind: -ind.l_total)
-        self.update_hall(invalid)
+        best = max(scored, key=lambda ind: -ind.l_total)
+        self.update_hall(scored)
+        current = {task.id for task in self.training_batch(epoch)}
         before = dict(self.curriculum.frontier)
-        self.frontier_moved = self.curriculum.update(best_new.results) != before
+        # only this batch's outcomes: older ones were counted when their batch was new
+        self.frontier_moved = self.curriculum.update([r for r in best.results if r.task_id in current]) != before
 
-    def training_batch(self) -> list:
-        """The batch for the current frontier (see the module docstring)."""
-        state = tuple(sorted(self.curriculum.frontier.items()))
-        if state not in self.batches:
-            self.batches[state] = self.draw_batch(state, index=len(self.batches))
-        return self.batches[state]
+    def hall_outside(self, individuals: Sequence) -> list:
+        present = {ind.strategy.content_hash() for ind in individuals}
+        return [ind for ind in self.hall if ind.strategy.content_hash() not in present]
 
-    def draw_batch(self, state: tuple, index: int) -> list:
-        """Levels drawn around frontier ``state`` with an rng seeded by the state
-        itself, tasks drawn from the train split: a pure function of its arguments."""
+    def batch_epoch(self, generation: int) -> int:
+        every = self.config.tasks.rotate_every
+        return generation // every if every else 0
+
+    def training_batch(self, epoch: int) -> list:
+        """The batch for the current frontier and ``epoch`` (see the module docstring)."""
+        key = (tuple(sorted(self.curriculum.frontier.items())), epoch)
+        if key not in self.batches:
+            self.batches[key] = self.draw_batch(*key, index=len(self.batches))
+        return self.batches[key]
+
+    def evidence_tasks(self, epochs: Sequence[int]) -> list:
+        """The tasks of the current frontier's batches ``epochs``, each task once."""
+        tasks = {task.id: task for epoch in epochs for task in self.training_batch(epoch)}
+        return list(tasks.values())
+
+    def draw_batch(self, state: tuple, epoch: int, index: int) -> list:
+        """Levels drawn around frontier ``state`` with an rng seeded by the state (and
+        the epoch, from epoch 1 on), tasks drawn from the train split: a pure function
+        of its arguments."""
         curriculum = Curriculum.from_state(self.curriculum.to_state())
         curriculum.frontier.update(dict(state))
-        rng = random.Random(f"{self.config.run.seed}/{state}")
+        rng = random.Random(f"{self.config.run.seed}/{state}" + (f"/{epoch}" if epoch else ""))
         slots = curriculum.sample_levels(rng, self.config.tasks.per_family)
         return self.pool.training_batch(slots, generation=index)
 
@@ -370,7 +399,8 @@ class _Loop:
             "individuals": table.rows,
             "metrics": self.metrics,
             "curriculum": self.curriculum.to_state(),
-            "batch_states": [[list(item) for item in state] for state in self.batches],
+            "batch_states": [[list(item) for item in state] for state, _ in self.batches],
+            "batch_epochs": [epoch for _, epoch in self.batches],
             "frontier_moved": self.frontier_moved,
             "rng": rng_to_json(self.rng.getstate()),
             "global_rngs": global_scalars,
@@ -394,9 +424,10 @@ class _Loop:
         for record in self.metrics:
             self.logbook.record(**record)
         self.curriculum = Curriculum.from_state(s["curriculum"])
-        for index, state in enumerate(s["batch_states"]):
-            key = tuple((family, level) for family, level in state)
-            self.batches[key] = self.draw_batch(key, index)
+        epochs = s.get("batch_epochs") or [0] * len(s["batch_states"])  # format 1 checkpoints never rotated
+        for index, (state, epoch) in enumerate(zip(s["batch_states"], epochs)):
+            key = (tuple((family, level) for family, level in state), epoch)
+            self.batches[key] = self.draw_batch(*key, index=index)
         self.frontier_moved = s["frontier_moved"]
         self.rng.setstate(rng_from_json(s["rng"]))
         restore_global_rngs(saved.arrays, s["global_rngs"])
@@ -451,7 +482,7 @@ class _Loop:
 
     def copy_individual(self, parent):
         child = make_individual(parent.strategy, self.mode, parent.id, parent.parents, parent.op, parent.generation)
-        for name in ("results", "loss", "l_total", "accuracy", "chain_tokens", "d_model"):
+        for name in ("results", "loss", "l_total", "accuracy", "chain_tokens", "d_model", "scored_on"):
             setattr(child, name, getattr(parent, name))
         child.fitness.values = parent.fitness.values
         return child

@@ -29,6 +29,7 @@ def make_individual(strategy: Strategy, mode: str, ident: int, parents: tuple[in
     ind.op = op
     ind.generation = generation
     ind.loss = None  # LossTerms of its evaluation batch, set by the engine
+    ind.scored_on = ()  # batch epochs its fitness covers (current frontier), set by the engine
     ind.accuracy = 0.0
     ind.chain_tokens = 0.0
     return ind

@@ -13,7 +13,7 @@ from genomes.errors import InputError
 
 
 def test_recipes_load():
-    for name in ("quickstart", "lora", "tune", "gpu", "ray"):
+    for name in ("quickstart", "lora", "tune", "gpu", "ray", "search"):
         load_config(f"runs/{name}.toml")
     assert load_config("runs/gpu.toml").model.backend == "vllm"
     assert load_config("runs/ray.toml").model.ray_actors == 2
@@ -57,6 +57,8 @@ def test_yaml_config_and_overrides(tmp_path):
         ("[populaton]\nsize = 3\n", "populaton"),
         ("[tasks]\nper_famly = 3\n", "tasks.per_famly"),
         ("[tasks]\nfamilies = []\n", "tasks.families"),
+        ("[tasks]\nrotate_every = -1\n", "tasks.rotate_every"),
+        ("[tasks]\nrotate_every = 'often'\n", "tasks.rotate_every"),
         ("[curriculum]\nup_threshold = 0.1\ndown_threshold = 0.5\n", "curriculum.up_threshold"),
         ("[population]\nsize = true\n", "population.size"),
     ],

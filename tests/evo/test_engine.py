@@ -4,11 +4,16 @@ bundled model (slow)."""
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
 
 from evo.engine import run_evolution
 from fakes import ArithmeticOracle, config, read_jsonl
+
+from fitness.backends.base import Completion
+from genomes.chat_format import format_completion
 
 
 def test_selection_finds_the_signal_and_writes_the_run_dir(tmp_path):
@@ -82,6 +87,84 @@ def test_hall_of_fame_members_are_rescored_when_the_batch_changes(tmp_path):
         assert loop.hall[0].l_total > -99.0
     rows = read_jsonl(run_dir.path / "lineage.jsonl")
     assert sum(row["id"] == outsider.id for row in rows) == 2  # its second score is in the lineage
+
+
+class ParityOracle(ArithmeticOracle):
+    """Like ArithmeticOracle, but the right answer only when it is even: how well a
+    strategy does then depends on which tasks a batch holds, as with a real model."""
+
+    def generate(self, requests, progress=None):
+        out = super().generate(requests, progress)
+        for i, (request, completion) in enumerate(zip(requests, out)):
+            match = re.search(r"problem: (.*) =", request.messages[-1]["content"])
+            if match and eval(match.group(1)) % 2:
+                out[i] = Completion(format_completion([match.group(1)], "12345"), 10, 20, "stop")
+        return out
+
+
+def _sum_tasks(path, n=60):
+    rng = random.Random(3)
+    with open(path, "w") as f:
+        for _ in range(n):
+            a, b = rng.randrange(100), rng.randrange(100)
+            f.write(json.dumps({"question": f"Solve this problem: {a} + {b} =", "answer": str(a + b)}) + "\n")
+    return str(path)
+
+
+def test_rotating_batches_retest_survivors_and_accumulate_evidence(tmp_path):
+    """rotate_every = 1: each generation draws a fresh batch; survivors are scored on
+    it too, and their fitness covers all their batches (older ones from the journal)."""
+    from evo.engine import _Counters, _Loop, _TimedBackend
+    from evo.rundir import RunDir
+    from fitness.curriculum import estimate_ability
+    from fitness.journal import Journal
+    from fitness.loss import LossWeights, individual_loss
+    from genomes.strategy import Strategy
+
+    family = _sum_tasks(tmp_path / "sums.jsonl")  # one level: the frontier cannot move
+    cfg = config(tmp_path, tasks={"families": [family], "per_family": 4, "rotate_every": 1})
+    run_dir = RunDir(cfg.run_dir)
+    run_dir.create(cfg.to_dict())
+    counters = _Counters()
+    backend = ParityOracle()
+    loop = _Loop(cfg, _TimedBackend(backend, counters), run_dir, counters, False)
+    with Journal(run_dir.journal_path) as journal:
+        loop.journal = journal
+        population = loop.initial_population([Strategy.load(s) for s in cfg.population.seeds])
+        loop.evaluate(population, 0)
+        before = {ind.id: ind.fitness.values for ind in population}
+        first, sent = loop.training_batch(0), len(backend.requests)
+        loop.evaluate(population, 1)
+        second = loop.training_batch(1)
+        assert {t.id for t in first} != {t.id for t in second}
+        union = {t.id for t in first} | {t.id for t in second}
+        # only the new batch was generated; the first came back from the journal
+        assert len(backend.requests) - sent == len(population) * len(second)
+        for ind in population:
+            assert ind.scored_on == (0, 1)
+            assert sorted(r.task_id for r in ind.results) == sorted(union)
+            tasks = loop.evidence_tasks((0, 1))
+            expected = -individual_loss(ind.results, tasks, estimate_ability(ind.results),
+                                        LossWeights(), cfg.loss.reference_tokens)[0]
+            assert ind.fitness.values == (pytest.approx(expected),)
+        assert any(before[ind.id] != ind.fitness.values for ind in population)  # re-tested, not kept
+        loop.evaluate(population, 1)  # same generation again: nothing new to score
+        assert counters.evaluated == 0
+
+
+def test_rotation_off_keeps_one_batch(tmp_path):
+    family = _sum_tasks(tmp_path / "sums.jsonl")
+    result = run_evolution(config(tmp_path, tasks={"families": [family]}), backend=ParityOracle(), show_progress=False)
+    assert len(result.training_batches) == 1
+    assert all(m["evaluated"] <= 4 for m in result.metrics[1:])  # only the offspring are scored
+
+
+def test_a_rotating_run_draws_a_batch_per_generation(tmp_path):
+    family = _sum_tasks(tmp_path / "sums.jsonl")
+    cfg = config(tmp_path, run={"generations": 4}, tasks={"families": [family], "rotate_every": 2})
+    result = run_evolution(cfg, backend=ParityOracle(), show_progress=False)
+    assert len(result.training_batches) == 3  # generations 0-1, 2-3, 4
+    assert all(m["evaluated"] >= 4 for i, m in enumerate(result.metrics) if i % 2 == 0)
 
 
 def test_same_seed_same_run(tmp_path):

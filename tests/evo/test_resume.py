@@ -56,6 +56,16 @@ def test_k_generations_plus_resume_equals_a_straight_run(tmp_path, mode):
     assert final_state(tmp_path / "split" / "t") == expected
 
 
+def test_resume_with_rotating_batches_equals_a_straight_run(tmp_path):
+    """Survivors' evidence (the batches they were scored on) survives a checkpoint."""
+    expected, _ = straight(tmp_path, tasks={"rotate_every": 1})
+    run_evolution(config(tmp_path / "split", run={"generations": 2}, tasks={"rotate_every": 1}),
+                  backend=ArithmeticOracle(), show_progress=False)
+    resume_evolution(tmp_path / "split" / "t", generations=4, backend=ArithmeticOracle(), show_progress=False)
+    assert final_state(tmp_path / "split" / "t") == expected
+    assert any(len(ind["scored_on"]) > 1 for ind in expected["population"])
+
+
 def test_resume_twice_in_a_row_and_default_target(tmp_path):
     expected, _ = straight(tmp_path)
     run_evolution(config(tmp_path / "s", run={"generations": 1}), backend=ArithmeticOracle(), show_progress=False)
