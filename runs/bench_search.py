@@ -1,7 +1,7 @@
 """Benchmark: does evolution find better strategies than the baselines?
 
     python runs/bench_search.py                       # the quickstart recipe
-    python runs/bench_search.py --config my.toml --heldout 48
+    python runs/bench_search.py --config runs/search.toml --generations 12 --heldout 40
 
 On one shared backend and one enlarged held-out set (drawn from the held-out split,
 never used for selection), compares the held-out accuracy of:
@@ -44,9 +44,13 @@ def main() -> None:
     parser.add_argument("--config", default="runs/quickstart.toml")
     parser.add_argument("--heldout", type=int, default=24, help="held-out tasks per family for the comparison")
     parser.add_argument("--out-dir", default="runs/out/bench_search")
+    parser.add_argument("--generations", type=int, default=None, help="override run.generations of the config")
     args = parser.parse_args()
 
-    config = load_config(args.config, {"run": {"name": "evolution", "out_dir": args.out_dir}})
+    run = {"name": "evolution", "out_dir": args.out_dir}
+    if args.generations is not None:
+        run["generations"] = args.generations
+    config = load_config(args.config, {"run": run})
     weights = LossWeights(config.loss.alpha, config.loss.beta, config.loss.gamma, config.loss.delta)
     backend = build_backend(config)
     big = dataclasses.replace(config, tasks=dataclasses.replace(config.tasks, heldout_per_family=args.heldout))
