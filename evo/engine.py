@@ -18,8 +18,8 @@ older batches come back from the journal at no cost). A strategy that was lucky 
 one small batch is thus re-tested instead of being kept for good, and long-lived
 individuals carry more evidence. When the frontier moves the fitness function has
 changed, so the survivors' fitnesses are invalidated and they are scored again on
-the new batch only, and so are the hall-of-fame members (the hall ranks on
-current-frontier scores only; old completions stay in the journal). All variation
+the new batch only, and so are the hall-of-fame and Pareto-front members (both rank
+on current-frontier scores only; old completions stay in the journal). All variation
 randomness flows from one
 ``random.Random(config.run.seed)``. Held-out results are reported, never used for
 selection.
@@ -328,16 +328,18 @@ class _Loop:
         and those not yet scored on it (a rotated batch; see the module docstring)."""
         individuals = list({id(ind): ind for ind in individuals}.values())
         epoch = self.batch_epoch(generation)
+        batch_changed = self.frontier_moved or any(ind.fitness.valid and epoch not in ind.scored_on
+                                                   for ind in individuals)
+        if batch_changed:
+            # Hall-of-fame (and Pareto front) members outside the population are scored
+            # again too: kept with scores from an older batch they would outrank every
+            # newcomer for good.
+            individuals += self.archive_outside(individuals)
         if self.frontier_moved:  # scored on the previous frontier's batches: no longer comparable
-            # Hall-of-fame members outside the population are re-scored too: kept with
-            # scores from an easier batch they would outrank every newcomer for good.
-            individuals += self.hall_outside(individuals)
             for ind in individuals:
                 del ind.fitness.values
                 ind.scored_on = ()
             self.frontier_moved = False
-        elif any(ind.fitness.valid and epoch not in ind.scored_on for ind in individuals):
-            individuals += self.hall_outside(individuals)  # a rotated batch: the hall is tested on it too
         scored = [ind for ind in individuals if not ind.fitness.valid or epoch not in ind.scored_on]
         self.counters.evaluated = len(scored)
         if not scored:
@@ -351,15 +353,23 @@ class _Loop:
             self.assign_fitness(ind, results, tasks)
             self.run_dir.append("lineage.jsonl", self.lineage_record(ind))
         best = max(scored, key=lambda ind: -ind.l_total)
-        self.update_hall(scored)
+        self.update_hall(scored, rebuild_pareto=batch_changed)
         current = {task.id for task in self.training_batch(epoch)}
         before = dict(self.curriculum.frontier)
         # only this batch's outcomes: older ones were counted when their batch was new
         self.frontier_moved = self.curriculum.update([r for r in best.results if r.task_id in current]) != before
 
-    def hall_outside(self, individuals: Sequence) -> list:
+    def archive_outside(self, individuals: Sequence) -> list:
+        """Hall-of-fame and Pareto-front members whose genome is not in ``individuals``."""
         present = {ind.strategy.content_hash() for ind in individuals}
-        return [ind for ind in self.hall if ind.strategy.content_hash() not in present]
+        outside = []
+        # the front's own order depends on insertion history (ties): sort for a resume-exact order
+        front = sorted(self.pareto or [], key=lambda ind: (ind.id, ind.strategy.content_hash()))
+        for ind in [*self.hall, *front]:
+            if ind.strategy.content_hash() not in present:
+                present.add(ind.strategy.content_hash())
+                outside.append(ind)
+        return outside
 
     def batch_epoch(self, generation: int) -> int:
         every = self.config.tasks.rotate_every
@@ -466,12 +476,17 @@ class _Loop:
         # ties broken by age then id, so selection is a pure function of the fitnesses
         return sorted(candidates, key=lambda ind: (-ind.fitness.values[0], ind.id))[:k]
 
-    def update_hall(self, individuals: Sequence) -> None:
+    def update_hall(self, individuals: Sequence, rebuild_pareto: bool = False) -> None:
+        """Merge newly scored individuals into the hall (and Pareto front). After a
+        batch change every archive member is among ``individuals`` (re-scored), so the
+        Pareto front, which holds copies, is rebuilt from them alone."""
         merged = {ind.strategy.content_hash(): ind for ind in self.hall}
         for ind in individuals:  # a re-evaluated genome keeps its latest score
             merged[ind.strategy.content_hash()] = ind
         self.hall = sorted(merged.values(), key=lambda ind: (ind.l_total, ind.id))[: self.config.population.hall_of_fame]
         if self.pareto is not None:
+            if rebuild_pareto:
+                self.pareto = tools.ParetoFront(similar=_same_genome)
             self.pareto.update(list(individuals))
 
     # ---- bookkeeping ---------------------------------------------------------------------

@@ -89,6 +89,32 @@ def test_hall_of_fame_members_are_rescored_when_the_batch_changes(tmp_path):
     assert sum(row["id"] == outsider.id for row in rows) == 2  # its second score is in the lineage
 
 
+def test_pareto_front_is_rescored_when_the_batch_changes(tmp_path):
+    """Multi-objective mode: the Pareto front holds copies; after a batch change none
+    of them may keep a score from the older batch."""
+    from evo.engine import _Counters, _Loop, _TimedBackend
+    from evo.rundir import RunDir
+    from fitness.journal import Journal
+    from genomes.strategy import Strategy
+
+    cfg = config(tmp_path, population={"mode": "multi"})
+    run_dir = RunDir(cfg.run_dir)
+    run_dir.create(cfg.to_dict())
+    counters = _Counters()
+    loop = _Loop(cfg, _TimedBackend(ArithmeticOracle(), counters), run_dir, counters, False)
+    with Journal(run_dir.journal_path) as journal:
+        loop.journal = journal
+        population = loop.initial_population([Strategy.load(s) for s in cfg.population.seeds])
+        loop.evaluate(population, 0)
+        stale = loop.pareto[0]
+        stale.fitness.values = (2.0, 0.0)  # impossible now: as if from an older, easier batch
+        population = [ind for ind in population if ind.strategy.content_hash() != stale.strategy.content_hash()]
+        loop.frontier_moved = True
+        loop.evaluate(population, 1)
+        assert len(loop.pareto) > 0
+        assert all(ind.fitness.values != (2.0, 0.0) for ind in loop.pareto)  # scored again or dropped
+
+
 class ParityOracle(ArithmeticOracle):
     """Like ArithmeticOracle, but the right answer only when it is even: how well a
     strategy does then depends on which tasks a batch holds, as with a real model."""
