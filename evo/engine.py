@@ -326,7 +326,7 @@ class _Loop:
     def evaluate(self, individuals: Sequence, generation: int) -> None:
         """Score, on this generation's batch, the individuals without a valid fitness
         and those not yet scored on it (a rotated batch; see the module docstring)."""
-        individuals = list({id(ind): ind for ind in individuals}.values())
+        individuals = list(individuals)
         epoch = self.batch_epoch(generation)
         batch_changed = self.frontier_moved or any(ind.fitness.valid and epoch not in ind.scored_on
                                                    for ind in individuals)

@@ -3,6 +3,7 @@ bundled model (slow)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -60,22 +61,29 @@ def test_only_new_individuals_are_evaluated(tmp_path):
     assert metrics[-1]["rollouts"] <= len(sent)
 
 
-def test_hall_of_fame_members_are_rescored_when_the_batch_changes(tmp_path):
-    """A hall member that left the population must not keep a score from an older
-    (easier) batch: it would outrank every newcomer for good."""
+@contextlib.contextmanager
+def bare_loop(cfg, backend):
+    """The engine's loop outside run_evolution (run dir created, journal open), with
+    its initial population unscored: for driving evaluate() generation by generation."""
     from evo.engine import _Counters, _Loop, _TimedBackend
     from evo.rundir import RunDir
     from fitness.journal import Journal
     from genomes.strategy import Strategy
 
-    cfg = config(tmp_path, run={"generations": 1})
     run_dir = RunDir(cfg.run_dir)
     run_dir.create(cfg.to_dict())
     counters = _Counters()
-    loop = _Loop(cfg, _TimedBackend(ArithmeticOracle(), counters), run_dir, counters, False)
+    loop = _Loop(cfg, _TimedBackend(backend, counters), run_dir, counters, False)
     with Journal(run_dir.journal_path) as journal:
         loop.journal = journal
-        population = loop.initial_population([Strategy.load(s) for s in cfg.population.seeds])
+        yield loop, loop.initial_population([Strategy.load(s) for s in cfg.population.seeds])
+
+
+def test_hall_of_fame_members_are_rescored_when_the_batch_changes(tmp_path):
+    """A hall member that left the population must not keep a score from an older
+    (easier) batch: it would outrank every newcomer for good."""
+    cfg = config(tmp_path, run={"generations": 1})
+    with bare_loop(cfg, ArithmeticOracle()) as (loop, population):
         loop.evaluate(population, 0)
         outsider = population.pop()  # left the population, still in the hall
         assert any(h is outsider for h in loop.hall)
@@ -85,26 +93,14 @@ def test_hall_of_fame_members_are_rescored_when_the_batch_changes(tmp_path):
         loop.evaluate(population, 1)
         assert outsider.fitness.values != (99.0,) and outsider.l_total != -99.0  # scored again
         assert loop.hall[0].l_total > -99.0
-    rows = read_jsonl(run_dir.path / "lineage.jsonl")
+    rows = read_jsonl(cfg.run_dir / "lineage.jsonl")
     assert sum(row["id"] == outsider.id for row in rows) == 2  # its second score is in the lineage
 
 
 def test_pareto_front_is_rescored_when_the_batch_changes(tmp_path):
     """Multi-objective mode: the Pareto front holds copies; after a batch change none
     of them may keep a score from the older batch."""
-    from evo.engine import _Counters, _Loop, _TimedBackend
-    from evo.rundir import RunDir
-    from fitness.journal import Journal
-    from genomes.strategy import Strategy
-
-    cfg = config(tmp_path, population={"mode": "multi"})
-    run_dir = RunDir(cfg.run_dir)
-    run_dir.create(cfg.to_dict())
-    counters = _Counters()
-    loop = _Loop(cfg, _TimedBackend(ArithmeticOracle(), counters), run_dir, counters, False)
-    with Journal(run_dir.journal_path) as journal:
-        loop.journal = journal
-        population = loop.initial_population([Strategy.load(s) for s in cfg.population.seeds])
+    with bare_loop(config(tmp_path, population={"mode": "multi"}), ArithmeticOracle()) as (loop, population):
         loop.evaluate(population, 0)
         stale = loop.pareto[0]
         stale.fitness.values = (2.0, 0.0)  # impossible now: as if from an older, easier batch
@@ -121,7 +117,7 @@ class ParityOracle(ArithmeticOracle):
 
     def generate(self, requests, progress=None):
         out = super().generate(requests, progress)
-        for i, (request, completion) in enumerate(zip(requests, out)):
+        for i, request in enumerate(requests):
             match = re.search(r"problem: (.*) =", request.messages[-1]["content"])
             if match and eval(match.group(1)) % 2:
                 out[i] = Completion(format_completion([match.group(1)], "12345"), 10, 20, "stop")
@@ -140,23 +136,13 @@ def _sum_tasks(path, n=60):
 def test_rotating_batches_retest_survivors_and_accumulate_evidence(tmp_path):
     """rotate_every = 1: each generation draws a fresh batch; survivors are scored on
     it too, and their fitness covers all their batches (older ones from the journal)."""
-    from evo.engine import _Counters, _Loop, _TimedBackend
-    from evo.rundir import RunDir
     from fitness.curriculum import estimate_ability
-    from fitness.journal import Journal
     from fitness.loss import LossWeights, individual_loss
-    from genomes.strategy import Strategy
 
     family = _sum_tasks(tmp_path / "sums.jsonl")  # one level: the frontier cannot move
     cfg = config(tmp_path, tasks={"families": [family], "per_family": 4, "rotate_every": 1})
-    run_dir = RunDir(cfg.run_dir)
-    run_dir.create(cfg.to_dict())
-    counters = _Counters()
     backend = ParityOracle()
-    loop = _Loop(cfg, _TimedBackend(backend, counters), run_dir, counters, False)
-    with Journal(run_dir.journal_path) as journal:
-        loop.journal = journal
-        population = loop.initial_population([Strategy.load(s) for s in cfg.population.seeds])
+    with bare_loop(cfg, backend) as (loop, population):
         loop.evaluate(population, 0)
         before = {ind.id: ind.fitness.values for ind in population}
         first, sent = loop.training_batch(0), len(backend.requests)
@@ -175,7 +161,7 @@ def test_rotating_batches_retest_survivors_and_accumulate_evidence(tmp_path):
             assert ind.fitness.values == (pytest.approx(expected),)
         assert any(before[ind.id] != ind.fitness.values for ind in population)  # re-tested, not kept
         loop.evaluate(population, 1)  # same generation again: nothing new to score
-        assert counters.evaluated == 0
+        assert loop.counters.evaluated == 0
 
 
 def test_rotation_off_keeps_one_batch(tmp_path):
