@@ -40,6 +40,10 @@ class PopulationSection:
     operators: tuple[str, ...] = OPERATORS  # enabled variation operators
     mode: str = "scalar"  # scalar: select on -L_total; multi: NSGA-II on (accuracy, chain tokens)
     hall_of_fame: int = 5
+    # With rotating batches: a strategy needs this many batches of evidence before it can
+    # outrank one that has them in the hall of fame (and so be reported as the best); one
+    # lucky batch is not enough. 1: rank on fitness alone.
+    hall_min_batches: int = 1
     llm_rewrite_prob: float = 0.0  # share of mutations that ask the model to rewrite an instruction
     lora_sigmas: tuple[float, ...] = DEFAULT_SIGMAS  # mut_lora: noise scales a perturbation draws from
 
@@ -156,6 +160,9 @@ def _validate(c: RunConfig) -> None:
          "crossover_prob + mutation_prob must be <= 1"),
         (p.mode in SELECTION_MODES, "population.mode", f"must be one of {', '.join(SELECTION_MODES)}"),
         (p.hall_of_fame >= 1, "population.hall_of_fame", "must be >= 1"),
+        (p.hall_min_batches >= 1, "population.hall_min_batches", "must be >= 1"),
+        (p.hall_min_batches == 1 or t.rotate_every >= 1, "population.hall_min_batches",
+         "> 1 needs tasks.rotate_every >= 1 (without rotation every strategy is scored on one batch)"),
         (0 <= p.llm_rewrite_prob <= 1, "population.llm_rewrite_prob", "must be in [0, 1]"),
         (len(p.lora_sigmas) >= 1 and all(isinstance(x, float) and sigma_is_valid(x) for x in p.lora_sigmas),
          "population.lora_sigmas", "must be a non-empty list of floats with two significant digits in [1e-10, 9.9]"),

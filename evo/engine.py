@@ -483,11 +483,20 @@ class _Loop:
         merged = {ind.strategy.content_hash(): ind for ind in self.hall}
         for ind in individuals:  # a re-evaluated genome keeps its latest score
             merged[ind.strategy.content_hash()] = ind
-        self.hall = sorted(merged.values(), key=lambda ind: (ind.l_total, ind.id))[: self.config.population.hall_of_fame]
+        self.hall = sorted(merged.values(), key=self.hall_rank)[: self.config.population.hall_of_fame]
         if self.pareto is not None:
             if rebuild_pareto:
                 self.pareto = tools.ParetoFront(similar=_same_genome)
             self.pareto.update(list(individuals))
+
+    def hall_rank(self, ind) -> tuple:
+        """Sort key of the hall: strategies with ``population.hall_min_batches`` batches
+        of evidence first, then lower L_total, then older. Ranking on fitness alone would
+        crown any newcomer that was lucky on its one small batch; under the rule it
+        leads only once re-tested (or while nobody has the evidence, e.g. just after the
+        frontier moved)."""
+        short_of_evidence = len(ind.scored_on) < self.config.population.hall_min_batches
+        return (short_of_evidence, ind.l_total, ind.id)
 
     # ---- bookkeeping ---------------------------------------------------------------------
     def new_individual(self, strategy: Strategy, parents: tuple[int, ...], op: str, gen: int):
@@ -516,6 +525,7 @@ class _Loop:
             "evaluated": self.counters.evaluated,
             "best_fitness": -best.l_total,
             "best_accuracy": best.accuracy,
+            "best_batches": len(best.scored_on),  # training batches the best's fitness covers
             "mean_fitness": sum(-ind.l_total for ind in population) / len(population),
             "mean_accuracy": sum(ind.accuracy for ind in population) / len(population),
             "mean_chain_tokens": sum(ind.chain_tokens for ind in population) / len(population),

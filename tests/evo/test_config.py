@@ -59,6 +59,8 @@ def test_yaml_config_and_overrides(tmp_path):
         ("[tasks]\nfamilies = []\n", "tasks.families"),
         ("[tasks]\nrotate_every = -1\n", "tasks.rotate_every"),
         ("[tasks]\nrotate_every = 'often'\n", "tasks.rotate_every"),
+        ("[population]\nhall_min_batches = 0\n", "population.hall_min_batches"),
+        ("[population]\nhall_min_batches = 2\n", "population.hall_min_batches"),  # without rotation
         ("[curriculum]\nup_threshold = 0.1\ndown_threshold = 0.5\n", "curriculum.up_threshold"),
         ("[population]\nsize = true\n", "population.size"),
     ],

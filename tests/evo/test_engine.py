@@ -4,6 +4,7 @@ bundled model (slow)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import re
@@ -177,6 +178,53 @@ def test_a_rotating_run_draws_a_batch_per_generation(tmp_path):
     result = run_evolution(cfg, backend=ParityOracle(), show_progress=False)
     assert len(result.training_batches) == 3  # generations 0-1, 2-3, 4
     assert all(m["evaluated"] >= 4 for i, m in enumerate(result.metrics) if i % 2 == 0)
+
+
+def _renamed(strategy):
+    return dataclasses.replace(strategy, prompt=dataclasses.replace(strategy.prompt, role="A newcomer."))
+
+
+def test_hall_ranks_strategies_with_enough_evidence_first(tmp_path):
+    """hall_min_batches = 2: a newcomer with the best fitness on its one batch does not
+    outrank a strategy re-tested on two; once it has two batches too, fitness decides."""
+    family = _sum_tasks(tmp_path / "sums.jsonl")
+    cfg = config(tmp_path, tasks={"families": [family], "rotate_every": 1}, population={"hall_min_batches": 2})
+    with bare_loop(cfg, ParityOracle()) as (loop, population):
+        loop.evaluate(population, 0)
+        loop.evaluate(population, 1)
+        proven = loop.hall[0]
+        assert len(proven.scored_on) == 2
+        newcomer = loop.new_individual(_renamed(population[0].strategy), (), "mut_prompt", 1)
+        newcomer.scored_on, newcomer.l_total = (1,), proven.l_total - 1.0
+        loop.update_hall([newcomer])
+        assert loop.hall[0] is proven and newcomer in loop.hall
+        newcomer.scored_on = (1, 2)
+        loop.update_hall([newcomer])
+        assert loop.hall[0] is newcomer
+
+
+def test_without_the_evidence_rule_one_lucky_batch_leads(tmp_path):
+    family = _sum_tasks(tmp_path / "sums.jsonl")
+    cfg = config(tmp_path, tasks={"families": [family], "rotate_every": 1})
+    with bare_loop(cfg, ParityOracle()) as (loop, population):
+        loop.evaluate(population, 0)
+        loop.evaluate(population, 1)
+        newcomer = loop.new_individual(_renamed(population[0].strategy), (), "mut_prompt", 1)
+        newcomer.scored_on, newcomer.l_total = (1,), loop.hall[0].l_total - 1.0
+        loop.update_hall([newcomer])
+        assert loop.hall[0] is newcomer
+
+
+def test_a_run_with_the_evidence_rule_reports_a_retested_best(tmp_path):
+    family = _sum_tasks(tmp_path / "sums.jsonl")
+    cfg = config(tmp_path, run={"generations": 3}, tasks={"families": [family], "rotate_every": 1},
+                 population={"hall_min_batches": 2})
+    result = run_evolution(cfg, backend=ParityOracle(), show_progress=False)
+    # one frontier level, so evidence never resets: from generation 1 on the best has been re-tested
+    assert result.metrics[0]["best_batches"] == 1
+    assert all(m["best_batches"] >= 2 for m in result.metrics[1:])
+    best = json.loads((tmp_path / "t" / "best.json").read_text())["hall_of_fame"][0]
+    assert best["hash"] == result.metrics[-1]["best_hash"] == result.best.content_hash()
 
 
 def test_same_seed_same_run(tmp_path):
