@@ -16,7 +16,9 @@ hall-of-fame members) are scored on it too, and an individual's fitness covers e
 batch it has been scored on since the frontier last moved (``ind.scored_on``; the
 older batches come back from the journal at no cost). A strategy that was lucky on
 one small batch is thus re-tested instead of being kept for good, and long-lived
-individuals carry more evidence. When the frontier moves the fitness function has
+individuals carry more evidence; with ``population.hall_min_batches = K`` the hall
+ranks strategies with K batches of evidence above those with fewer, so the reported
+best has been re-tested. When the frontier moves the fitness function has
 changed, so the survivors' fitnesses are invalidated and they are scored again on
 the new batch only, and so are the hall-of-fame and Pareto-front members (both rank
 on current-frontier scores only; old completions stay in the journal). All variation

@@ -836,10 +836,12 @@ def render_html(run: RunData, plots: dict[str, str | None]) -> str:
             parts.append(f"<details><summary>chain and decoding genes</summary><pre>{e(json.dumps(details, indent=2))}</pre></details>\n")
     if run.hall:
         parts.append("<h2>Hall of fame</h2>\n")
-        parts.append(_table(("rank", "id", "hash", "operator", "born", "fitness (−L_total)", "train accuracy", "chain tokens"),
+        parts.append(_table(("rank", "id", "hash", "operator", "born", "fitness (−L_total)", "train accuracy", "chain tokens",
+                             "batches"),
                             ((k + 1, r.get("id"), r.get("hash", ""), r.get("op", ""), r.get("generation", ""),
                               _fit(-_num(r.get("l_total"))), _pct(r.get("accuracy")),
-                              f"{_num(r.get('chain_tokens')):.1f}") for k, r in enumerate(run.hall))))
+                              f"{_num(r.get('chain_tokens')):.1f}", len(r.get("scored_on") or []))
+                             for k, r in enumerate(run.hall))))
     parts.append("\n<h2>Per generation</h2>\n<details open><summary>metrics.jsonl</summary>\n")
     parts.append(_table(("gen", "evaluated", "best fitness", "mean fitness", "best acc", "mean acc", "held-out acc",
                          "mean chain tokens", "rollouts", "reused", "tokens", "wall", "best hash", "frontier"),

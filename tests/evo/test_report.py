@@ -161,6 +161,11 @@ def test_scalar_run_report(scalar_run, tmp_path):
     best = json.loads((scalar_run / "best.json").read_text())["hall_of_fame"][0]
     assert best["hash"] in text
     assert metrics[-1]["best_hash"] in text
+    # the hall's rank-1 row ends with the batches its fitness covers
+    assert f"<td>{best['hash']}</td>" in text and "<th>batches</th>" in text
+    hall = text.split("<h2>Hall of fame</h2>")[1]
+    row = hall.split(f"<td>{best['hash']}</td>")[1].split("</tr>")[0]
+    assert row.endswith(f"<td>{len(best['scored_on'])}</td>")
     assert f"{metrics[-1]['heldout_accuracy']:.1%}" in text
     assert "finished (best.json written)" in text
     system = Strategy.decode(best["strategy"]).render("{question}").messages[0]["content"]
