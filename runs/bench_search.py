@@ -104,6 +104,16 @@ def main() -> None:
         low, high = bootstrap_ci(values, ci_rng)
         report["methods"][name] = {"accuracy": acc, "ci95": [low, high], "strategy": picks[name].content_hash()}
         print(f"{name:<14} held-out accuracy {acc:6.1%}  95% CI [{low:.1%}, {high:.1%}]")
+    families = sorted({task.family for task in heldout})
+    report["per_family"] = {name: {} for name in per_task}
+    print("per family:    " + "".join(f"{family:>18}" for family in families))
+    for name, values in per_task.items():
+        cells = []
+        for family in families:
+            mine = [v for v, task in zip(values, heldout) if task.family == family]
+            report["per_family"][name][family] = sum(mine) / len(mine)
+            cells.append(f"{sum(mine) / len(mine):>18.1%}")
+        print(f"{name:<14}" + "".join(cells))
     for base in ("best seed", "random search"):
         diffs = [e - b for e, b in zip(per_task["evolution"], per_task[base])]
         low, high = bootstrap_ci(diffs, ci_rng)
