@@ -111,8 +111,8 @@ def main() -> None:
         cells = []
         for family in families:
             mine = [v for v, task in zip(values, heldout) if task.family == family]
-            report["per_family"][name][family] = sum(mine) / len(mine)
-            cells.append(f"{sum(mine) / len(mine):>18.1%}")
+            report["per_family"][name][family] = acc = sum(mine) / len(mine)
+            cells.append(f"{acc:>18.1%}")
         print(f"{name:<14}" + "".join(cells))
     for base in ("best seed", "random search"):
         diffs = [e - b for e, b in zip(per_task["evolution"], per_task[base])]
