@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from evo import checkpoint
 from evo.rundir import RunDir
 from fitness.backends.lora_weights import ADAPTER_FILES
 from genomes.errors import InputError
+from genomes.exemplar_choice import DESCRIPTIONS, FIXED
 from genomes.strategy import Strategy
 
 
@@ -100,10 +102,19 @@ def _base_model(name: str, cache_dir: str | None):
 
 
 def render_template(strategy: Strategy) -> str:
-    """The chat a model sees, with ``{question}`` where each task's question goes."""
-    rendered = strategy.render("{question}")
+    """The chat a model sees, with ``{question}`` where each task's question goes.
+
+    Where the exemplars are chosen per question (``prompt.exemplar_choice``), the
+    template shows all of them in gene order under a first line that says so."""
+    choice = strategy.prompt.exemplar_choice
+    every_exemplar = replace(strategy, prompt=replace(strategy.prompt, exemplar_choice=FIXED))
+    rendered = every_exemplar.render("{question}")
     parts = [f"<{m['role']}>\n{m['content']}\n</{m['role']}>" for m in rendered.messages]
     parts.append(f"<assistant>\n{rendered.prefill}...")
+    if choice != FIXED and strategy.prompt.exemplars:
+        parts.insert(0, f"# exemplar_choice = {choice}: each question sees {DESCRIPTIONS[choice]}; "
+                        "here all are shown in gene order. Strategy.load('strategy.json').render(question) "
+                        "gives the exact chat.")
     return "\n\n".join(parts) + "\n"
 
 

@@ -31,6 +31,7 @@ from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from genomes.chat_format import MARKERS
+from genomes.exemplar_choice import EXEMPLAR_CHOICES, FIXED
 from genomes.fragments import (
     ANSWER_FORMATS,
     APPROACHES,
@@ -134,6 +135,12 @@ def _repair_votes(d: DecodingGene) -> DecodingGene:
     return d
 
 
+def _tidy_choice(gene: PromptGene) -> PromptGene:
+    # Without exemplars the choice changes nothing the model sees; resetting it keeps
+    # one content hash (one evaluation) per behaviour.
+    return gene if gene.exemplars else replace(gene, exemplar_choice=FIXED)
+
+
 def _named(s: Strategy) -> Strategy:
     """The display name follows the content, so equal genomes get equal names."""
     return replace(s, name=f"s-{s.content_hash()[:8]}")
@@ -143,8 +150,10 @@ def _named(s: Strategy) -> Strategy:
 def mut_prompt(gene: PromptGene, rng: random.Random, exemplar_pool: Sequence[Exemplar] = EXEMPLARS) -> PromptGene:
     """One change: a slot gets another library fragment, or an exemplar from
     ``exemplar_pool`` is added (at most MAX_EXEMPLARS, no duplicates), dropped,
-    swapped for another, or the exemplars are reordered. ``exemplar_pool`` must hold
-    valid exemplars (harvested ones are validated by whoever harvests them)."""
+    swapped for another, or the exemplars are reordered, or ``exemplar_choice`` takes
+    another value (only when there are exemplars: without them it changes nothing
+    the model sees). ``exemplar_pool`` must hold valid exemplars (harvested ones are
+    validated by whoever harvests them)."""
     current = gene.exemplars
     unused = [e for e in _dedupe(tuple(exemplar_pool)) if e not in current]
 
@@ -159,7 +168,7 @@ def mut_prompt(gene: PromptGene, rng: random.Random, exemplar_pool: Sequence[Exe
 
     def drop() -> PromptGene:
         at = rng.randrange(len(current))
-        return replace(gene, exemplars=current[:at] + current[at + 1:])
+        return _tidy_choice(replace(gene, exemplars=current[:at] + current[at + 1:]))
 
     def swap() -> PromptGene:
         at = rng.randrange(len(current))
@@ -172,28 +181,32 @@ def mut_prompt(gene: PromptGene, rng: random.Random, exemplar_pool: Sequence[Exe
             order.reverse()
         return replace(gene, exemplars=tuple(order))
 
+    def choice() -> PromptGene:
+        return replace(gene, exemplar_choice=rng.choice([c for c in EXEMPLAR_CHOICES if c != gene.exemplar_choice]))
+
     return _mutate_until_changed(gene, rng, [
         (True, new_slot),
         (len(current) < MAX_EXEMPLARS and bool(unused), add),
         (len(current) > 0, drop),
         (len(current) > 0 and bool(unused), swap),
         (len(current) > 1, reorder),
+        (len(current) > 0, choice),
     ])
 
 
 def cx_prompt(a: PromptGene, b: PromptGene, rng: random.Random) -> tuple[PromptGene, PromptGene]:
     """Uniform crossover of the text slots (each child takes every slot from one
-    parent, the other child from the other); one-point crossover of the exemplar
-    tuples, deduplicated and cut to MAX_EXEMPLARS."""
+    parent, the other child from the other) and of ``exemplar_choice``; one-point
+    crossover of the exemplar tuples, deduplicated and cut to MAX_EXEMPLARS."""
     kw1: dict[str, Any] = {}
     kw2: dict[str, Any] = {}
-    for slot in PROMPT_SLOTS:
+    for slot in (*PROMPT_SLOTS, "exemplar_choice"):
         x, y = getattr(a, slot), getattr(b, slot)
         if rng.random() < 0.5:
             x, y = y, x
         kw1[slot], kw2[slot] = x, y
     kw1["exemplars"], kw2["exemplars"] = _one_point(a.exemplars, b.exemplars, rng, MAX_EXEMPLARS, dedupe=True)
-    return replace(a, **kw1), replace(b, **kw2)
+    return _tidy_choice(replace(a, **kw1)), _tidy_choice(replace(b, **kw2))
 
 
 # ---- chain gene ------------------------------------------------------------------
@@ -374,12 +387,15 @@ def random_strategy(rng: random.Random, models: Sequence[str] = ("default",)) ->
     models = tuple(models)
     if not models:
         raise ValueError("random_strategy: models must not be empty")
+    exemplars = tuple(rng.sample(EXEMPLARS, rng.randint(0, 2)))
     prompt = PromptGene(
         role=rng.choice(ROLES),
         approach=rng.choice(APPROACHES),
         cautions=rng.choice(CAUTIONS),
         answer_format=rng.choice(ANSWER_FORMATS),
-        exemplars=tuple(rng.sample(EXEMPLARS, rng.randint(0, 2))),
+        exemplars=exemplars,
+        # Drawn only where it can matter, so equal-behaving genomes keep one hash.
+        exemplar_choice=rng.choice(EXEMPLAR_CHOICES) if exemplars else FIXED,
     )
     # Hints keep library order, which runs from "restate" to "check": a random order
     # would mostly give chains that state the result before working it out.

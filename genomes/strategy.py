@@ -8,7 +8,8 @@ Contract:
 - ``Strategy.content_hash()`` is a stable hash of the encoded genes; the display
   ``name`` is not part of it, so renaming a strategy never invalidates cached scores;
 - ``Strategy.render(question)`` is pure and gives the chat messages plus an optional
-  assistant prefill that the backend continues from.
+  assistant prefill that the backend continues from; which exemplars it shows may
+  depend on the question (``PromptGene.exemplar_choice``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from genomes.chat_format import BEGIN_ANSWER, BEGIN_RESPONSE, COT, END_ANSWER, END_RESPONSE, MARKERS, format_completion
 from genomes.errors import InputError
+from genomes.exemplar_choice import EXEMPLAR_CHOICES, FIXED, choose_exemplars
 from genomes.lora import LoraGene, decode_slot, encode_slot
 from genomes.validation import as_mapping, build_dataclass, read_structured, reject_unknown, str_tuple, typed
 
@@ -53,6 +55,8 @@ class PromptGene:
     cautions: str = ""
     answer_format: str = "The final answer is a bare value: no units, no words, no working."
     exemplars: tuple[Exemplar, ...] = ()
+    # Which exemplars each question sees: genomes.exemplar_choice.EXEMPLAR_CHOICES.
+    exemplar_choice: str = FIXED
 
     def system_text(self) -> str:
         slots = (self.role, self.approach, self.format_rule, self.answer_format, self.cautions)
@@ -112,7 +116,7 @@ class Strategy:
     def render(self, question: str) -> RenderedPrompt:
         system = f"{self.prompt.system_text()} {self.chain.instruction()}".strip()
         messages: list[dict[str, str]] = [{"role": "system", "content": system}]
-        for ex in self.prompt.exemplars:
+        for ex in choose_exemplars(self.prompt.exemplars, question, self.prompt.exemplar_choice):
             messages.append({"role": "user", "content": ex.question})
             messages.append({"role": "assistant", "content": format_completion(ex.steps, ex.answer, ex.response)})
         messages.append({"role": "user", "content": question})
@@ -122,6 +126,10 @@ class Strategy:
     def encode(self) -> dict[str, Any]:
         data = asdict(self)
         data["lora"] = encode_slot(self.lora)
+        # Left out at its default so every strategy written before the field existed
+        # keeps its content hash (journal caches and checkpoints are keyed by it).
+        if data["prompt"]["exemplar_choice"] == FIXED:
+            del data["prompt"]["exemplar_choice"]
         data["schema_version"] = SCHEMA_VERSION
         return data
 
@@ -212,6 +220,7 @@ def _check_ranges(s: Strategy, where: str) -> None:
         (1 <= d.votes <= 64, "decoding.votes", "must be in [1, 64]"),
         (d.votes == 1 or d.temperature > 0, "decoding.votes", "self-consistency needs temperature > 0"),
         (1 <= c.max_steps <= 64, "chain.max_steps", "must be in [1, 64]"),
+        (s.prompt.exemplar_choice in EXEMPLAR_CHOICES, "prompt.exemplar_choice", f"must be one of {', '.join(EXEMPLAR_CHOICES)}"),
     ]
     for ok, name, why in checks:
         if not ok:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from fakes import ArithmeticOracle, config
 
 from evo import checkpoint
 from evo.engine import run_evolution
-from evo.export import ancestry, export_top
+from evo.export import ancestry, export_top, render_template
 from genomes.errors import InputError
 from genomes.strategy import Strategy
 
@@ -88,3 +89,13 @@ def test_lora_individual_exports_a_peft_directory_that_loads(tmp_path, lora_adap
     assert all(torch.equal(exported[k], original[k]) for k in exported)
     loaded = {n: p for n, p in model.named_parameters() if "lora_" in n}
     assert loaded and all(p.abs().sum() > 0 for p in loaded.values())  # real weights, not an empty init
+
+
+def test_template_of_a_per_question_exemplar_choice_says_so():
+    fewshot = Strategy.load("fewshot")
+    nearest = replace(fewshot, prompt=replace(fewshot.prompt, exemplar_choice="nearest_only"))
+    plain, chosen = render_template(fewshot), render_template(nearest)
+    assert not plain.startswith("#")
+    assert chosen.startswith("# exemplar_choice = nearest_only") and chosen.endswith(plain)
+    for exemplar in fewshot.prompt.exemplars:  # every exemplar is in the template
+        assert exemplar.question in chosen

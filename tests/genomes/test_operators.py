@@ -18,6 +18,7 @@ import pytest
 from fitness.format import normalise_space, parse_completion
 from genomes import operators as ops
 from genomes.chat_format import MARKERS, format_completion
+from genomes.exemplar_choice import EXEMPLAR_CHOICES
 from genomes.fragments import (
     ANSWER_FORMATS,
     APPROACHES,
@@ -418,8 +419,10 @@ def test_cx_prompt_children_take_every_slot_from_a_parent():
     rng = random.Random(21)
     for _ in range(100):
         a, b = random_strategy(rng).prompt, random_strategy(rng).prompt
-        a = replace(a, format_rule="Rule A.", exemplars=tuple(rng.sample(EXEMPLARS, rng.randint(0, 4))))
-        b = replace(b, format_rule="Rule B.", exemplars=tuple(rng.sample(EXEMPLARS, rng.randint(0, 4))))
+        a = replace(a, format_rule="Rule A.", exemplars=tuple(rng.sample(EXEMPLARS, rng.randint(0, 4))),
+                    exemplar_choice=rng.choice(EXEMPLAR_CHOICES))
+        b = replace(b, format_rule="Rule B.", exemplars=tuple(rng.sample(EXEMPLARS, rng.randint(0, 4))),
+                    exemplar_choice=rng.choice(EXEMPLAR_CHOICES))
         c1, c2 = cx_prompt(a, b, rng)
         for slot in PROMPT_SLOTS:
             assert (getattr(c1, slot), getattr(c2, slot)) in (
@@ -428,7 +431,9 @@ def test_cx_prompt_children_take_every_slot_from_a_parent():
         assert _is_one_point_child(c2.exemplars, b.exemplars, a.exemplars, MAX_EXEMPLARS, dedupe=True)
         for c in (c1, c2):
             assert len(c.exemplars) <= MAX_EXEMPLARS and len(set(c.exemplars)) == len(c.exemplars)
-    assert set(PROMPT_SLOTS) == {f.name for f in fields(PromptGene)} - {"exemplars"}
+            # from a parent, or reset where the child has no exemplar for it to choose among
+            assert c.exemplar_choice in ((a.exemplar_choice, b.exemplar_choice) if c.exemplars else ("fixed",))
+    assert set(PROMPT_SLOTS) == {f.name for f in fields(PromptGene)} - {"exemplars", "exemplar_choice"}
 
 
 def test_cx_chain_children_take_every_field_from_a_parent():

@@ -92,7 +92,10 @@ def test_decode_builds_the_genes():
     assert s.lora == {"rank": 8, "alpha": 16, "targets": ["q_proj", "v_proj"]}
 
 
-@pytest.mark.parametrize("strategy", [Strategy(), full()], ids=["default", "full"])
+NEAREST = replace(full(), prompt=replace(full().prompt, exemplar_choice="nearest_only"))
+
+
+@pytest.mark.parametrize("strategy", [Strategy(), full(), NEAREST], ids=["default", "full", "nearest"])
 def test_encode_json_decode_round_trip(strategy):
     data = strategy.encode()
     assert set(data) == DEFAULT_FIELDS
@@ -134,6 +137,13 @@ def test_content_hash_is_the_same_in_another_process():
     assert out.stdout.split() == [full().content_hash(), Strategy().content_hash()]
 
 
+def test_exemplar_choice_is_encoded_only_when_not_the_default():
+    # Strategies written before the field existed keep their hash (FULL_HASH is one).
+    assert "exemplar_choice" not in full().encode()["prompt"]
+    assert NEAREST.encode()["prompt"]["exemplar_choice"] == "nearest_only"
+    assert Strategy.decode(with_field("prompt.exemplar_choice", "fixed")).content_hash() == FULL_HASH
+
+
 def test_content_hash_ignores_the_name():
     assert replace(full(), name="renamed").content_hash() == full().content_hash()
     assert Strategy(name="a").content_hash() == Strategy(name="b").content_hash()
@@ -147,6 +157,8 @@ GENE_CHANGES = [
     ("prompt.answer_format", "Words are fine."),
     ("prompt.exemplars", []),
     ("prompt.exemplars", list(reversed(FULL["prompt"]["exemplars"]))),
+    ("prompt.exemplar_choice", "nearest_last"),
+    ("prompt.exemplar_choice", "nearest_only"),
     ("chain.step_hints", ["Compute."]),
     ("chain.max_steps", 6),
     ("chain.self_check", False),
@@ -364,6 +376,7 @@ def test_unknown_fields_are_rejected():
     ("chain.step_hints", "Compute."),
     ("chain.step_hints", ["ok", 3]),
     ("prompt.role", None),
+    ("prompt.exemplar_choice", 3),
     ("prompt.exemplars", {"question": "q"}),
     ("decoding", [1, 2]),
     ("prompt", "be smart"),
@@ -390,6 +403,7 @@ def test_wrong_type_at_the_top():
     ("decoding.votes", 0, "must be in [1, 64]"),
     ("chain.max_steps", 0, "must be in [1, 64]"),
     ("chain.max_steps", 65, "must be in [1, 64]"),
+    ("prompt.exemplar_choice", "nearest", "must be one of fixed, nearest_last, nearest_only"),
 ])
 def test_out_of_range_values_name_the_field(path, value, why):
     raises_naming(with_field(path, value), f"strategy.{path}", why)

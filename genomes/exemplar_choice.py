@@ -1,0 +1,78 @@
+"""Which few-shot exemplars a prompt shows for one question, and in what order.
+
+Why this is a gene: a small model copies the *kind* of the exemplar it saw last. On
+the search benchmark the bundled SmolLM2-135M answered letter-counting questions well
+after a letter-counting exemplar and badly after an arithmetic one, so reordering or
+swapping a fixed list of exemplars only traded one task family for another. Choosing
+exemplars per question removes that trade.
+
+Choices (``PromptGene.exemplar_choice``):
+
+- ``fixed``: every exemplar, in gene order, for every question (the default);
+- ``nearest_last``: every exemplar, ordered so the one most like the question comes
+  last (ascending similarity; ties keep gene order);
+- ``nearest_only``: only the exemplars most like the question (every exemplar that
+  shares the top similarity, in gene order). If no exemplar shares a word with the
+  question, all tie at zero and all are shown.
+
+Similarity is the Jaccard overlap of the questions' *template words*: lower-case
+alphabetic words outside double quotes. Numbers and quoted text vary between
+questions of one kind ("How many times does the letter "e" appear in the text:
+"..."?"), the surrounding words do not. Pure and deterministic: the choice depends on
+the question text alone, so an exported strategy renders the same prompts anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Protocol, TypeVar
+
+FIXED = "fixed"
+EXEMPLAR_CHOICES: tuple[str, ...] = (FIXED, "nearest_last", "nearest_only")
+# One line per choice, for people reading an exported template or a report.
+DESCRIPTIONS = {
+    FIXED: "every exemplar in gene order for every question",
+    "nearest_last": "every exemplar, the one most like the question last",
+    "nearest_only": "only the exemplars most like the question",
+}
+
+_QUOTED = re.compile(r'"[^"]*"')
+_WORD = re.compile(r"[a-z]+")
+
+
+class _HasQuestion(Protocol):
+    @property
+    def question(self) -> str: ...
+
+
+E = TypeVar("E", bound=_HasQuestion)
+
+
+@lru_cache(maxsize=8192)  # render() runs once per request; the same questions recur
+def template_words(question: str) -> frozenset[str]:
+    """The words that identify the kind of ``question`` (see the module docstring)."""
+    return frozenset(_WORD.findall(_QUOTED.sub(" ", question).lower()))
+
+
+def similarity(a: str, b: str) -> float:
+    """Jaccard overlap of the template words of two questions, in [0, 1]."""
+    wa, wb = template_words(a), template_words(b)
+    union = wa | wb
+    return len(wa & wb) / len(union) if union else 0.0
+
+
+def choose_exemplars(exemplars: Sequence[E], question: str, choice: str) -> tuple[E, ...]:
+    """The exemplars to show before ``question`` under ``choice`` (one of
+    :data:`EXEMPLAR_CHOICES`; anything else is a ValueError)."""
+    if choice not in EXEMPLAR_CHOICES:
+        raise ValueError(f"unknown exemplar choice {choice!r} (known: {', '.join(EXEMPLAR_CHOICES)})")
+    if choice == FIXED or len(exemplars) < 2:
+        return tuple(exemplars)
+    scores = [similarity(e.question, question) for e in exemplars]
+    if choice == "nearest_last":
+        order = sorted(range(len(exemplars)), key=lambda i: scores[i])  # stable: ties keep gene order
+        return tuple(exemplars[i] for i in order)
+    best = max(scores)
+    return tuple(e for e, s in zip(exemplars, scores) if s == best)
