@@ -136,9 +136,9 @@ def _repair_votes(d: DecodingGene) -> DecodingGene:
 
 
 def _tidy_choice(gene: PromptGene) -> PromptGene:
-    # Without exemplars the choice changes nothing the model sees; resetting it keeps
-    # one content hash (one evaluation) per behaviour.
-    return gene if gene.exemplars else replace(gene, exemplar_choice=FIXED)
+    # With fewer than two exemplars the choice changes nothing the model sees;
+    # resetting it keeps one content hash (one evaluation) per behaviour.
+    return gene if len(gene.exemplars) > 1 else replace(gene, exemplar_choice=FIXED)
 
 
 def _named(s: Strategy) -> Strategy:
@@ -151,7 +151,7 @@ def mut_prompt(gene: PromptGene, rng: random.Random, exemplar_pool: Sequence[Exe
     """One change: a slot gets another library fragment, or an exemplar from
     ``exemplar_pool`` is added (at most MAX_EXEMPLARS, no duplicates), dropped,
     swapped for another, or the exemplars are reordered, or ``exemplar_choice`` takes
-    another value (only when there are exemplars: without them it changes nothing
+    another value (only with two exemplars or more: with fewer it changes nothing
     the model sees). ``exemplar_pool`` must hold valid exemplars (harvested ones are
     validated by whoever harvests them)."""
     current = gene.exemplars
@@ -190,7 +190,7 @@ def mut_prompt(gene: PromptGene, rng: random.Random, exemplar_pool: Sequence[Exe
         (len(current) > 0, drop),
         (len(current) > 0 and bool(unused), swap),
         (len(current) > 1, reorder),
-        (len(current) > 0, choice),
+        (len(current) > 1, choice),
     ])
 
 
@@ -395,7 +395,7 @@ def random_strategy(rng: random.Random, models: Sequence[str] = ("default",)) ->
         answer_format=rng.choice(ANSWER_FORMATS),
         exemplars=exemplars,
         # Drawn only where it can matter, so equal-behaving genomes keep one hash.
-        exemplar_choice=rng.choice(EXEMPLAR_CHOICES) if exemplars else FIXED,
+        exemplar_choice=rng.choice(EXEMPLAR_CHOICES) if len(exemplars) > 1 else FIXED,
     )
     # Hints keep library order, which runs from "restate" to "check": a random order
     # would mostly give chains that state the result before working it out.

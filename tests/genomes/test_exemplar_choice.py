@@ -99,34 +99,35 @@ def test_render_follows_the_choice():
         assert ra.messages[0] == rb.messages[0] and ra.messages[-1] == rb.messages[-1] and ra.prefill == rb.prefill
 
 
-def test_mutation_reaches_every_choice_only_where_there_are_exemplars():
+def test_mutation_reaches_every_choice_only_where_it_can_matter():
     rng = random.Random(5)
     with_exemplars = PromptGene(exemplars=(ARITH, LETTER))
     assert {mut_prompt(with_exemplars, rng).exemplar_choice for _ in range(300)} == set(EXEMPLAR_CHOICES)
-    assert {mut_prompt(PromptGene(), rng).exemplar_choice for _ in range(300)} == {"fixed"}
-    # Dropping the last exemplar resets the choice: without exemplars it changes nothing.
-    lone = PromptGene(exemplars=(ARITH,), exemplar_choice="nearest_only")
-    dropped = [g for g in (mut_prompt(lone, rng) for _ in range(300)) if not g.exemplars]
+    for too_few in (PromptGene(), PromptGene(exemplars=(ARITH,))):
+        assert {mut_prompt(too_few, rng).exemplar_choice for _ in range(300)} == {"fixed"}
+    # Dropping to one exemplar resets the choice: with one it changes nothing.
+    pair = PromptGene(exemplars=(ARITH, LETTER), exemplar_choice="nearest_only")
+    dropped = [g for g in (mut_prompt(pair, rng) for _ in range(300)) if len(g.exemplars) == 1]
     assert dropped and all(g.exemplar_choice == "fixed" for g in dropped)
 
 
 def test_crossover_passes_the_choice_on():
     rng = random.Random(6)
-    a = PromptGene(exemplars=(ARITH,), exemplar_choice="nearest_only")
-    b = PromptGene(exemplars=(LETTER,), exemplar_choice="nearest_last")
+    a = PromptGene(exemplars=(ARITH, CALC), exemplar_choice="nearest_only")
+    b = PromptGene(exemplars=(LETTER, CALC), exemplar_choice="nearest_last")
     seen = set()
     for _ in range(100):
         for child in cx_prompt(a, b, rng):
-            if child.exemplars:
+            if len(child.exemplars) > 1:
                 seen.add(child.exemplar_choice)
             else:
                 assert child.exemplar_choice == "fixed"
     assert seen == {"nearest_only", "nearest_last"}
 
 
-def test_random_strategies_draw_a_choice_only_with_exemplars():
+def test_random_strategies_draw_a_choice_only_with_two_exemplars_or_more():
     rng = random.Random(7)
     drawn = [random_strategy(rng) for _ in range(300)]
-    assert all(s.prompt.exemplar_choice == "fixed" for s in drawn if not s.prompt.exemplars)
-    assert {s.prompt.exemplar_choice for s in drawn if s.prompt.exemplars} == set(EXEMPLAR_CHOICES)
+    assert all(s.prompt.exemplar_choice == "fixed" for s in drawn if len(s.prompt.exemplars) < 2)
+    assert {s.prompt.exemplar_choice for s in drawn if len(s.prompt.exemplars) > 1} == set(EXEMPLAR_CHOICES)
     assert all(Strategy.decode(s.encode()) == s for s in drawn)
