@@ -63,12 +63,18 @@ def similarity(a: str, b: str) -> float:
     return len(wa & wb) / len(union) if union else 0.0
 
 
+def choice_matters(exemplars: Sequence[object]) -> bool:
+    """Whether the choice can change what is shown: with fewer than two exemplars
+    every choice renders the same chat."""
+    return len(exemplars) > 1
+
+
 def choose_exemplars(exemplars: Sequence[E], question: str, choice: str) -> tuple[E, ...]:
     """The exemplars to show before ``question`` under ``choice`` (one of
     :data:`EXEMPLAR_CHOICES`; anything else is a ValueError)."""
     if choice not in EXEMPLAR_CHOICES:
         raise ValueError(f"unknown exemplar choice {choice!r} (known: {', '.join(EXEMPLAR_CHOICES)})")
-    if choice == FIXED or len(exemplars) < 2:
+    if choice == FIXED or not choice_matters(exemplars):
         return tuple(exemplars)
     scores = [similarity(e.question, question) for e in exemplars]
     if choice == "nearest_last":

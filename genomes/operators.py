@@ -31,7 +31,7 @@ from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from genomes.chat_format import MARKERS
-from genomes.exemplar_choice import EXEMPLAR_CHOICES, FIXED
+from genomes.exemplar_choice import EXEMPLAR_CHOICES, FIXED, choice_matters
 from genomes.fragments import (
     ANSWER_FORMATS,
     APPROACHES,
@@ -136,9 +136,9 @@ def _repair_votes(d: DecodingGene) -> DecodingGene:
 
 
 def _tidy_choice(gene: PromptGene) -> PromptGene:
-    # With fewer than two exemplars the choice changes nothing the model sees;
-    # resetting it keeps one content hash (one evaluation) per behaviour.
-    return gene if len(gene.exemplars) > 1 else replace(gene, exemplar_choice=FIXED)
+    # Where the choice changes nothing the model sees, resetting it keeps one
+    # content hash (one evaluation) per behaviour.
+    return gene if choice_matters(gene.exemplars) else replace(gene, exemplar_choice=FIXED)
 
 
 def _named(s: Strategy) -> Strategy:
@@ -190,7 +190,7 @@ def mut_prompt(gene: PromptGene, rng: random.Random, exemplar_pool: Sequence[Exe
         (len(current) > 0, drop),
         (len(current) > 0 and bool(unused), swap),
         (len(current) > 1, reorder),
-        (len(current) > 1, choice),
+        (choice_matters(current), choice),
     ])
 
 
@@ -395,7 +395,7 @@ def random_strategy(rng: random.Random, models: Sequence[str] = ("default",)) ->
         answer_format=rng.choice(ANSWER_FORMATS),
         exemplars=exemplars,
         # Drawn only where it can matter, so equal-behaving genomes keep one hash.
-        exemplar_choice=rng.choice(EXEMPLAR_CHOICES) if len(exemplars) > 1 else FIXED,
+        exemplar_choice=rng.choice(EXEMPLAR_CHOICES) if choice_matters(exemplars) else FIXED,
     )
     # Hints keep library order, which runs from "restate" to "check": a random order
     # would mostly give chains that state the result before working it out.
