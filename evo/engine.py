@@ -43,7 +43,7 @@ from deap import tools
 from evo import checkpoint
 from evo.config import RunConfig
 from evo.faults import maybe_crash
-from evo.individuals import make_individual
+from evo.individuals import make_individual, one_per_genome
 from evo.loop_state import (
     IndividualTable,
     global_rng_arrays,
@@ -67,6 +67,10 @@ from genomes.strategy import Strategy
 
 
 GenerationCallback = Callable[[dict[str, Any]], None]
+
+# Draws per offspring slot before a child that repeats a known genome is accepted
+# anyway (a tiny search space can run out of new genomes).
+NOVELTY_TRIES = 8
 
 
 @dataclass
@@ -249,38 +253,61 @@ class _Loop:
             self.on_generation(self.metrics[-1])
 
     def initial_population(self, seeds: list[Strategy]) -> list:
-        """The seeds, then mutants of them until the population is full."""
+        """The seeds, then mutants of them (new genomes where the tries allow) until the
+        population is full."""
         size = self.config.population.size
         population = [self.new_individual(s, (), "seed", 0) for s in seeds[:size]]
+        known = {ind.strategy.content_hash() for ind in population}
         while len(population) < size:
-            parent = population[self.rng.randrange(len(seeds[:size]))]
-            child, op = self.mutate(parent.strategy)
+            for _ in range(NOVELTY_TRIES):
+                parent = population[self.rng.randrange(len(seeds[:size]))]
+                child, op = self.mutate(parent.strategy)
+                if child.content_hash() not in known:
+                    break
+            known.add(child.content_hash())
             population.append(self.new_individual(child, (parent.id,), op, 0))
         return population
 
     def vary(self, population: list, gen: int) -> list:
         """DEAP's varOr with pure operators: each child comes from crossover, mutation
-        or LLM rewrite of parents drawn with the run rng."""
+        or LLM rewrite of parents drawn with the run rng. A crossover or mutation child
+        whose genome the population or an earlier child already has is drawn again (up
+        to NOVELTY_TRIES times): crossing two similar parents often gives one of them
+        back, and such a copy costs an offspring slot and crowds out diversity."""
         p = self.config.population
+        known = {ind.strategy.content_hash() for ind in population}
         offspring, rewrites = [], []
         for _ in range(p.offspring):
-            roll = self.rng.random()
-            if roll < p.crossover_prob and len(population) > 1 and "cx_strategy" in p.operators:
-                a, b = self.rng.sample(population, 2)
-                child, _ = cx_strategy(a.strategy, b.strategy, self.rng)
-                offspring.append(self.new_individual(child, (a.id, b.id), "cx_strategy", gen))
-            elif roll < p.crossover_prob + p.mutation_prob:
-                parent = self.rng.choice(population)
-                if self.rng.random() < p.llm_rewrite_prob:
-                    slot = self.rng.choice(REWRITABLE_SLOTS)
-                    rewrites.append((parent, slot))
-                    continue
-                child, op = self.mutate(parent.strategy)
-                offspring.append(self.new_individual(child, (parent.id,), op, gen))
-            else:  # reproduction: a copy keeps its fitness, costs nothing
-                parent = self.rng.choice(population)
-                offspring.append(self.copy_individual(parent))
+            for _ in range(NOVELTY_TRIES):
+                kind, made = self.vary_one(population)
+                if kind != "child" or made[0].content_hash() not in known:
+                    break
+            if kind == "rewrite":
+                rewrites.append(made)
+            elif kind == "copy":  # reproduction: a copy keeps its fitness, costs nothing
+                offspring.append(self.copy_individual(made))
+            else:
+                child, parents, op = made
+                known.add(child.content_hash())
+                offspring.append(self.new_individual(child, parents, op, gen))
         return offspring + self.llm_rewrite(rewrites, gen)
+
+    def vary_one(self, population: list) -> tuple[str, Any]:
+        """One varOr draw: ("child", (strategy, parent ids, operator)), ("rewrite",
+        (parent, slot)) for the batched LLM rewrite, or ("copy", parent)."""
+        p = self.config.population
+        roll = self.rng.random()
+        if roll < p.crossover_prob and len(population) > 1 and "cx_strategy" in p.operators:
+            a, b = self.rng.sample(population, 2)
+            child, _ = cx_strategy(a.strategy, b.strategy, self.rng)
+            return "child", (child, (a.id, b.id), "cx_strategy")
+        if roll < p.crossover_prob + p.mutation_prob:
+            parent = self.rng.choice(population)
+            if self.rng.random() < p.llm_rewrite_prob:
+                return "rewrite", (parent, self.rng.choice(REWRITABLE_SLOTS))
+            child, op = self.mutate(parent.strategy)
+            return "child", (child, (parent.id,), op)
+        return "copy", self.rng.choice(population)
 
     def inject(self, genes: Sequence, population: list, gen: int) -> list:
         """New individuals carrying each trained adapter gene (operator ``inject``):
@@ -473,19 +500,31 @@ class _Loop:
         self.counters.tokens += sum(r.completion_tokens for r in results)
 
     def select(self, candidates: list, k: int) -> list:
+        """The next population: ``k`` distinct genomes (each as its copy with the most
+        evidence), ranked by fitness or NSGA-II; copies fill in only when fewer than
+        ``k`` genomes are distinct. Several copies of one strategy would otherwise take
+        half a small population (copies of a good seed survive side by side)."""
+        unique = one_per_genome(candidates)
+        if len(unique) >= k:
+            return self.rank(unique, k)
+        copies = [ind for ind in candidates if not any(ind is u for u in unique)]
+        return unique + self.rank(copies, k - len(unique))
+
+    def rank(self, candidates: list, k: int) -> list:
         if self.mode == "multi":
             return tools.selNSGA2(candidates, k)
         # ties broken by age then id, so selection is a pure function of the fitnesses
         return sorted(candidates, key=lambda ind: (-ind.fitness.values[0], ind.id))[:k]
 
     def update_hall(self, individuals: Sequence, rebuild_pareto: bool = False) -> None:
-        """Merge newly scored individuals into the hall (and Pareto front). After a
-        batch change every archive member is among ``individuals`` (re-scored), so the
-        Pareto front, which holds copies, is rebuilt from them alone."""
-        merged = {ind.strategy.content_hash(): ind for ind in self.hall}
-        for ind in individuals:  # a re-evaluated genome keeps its latest score
-            merged[ind.strategy.content_hash()] = ind
-        self.hall = sorted(merged.values(), key=self.hall_rank)[: self.config.population.hall_of_fame]
+        """Merge newly scored individuals into the hall (and Pareto front), one entry per
+        genome: the copy with the most batches of evidence, the latest on a tie (a
+        re-scored member keeps its new score; a newer copy of the same strategy with one
+        batch must not replace the re-tested one). After a batch change every archive
+        member is among ``individuals`` (re-scored), so the Pareto front, which holds
+        copies, is rebuilt from them alone."""
+        merged = one_per_genome([*self.hall, *individuals], latest_on_tie=True)
+        self.hall = sorted(merged, key=self.hall_rank)[: self.config.population.hall_of_fame]
         if self.pareto is not None:
             if rebuild_pareto:
                 self.pareto = tools.ParetoFront(similar=_same_genome)

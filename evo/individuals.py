@@ -33,3 +33,19 @@ def make_individual(strategy: Strategy, mode: str, ident: int, parents: tuple[in
     ind.accuracy = 0.0
     ind.chain_tokens = 0.0
     return ind
+
+
+def one_per_genome(individuals, latest_on_tie: bool = False) -> list:
+    """One individual per genome (content hash), in first-seen order: the copy scored
+    on the most batches (``scored_on``). On a tie the first copy is kept, or with
+    ``latest_on_tie`` the last. Copies of one genome scored on the same batches have
+    the same results (scoring is deterministic per genome, task and seed), so which
+    tied copy is kept changes only the lineage id."""
+    chosen: dict[str, object] = {}
+    for ind in individuals:
+        key = ind.strategy.content_hash()
+        held = chosen.get(key)
+        if held is None or len(ind.scored_on) > len(held.scored_on) or (
+                latest_on_tie and len(ind.scored_on) == len(held.scored_on)):
+            chosen[key] = ind
+    return list(chosen.values())

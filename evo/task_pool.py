@@ -43,20 +43,24 @@ class TaskPool:
             tasks += self._draw(family, level, count, TRAIN, seed)
         return tasks
 
-    def heldout(self) -> list[Task]:
+    def heldout(self, fewer_ok: bool = False) -> list[Task]:
+        """``tasks.heldout_per_family`` held-out tasks per family; with ``fewer_ok`` a
+        family whose held-out split is smaller gives all of it instead of an error
+        (benchmarks ask for large sets)."""
         t = self.config.tasks
         levels = self.levels()
         tasks: list[Task] = []
         for family in self.specs:
             level = min(t.heldout_level, levels[family] - 1)
-            tasks += self._draw(family, level, t.heldout_per_family, HELDOUT, seed=self.config.run.seed)
+            tasks += self._draw(family, level, t.heldout_per_family, HELDOUT, seed=self.config.run.seed,
+                                fewer_ok=fewer_ok)
         return tasks
 
-    def _draw(self, family: str, level: int, n: int, split: str, seed: int) -> list[Task]:
+    def _draw(self, family: str, level: int, n: int, split: str, seed: int, fewer_ok: bool = False) -> list[Task]:
         spec, t = self.specs[family], self.config.tasks
-        if spec.is_file:
+        if spec.is_file:  # a file split smaller than n always gives what it has
             return jsonl_tasks(spec.source, n, split, seed, t.split_seed, t.heldout_fraction)
-        return reasoning_gym_tasks(spec.source, level, n, split, seed, t.split_seed, t.heldout_fraction)
+        return reasoning_gym_tasks(spec.source, level, n, split, seed, t.split_seed, t.heldout_fraction, fewer_ok)
 
 
 def _stem(path: str) -> str:

@@ -122,13 +122,15 @@ def _reasoning_gym_items(family: str, level: int, seed: int, size: int) -> Itera
 
 def reasoning_gym_tasks(
     family: str, level: int, n: int, split: str, seed: int, split_seed: int = 0,
-    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, fewer_ok: bool = False,
 ) -> list[Task]:
     """Draw ``n`` distinct tasks of one family and level from ``split``.
 
-    Deterministic in (family, level, n, split, seed, split_seed). Raises InputError
-    when the generator cannot produce ``n`` distinct questions in that split (small
-    levels of some families have few distinct questions).
+    Deterministic in (family, level, n, split, seed, split_seed, fewer_ok). When the
+    generator cannot produce ``n`` distinct questions in that split (small levels of
+    some families have few: chain_sum level 0 has 200 in all), raises InputError, or
+    with ``fewer_ok`` returns every distinct one it found (the whole split of a small
+    level: the last draw is 32 times ``n`` questions).
     """
     n_levels = family_levels(family)
     if not 0 <= level < n_levels:
@@ -153,6 +155,8 @@ def reasoning_gym_tasks(
             if len(tasks) == n:
                 return list(tasks.values())
         size *= 2
+    if fewer_ok and tasks:
+        return list(tasks.values())
     raise InputError(f"{family} level {level}: only {len(tasks)} distinct {split} questions, asked for {n}")
 
 

@@ -351,3 +351,45 @@ def test_short_real_lora_evolution_changes_outputs(tmp_path):
         assert shared
         changed += sum(texts[(child["hash"], t)] != texts[(parent["hash"], t)] for t in shared)
     assert changed > 0  # the adapters act on the real model's outputs
+
+
+def test_the_hall_keeps_the_retested_copy_of_a_genome(tmp_path):
+    """A newer copy of a strategy (crossover often gives a parent back) scored on one
+    batch must not replace, in the hall, the copy re-tested on two."""
+    family = _sum_tasks(tmp_path / "sums.jsonl")
+    cfg = config(tmp_path, tasks={"families": [family], "rotate_every": 1}, population={"hall_min_batches": 2})
+    with bare_loop(cfg, ParityOracle()) as (loop, population):
+        loop.evaluate(population, 0)
+        loop.evaluate(population, 1)
+        proven = loop.hall[0]
+        copy = loop.new_individual(proven.strategy, (proven.id,), "cx_strategy", 1)
+        loop.evaluate([copy], 1)
+        assert copy.scored_on == (1,)
+        loop.update_hall([proven, copy])  # the order evaluate() met them in a real run
+        assert loop.hall[0] is proven
+        assert [ind.strategy.content_hash() for ind in loop.hall].count(proven.strategy.content_hash()) == 1
+
+
+def test_selection_keeps_one_copy_per_genome(tmp_path):
+    with bare_loop(config(tmp_path), ArithmeticOracle()) as (loop, population):
+        loop.evaluate(population, 0)
+        copies = [loop.copy_individual(ind) for ind in population]
+        chosen = loop.select(copies + population, 4)
+        assert len({ind.strategy.content_hash() for ind in chosen}) == 4
+        # too few distinct genomes: copies fill the rest instead of leaving it short
+        assert len(loop.select(copies[:2] + population[:2], 3)) == 3
+
+
+def test_variation_draws_again_rather_than_repeat_a_genome(tmp_path):
+    """Crossover of a strategy with its own copy gives it back: with crossover only and
+    half the population copies, the old loop returned known genomes; now every child
+    is a genome neither the population nor an earlier child has."""
+    cfg = config(tmp_path, population={"crossover_prob": 1.0, "mutation_prob": 0.0, "offspring": 6})
+    with bare_loop(cfg, ArithmeticOracle()) as (loop, population):
+        loop.evaluate(population, 0)
+        population = population[:2] + [loop.copy_individual(ind) for ind in population[:2]]
+        known = {ind.strategy.content_hash() for ind in population}
+        offspring = loop.vary(population, 1)
+        hashes = [ind.strategy.content_hash() for ind in offspring]
+        assert len(offspring) == 6 and len(set(hashes)) == 6 and not known & set(hashes)
+        assert all(ind.op == "cx_strategy" for ind in offspring)

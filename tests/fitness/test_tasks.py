@@ -128,6 +128,18 @@ def test_too_few_distinct_questions_raises():
         reasoning_gym_tasks("propositional_logic", 0, 10, TRAIN, seed=0)
 
 
+def test_fewer_ok_gives_the_whole_small_split():
+    # chain_sum level 0 has 200 distinct questions, 39 of them in the held-out split
+    with pytest.raises(InputError, match=r"chain_sum level 0: only 39 distinct heldout questions, asked for 100"):
+        reasoning_gym_tasks("chain_sum", 0, 100, HELDOUT, seed=0)
+    tasks = reasoning_gym_tasks("chain_sum", 0, 100, HELDOUT, seed=0, fewer_ok=True)
+    assert len(tasks) == len({t.question for t in tasks}) == 39
+    assert all(split_of("chain_sum", t.question, 0, DEFAULT_HELDOUT_FRACTION) == HELDOUT for t in tasks)
+    # where there are enough, fewer_ok changes nothing
+    assert [t.id for t in reasoning_gym_tasks("chain_sum", 0, 20, HELDOUT, seed=0, fewer_ok=True)] == \
+        [t.id for t in reasoning_gym_tasks("chain_sum", 0, 20, HELDOUT, seed=0)]
+
+
 # ---- stable ids --------------------------------------------------------------------
 def test_make_task_id_is_pinned():
     assert make_task_id("chain_sum", 2, "What is 1 + 1?") == "chain_sum/L2/3f3a043e7365"
