@@ -21,7 +21,9 @@ ranks strategies with K batches of evidence above those with fewer, so the repor
 best has been re-tested. When the frontier moves the fitness function has
 changed, so the survivors' fitnesses are invalidated and they are scored again on
 the new batch only, and so are the hall-of-fame and Pareto-front members (both rank
-on current-frontier scores only; old completions stay in the journal). All variation
+on current-frontier scores only; old completions stay in the journal). A genome is
+in the population and the hall once (``individuals.one_per_genome``: the copy with
+the most evidence), and variation draws again rather than repeat one. All variation
 randomness flows from one
 ``random.Random(config.run.seed)``. Held-out results are reported, never used for
 selection.
