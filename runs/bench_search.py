@@ -1,7 +1,7 @@
 """Benchmark: does evolution find better strategies than the baselines?
 
     python runs/bench_search.py                       # the quickstart recipe
-    python runs/bench_search.py --config runs/search.toml --generations 12 --heldout 36
+    python runs/bench_search.py --config runs/search.toml --heldout 100
 
 On one shared backend and one enlarged held-out set (drawn from the held-out split,
 never used for selection), compares the held-out accuracy of:
