@@ -260,14 +260,16 @@ class _Loop:
         size = self.config.population.size
         population = [self.new_individual(s, (), "seed", 0) for s in seeds[:size]]
         known = {ind.strategy.content_hash() for ind in population}
+
+        def mutant() -> tuple[str, Any]:
+            parent = population[self.rng.randrange(len(seeds[:size]))]
+            child, op = self.mutate(parent.strategy)
+            return "child", (child, (parent.id,), op)
+
         while len(population) < size:
-            for _ in range(NOVELTY_TRIES):
-                parent = population[self.rng.randrange(len(seeds[:size]))]
-                child, op = self.mutate(parent.strategy)
-                if child.content_hash() not in known:
-                    break
+            _, (child, parents, op) = self.redraw_known(mutant, known)
             known.add(child.content_hash())
-            population.append(self.new_individual(child, (parent.id,), op, 0))
+            population.append(self.new_individual(child, parents, op, 0))
         return population
 
     def vary(self, population: list, gen: int) -> list:
@@ -280,10 +282,7 @@ class _Loop:
         known = {ind.strategy.content_hash() for ind in population}
         offspring, rewrites = [], []
         for _ in range(p.offspring):
-            for _ in range(NOVELTY_TRIES):
-                kind, made = self.vary_one(population)
-                if kind != "child" or made[0].content_hash() not in known:
-                    break
+            kind, made = self.redraw_known(lambda: self.vary_one(population), known)
             if kind == "rewrite":
                 rewrites.append(made)
             elif kind == "copy":  # reproduction: a copy keeps its fitness, costs nothing
@@ -293,6 +292,15 @@ class _Loop:
                 known.add(child.content_hash())
                 offspring.append(self.new_individual(child, parents, op, gen))
         return offspring + self.llm_rewrite(rewrites, gen)
+
+    def redraw_known(self, draw: Callable[[], tuple[str, Any]], known: set[str]) -> tuple[str, Any]:
+        """``draw()`` (a ``vary_one``-shaped draw) again, up to NOVELTY_TRIES times in
+        all, while it makes a child whose genome is in ``known``."""
+        for _ in range(NOVELTY_TRIES):
+            kind, made = draw()
+            if kind != "child" or made[0].content_hash() not in known:
+                break
+        return kind, made
 
     def vary_one(self, population: list) -> tuple[str, Any]:
         """One varOr draw: ("child", (strategy, parent ids, operator)), ("rewrite",

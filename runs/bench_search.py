@@ -42,8 +42,9 @@ from genomes.strategy import Strategy
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="runs/quickstart.toml")
-    parser.add_argument("--heldout", type=int, default=24, help="held-out tasks per family for the comparison (a family whose held-out "
-                        "split is smaller gives all of it: chain_sum level 0 has 39)")
+    parser.add_argument("--heldout", type=int, default=24,
+                        help="held-out tasks per family for the comparison (a family whose held-out split "
+                             "is smaller gives all of it: chain_sum level 0 has 39)")
     parser.add_argument("--out-dir", default="runs/out/bench_search")
     parser.add_argument("--generations", type=int, default=None, help="override run.generations of the config")
     args = parser.parse_args()
