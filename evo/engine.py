@@ -221,6 +221,7 @@ class _Loop:
         self.pool = TaskPool(config)
         self.curriculum = make_curriculum(config, self.pool)
         self.heldout_tasks = self.pool.heldout()
+        self.exemplar_pool = self.pool.exemplar_pool()  # what mut_prompt adds and swaps in
         self.weights = LossWeights(config.loss.alpha, config.loss.beta, config.loss.gamma, config.loss.delta)
         self.mode = config.population.mode
         self.hall: list = []  # best unique individuals by -L_total, both modes
@@ -342,7 +343,7 @@ class _Loop:
     def mutate(self, strategy: Strategy) -> tuple[Strategy, str]:
         weights = self.config.gene_weights() or {"prompt": 1.0}
         return mut_strategy(strategy, self.rng, models=self.config.model.models, gene_weights=weights,
-                            lora_options={"sigmas": self.config.population.lora_sigmas})
+                            exemplar_pool=self.exemplar_pool, lora_options={"sigmas": self.config.population.lora_sigmas})
 
     def llm_rewrite(self, rewrites: list, gen: int) -> list:
         """The model rewrites one instruction slot per chosen parent, in one batched call."""

@@ -13,6 +13,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 from evo.config import RunConfig
+from genomes.exemplar_choice import matching_exemplars
+from genomes.fragments import EXEMPLARS
+from genomes.strategy import Exemplar
 from fitness.tasks import HELDOUT, JSONL_PREFIX, TRAIN, Task, TaskSpec, family_levels, jsonl_tasks, reasoning_gym_tasks
 
 
@@ -42,6 +45,16 @@ class TaskPool:
             seed = _draw_seed(self.config.run.seed, generation, family, level)
             tasks += self._draw(family, level, count, TRAIN, seed)
         return tasks
+
+    def exemplar_pool(self, per_family: int = 4) -> tuple[Exemplar, ...]:
+        """The library exemplars that fit this run's tasks: those like one of
+        ``per_family`` training questions per family at its start level
+        (:func:`genomes.exemplar_choice.matching_exemplars`); the whole library when
+        none fit (task kinds it has no exemplar for). A pure function of the config,
+        so a resumed run mutates from the same pool."""
+        slots = [(family, level) for family, level in self.start_levels().items() for _ in range(per_family)]
+        questions = [task.question for task in self.training_batch(slots, generation=-1)]
+        return matching_exemplars(EXEMPLARS, questions) or EXEMPLARS
 
     def heldout(self, fewer_ok: bool = False) -> list[Task]:
         """``tasks.heldout_per_family`` held-out tasks per family; with ``fewer_ok`` a

@@ -67,7 +67,7 @@ __all__ = [
     "sanitise_rewrite",
 ]
 
-MAX_EXEMPLARS = 4  # each exemplar costs prompt tokens on every request
+MAX_EXEMPLARS = 6  # two per family for three families; under "fixed" each costs prompt tokens on every request
 MAX_HINTS = 6
 STEPS_RANGE = (1, 12)
 TEMPERATURE_RANGE = (0.0, 1.5)
@@ -381,13 +381,16 @@ def cx_strategy(a: Strategy, b: Strategy, rng: random.Random) -> tuple[Strategy,
     )
 
 
-def random_strategy(rng: random.Random, models: Sequence[str] = ("default",)) -> Strategy:
-    """A random valid strategy from the fragment library (random-search baselines,
-    diversifying an initial population). Deterministic in the rng state."""
+def random_strategy(rng: random.Random, models: Sequence[str] = ("default",),
+                    exemplar_pool: Sequence[Exemplar] = EXEMPLARS) -> Strategy:
+    """A random valid strategy from the fragment library, with up to two exemplars of
+    ``exemplar_pool`` (random-search baselines, diversifying an initial population).
+    Deterministic in the rng state."""
     models = tuple(models)
     if not models:
         raise ValueError("random_strategy: models must not be empty")
-    exemplars = tuple(rng.sample(EXEMPLARS, rng.randint(0, 2)))
+    pool = _dedupe(tuple(exemplar_pool))
+    exemplars = tuple(rng.sample(pool, rng.randint(0, min(2, len(pool)))))
     prompt = PromptGene(
         role=rng.choice(ROLES),
         approach=rng.choice(APPROACHES),

@@ -87,8 +87,11 @@ def main() -> None:
     n_random = max(1, train_rollouts // len(first_batch))
     # random prompts and chains from the fragment library; decoding from a random seed
     # (greedy, <= 128 tokens) so that a candidate costs what the seeds cost: random
-    # self-consistency with 5 votes x 256 tokens would take hours on a CPU
-    candidates = [dataclasses.replace(random_strategy(rng, config.model.models), decoding=rng.choice(seeds).decoding)
+    # self-consistency with 5 votes x 256 tokens would take hours on a CPU. Exemplars
+    # come from the pool evolution mutates with (those that fit the run's tasks).
+    exemplars = pool.exemplar_pool()
+    candidates = [dataclasses.replace(random_strategy(rng, config.model.models, exemplars),
+                                      decoding=rng.choice(seeds).decoding)
                   for _ in range(n_random)]
     random_train = score(candidates, first_batch)
     best_random = max(zip(candidates, random_train), key=lambda p: train_fitness(p[1], first_batch))[0]

@@ -393,3 +393,20 @@ def test_variation_draws_again_rather_than_repeat_a_genome(tmp_path):
         hashes = [ind.strategy.content_hash() for ind in offspring]
         assert len(offspring) == 6 and len(set(hashes)) == 6 and not known & set(hashes)
         assert all(ind.op == "cx_strategy" for ind in offspring)
+
+
+def test_mutation_draws_exemplars_that_fit_the_runs_tasks(tmp_path):
+    """A chain-sum run adds and swaps in only chain-sum exemplars: the library's
+    syllogisms or letter counting could only cost prompt tokens there."""
+    from genomes.fragments import EXEMPLARS
+
+    cfg = config(tmp_path, population={"seeds": ["fewshot"], "mutation_prob": 1.0, "crossover_prob": 0.0,
+                                       "operators": ["mut_prompt"], "offspring": 8}, run={"generations": 6})
+    with bare_loop(cfg, ArithmeticOracle()) as (loop, population):
+        assert [EXEMPLARS.index(e) for e in loop.exemplar_pool] == [0, 1]  # the two chain-sum ones
+        own = set(population[0].strategy.prompt.exemplars)
+        brought = set()
+        for _ in range(40):
+            child, op = loop.mutate(population[0].strategy)
+            brought |= set(child.prompt.exemplars) - own
+        assert brought == set(EXEMPLARS[:2])

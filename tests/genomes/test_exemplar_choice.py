@@ -9,7 +9,13 @@ from dataclasses import replace
 
 import pytest
 
-from genomes.exemplar_choice import EXEMPLAR_CHOICES, choose_exemplars, similarity, template_words
+from genomes.exemplar_choice import (
+    EXEMPLAR_CHOICES,
+    choose_exemplars,
+    matching_exemplars,
+    similarity,
+    template_words,
+)
 from genomes.fragments import EXEMPLARS
 from genomes.operators import cx_prompt, mut_prompt, random_strategy
 from genomes.strategy import Exemplar, PromptGene, Strategy
@@ -61,6 +67,29 @@ def test_nearest_only_shows_the_matching_exemplars():
     assert choose_exemplars(exemplars, ARITH_Q, "nearest_only") == (ARITH, other_arith)  # ties kept, in order
     assert choose_exemplars(exemplars, LETTER_Q, "nearest_only") == (LETTER,)
     assert choose_exemplars(exemplars, "12 + 3", "nearest_only") == exemplars  # nothing matches: all tie at 0
+
+
+def test_nearest_two_shows_the_two_most_similar_the_nearer_last():
+    other_arith = replace(ARITH, question="State the final answer to the following arithmetic problem: 5 - 9 =")
+    exemplars = (ARITH, LETTER, CALC, other_arith)
+    # two of the question's kind: both, in gene order (equal similarity)
+    assert choose_exemplars(exemplars, ARITH_Q, "nearest_two") == (ARITH, other_arith)
+    # one of its kind: it comes last, after the next most similar (a tie at 0: the earliest)
+    assert choose_exemplars(exemplars, LETTER_Q, "nearest_two") == (ARITH, LETTER)
+    assert choose_exemplars((LETTER, CALC, ARITH), LETTER_Q, "nearest_two") == (ARITH, LETTER)  # "the" in both
+    assert choose_exemplars((LETTER, ARITH), ARITH_Q, "nearest_two") == (LETTER, ARITH)  # = nearest_last
+    assert choose_exemplars(exemplars, "12 + 3", "nearest_two") == (ARITH, LETTER)  # nothing matches
+
+
+def test_matching_exemplars_keep_the_kinds_a_run_trains_on():
+    questions = [ARITH_Q, LETTER_Q, "Calculate -8 * -1."]
+    kept = matching_exemplars(EXEMPLARS, questions)
+    assert [LIBRARY_FAMILIES[EXEMPLARS.index(e)] for e in kept] == [
+        "chain_sum", "chain_sum", "basic_arithmetic", "basic_arithmetic", "letter_counting"]
+    assert matching_exemplars(EXEMPLARS, ["Spell this word backward (example: sun -> nus): river"]) == (EXEMPLARS[5],)
+    assert matching_exemplars(EXEMPLARS, ["Translate 'chat' into English."]) == ()
+    # counting bits shares "how many ... the ... in" with letter counting, but only 0.25
+    assert all("bits" not in e.question for e in kept)
 
 
 def test_unknown_choice_is_a_value_error():
