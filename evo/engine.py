@@ -343,7 +343,8 @@ class _Loop:
     def mutate(self, strategy: Strategy) -> tuple[Strategy, str]:
         weights = self.config.gene_weights() or {"prompt": 1.0}
         return mut_strategy(strategy, self.rng, models=self.config.model.models, gene_weights=weights,
-                            exemplar_pool=self.exemplar_pool, lora_options={"sigmas": self.config.population.lora_sigmas})
+                            exemplar_pool=self.exemplar_pool,
+                            lora_options={"sigmas": self.config.population.lora_sigmas})
 
     def llm_rewrite(self, rewrites: list, gen: int) -> list:
         """The model rewrites one instruction slot per chosen parent, in one batched call."""
