@@ -2,9 +2,12 @@
 
 Evolved strategies are assembled from these pieces: :mod:`genomes.operators` draws
 prompt-slot fragments (role, approach, cautions, answer format), chain step hints and
-few-shot exemplars from here when it mutates a strategy or builds a random one. The
-library is a starting vocabulary, not a limit: an LLM rewrite can put new text into a
-slot, and a run can harvest its own verified completions as further exemplars.
+few-shot exemplars from here when it mutates a strategy or builds a random one (a run
+draws only the exemplars that fit its tasks: ``evo.task_pool.TaskPool.exemplar_pool``).
+The library is a starting vocabulary, not a limit: an LLM rewrite can put new text
+into a slot. Exemplars are not harvested from a run's own completions: the bundled
+model's correct answers often rest on wrong steps ("-8 * -1 = -8", answer 8), and an
+exemplar teaches its steps.
 
 Rules the entries keep (tests check them): short, distinct, no format markers from
 :mod:`genomes.chat_format` (the format rule slot alone names those), and every

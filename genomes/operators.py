@@ -152,8 +152,8 @@ def mut_prompt(gene: PromptGene, rng: random.Random, exemplar_pool: Sequence[Exe
     ``exemplar_pool`` is added (at most MAX_EXEMPLARS, no duplicates), dropped,
     swapped for another, or the exemplars are reordered, or ``exemplar_choice`` takes
     another value (only with two exemplars or more: with fewer it changes nothing
-    the model sees). ``exemplar_pool`` must hold valid exemplars (harvested ones are
-    validated by whoever harvests them)."""
+    the model sees). ``exemplar_pool`` must hold valid exemplars (the engine passes the
+    library exemplars that fit the run's tasks)."""
     current = gene.exemplars
     unused = [e for e in _dedupe(tuple(exemplar_pool)) if e not in current]
 
