@@ -401,7 +401,7 @@ def test_mutation_draws_exemplars_that_fit_the_runs_tasks(tmp_path):
     from genomes.fragments import EXEMPLARS
 
     cfg = config(tmp_path, population={"seeds": ["fewshot"], "mutation_prob": 1.0, "crossover_prob": 0.0,
-                                       "operators": ["mut_prompt"], "offspring": 8}, run={"generations": 6})
+                                       "operators": ["mut_prompt"]})
     with bare_loop(cfg, ArithmeticOracle()) as (loop, population):
         assert [EXEMPLARS.index(e) for e in loop.exemplar_pool] == [0, 1]  # the two chain-sum ones
         own = set(population[0].strategy.prompt.exemplars)
