@@ -35,6 +35,10 @@ from functools import lru_cache
 from typing import Protocol, TypeVar
 
 FIXED = "fixed"
+# Questions at least this alike are of one kind: in the library questions of one kind
+# share 0.67 to 1 of their template words, the closest pair of kinds (letter counting,
+# counting bits) 0.25.
+KIND_SIMILARITY = 0.5
 EXEMPLAR_CHOICES: tuple[str, ...] = (FIXED, "nearest_last", "nearest_only", "nearest_two")
 # One line per choice, for people reading an exported template or a report.
 DESCRIPTIONS = {
@@ -92,15 +96,21 @@ def choose_exemplars(exemplars: Sequence[E], question: str, choice: str) -> tupl
     return tuple(e for e, s in zip(exemplars, scores) if s == best)
 
 
-def matching_exemplars(pool: Sequence[E], questions: Sequence[str], min_similarity: float = 0.5) -> tuple[E, ...]:
+def same_kind(a: str, b: str) -> bool:
+    """Whether two questions are of one kind of task (template similarity of at least
+    :data:`KIND_SIMILARITY`)."""
+    return similarity(a, b) >= KIND_SIMILARITY
+
+
+def matching_exemplars(pool: Sequence[E], questions: Sequence[str],
+                       min_similarity: float = KIND_SIMILARITY) -> tuple[E, ...]:
     """The exemplars of ``pool`` (in pool order) whose question is at least
     ``min_similarity`` like one of ``questions``: the exemplars of the kinds of task a
     run trains on. A run on arithmetic gains nothing from drawing a syllogism exemplar:
     under ``fixed`` or ``nearest_last`` it costs prompt tokens on every request (more
     exemplars mostly lowered held-out accuracy on the search benchmark), and under the
-    nearest choices it is never shown. 0.5 separates kinds in the library: questions of
-    one kind share most of their template (0.67 to 1), the closest pair of different
-    kinds (letter counting, counting bits) shares 0.25."""
+    nearest choices it is never shown. The default :data:`KIND_SIMILARITY` separates
+    the kinds of the library."""
     kinds = {template_words(q) for q in questions}
     return tuple(e for e in pool if any(_jaccard(template_words(e.question), k) >= min_similarity for k in kinds))
 

@@ -2,6 +2,7 @@
 
     python runs/bench_search.py                       # the quickstart recipe
     python runs/bench_search.py --config runs/search.toml --heldout 100
+    python runs/bench_search.py --config runs/search.toml --heldout 100 --seed 1
 
 On one shared backend and one enlarged held-out set (drawn from the held-out split,
 never used for selection), compares the held-out accuracy of:
@@ -47,11 +48,16 @@ def main() -> None:
                              "is smaller gives all of it: chain_sum level 0 has 39)")
     parser.add_argument("--out-dir", default="runs/out/bench_search")
     parser.add_argument("--generations", type=int, default=None, help="override run.generations of the config")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="override run.seed of the config: other training batches, variation and held-out "
+                             "draws (a design tuned on one seed's held-out set is measured on another)")
     args = parser.parse_args()
 
     run = {"name": "evolution", "out_dir": args.out_dir}
     if args.generations is not None:
         run["generations"] = args.generations
+    if args.seed is not None:
+        run["seed"] = args.seed
     config = load_config(args.config, {"run": run})
     weights = LossWeights(config.loss.alpha, config.loss.beta, config.loss.gamma, config.loss.delta)
     backend = build_backend(config)

@@ -133,7 +133,14 @@ def test_mutation_reaches_every_choice_only_where_it_can_matter():
     with_exemplars = PromptGene(exemplars=(ARITH, LETTER))
     assert {mut_prompt(with_exemplars, rng).exemplar_choice for _ in range(300)} == set(EXEMPLAR_CHOICES)
     for too_few in (PromptGene(), PromptGene(exemplars=(ARITH,))):
-        assert {mut_prompt(too_few, rng).exemplar_choice for _ in range(300)} == {"fixed"}
+        outs = [mut_prompt(too_few, rng) for _ in range(300)]
+        assert {g.exemplar_choice for g in outs if len(g.exemplars) < 2} == {"fixed"}
+        # only pairing up sets a choice (with a second exemplar of the kind and more);
+        # adding one exemplar to one keeps "fixed"
+        assert {g.exemplar_choice for g in outs if len(g.exemplars) >= 2} <= {"fixed", "nearest_two"}
+        assert any(g.exemplar_choice == "nearest_two" for g in outs)
+    # a pool with one exemplar: pairing up can only add it, and one exemplar keeps "fixed"
+    assert {mut_prompt(PromptGene(), rng, exemplar_pool=(ARITH,)).exemplar_choice for _ in range(100)} == {"fixed"}
     # Dropping to one exemplar resets the choice: with one it changes nothing.
     pair = PromptGene(exemplars=(ARITH, LETTER), exemplar_choice="nearest_only")
     dropped = [g for g in (mut_prompt(pair, rng) for _ in range(300)) if len(g.exemplars) == 1]

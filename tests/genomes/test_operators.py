@@ -18,7 +18,7 @@ import pytest
 from fitness.format import normalise_space, parse_completion
 from genomes import operators as ops
 from genomes.chat_format import MARKERS, format_completion
-from genomes.exemplar_choice import EXEMPLAR_CHOICES
+from genomes.exemplar_choice import EXEMPLAR_CHOICES, choose_exemplars, same_kind
 from genomes.fragments import (
     ANSWER_FORMATS,
     APPROACHES,
@@ -45,6 +45,7 @@ from genomes.operators import (
     mut_decoding,
     mut_prompt,
     mut_strategy,
+    pair_up_exemplars,
     random_strategy,
     rewrite_messages,
     sanitise_rewrite,
@@ -354,6 +355,50 @@ def test_mut_prompt_uses_the_library_and_the_pool():
     assert all(mut_prompt(PromptGene(), rng, exemplar_pool=()).exemplars == () for _ in range(50))
     custom = (EXEMPLARS[0],)
     assert {e for _ in range(50) for e in mut_prompt(PromptGene(), rng, exemplar_pool=custom).exemplars} <= set(custom)
+
+
+def _kind_counts(exemplars) -> list[int]:
+    return [sum(same_kind(e.question, other.question) for other in exemplars) for e in exemplars]
+
+
+def test_pair_up_gives_every_kind_of_the_pool_two_exemplars_shown_nearest_two():
+    fewshot = Strategy.load("fewshot").prompt  # one chain-sum and one letter-counting exemplar
+    chain, _, calc_a, calc_b, letter = pool = EXEMPLARS[:5]  # chain sum x2, "Calculate" x2, letters
+    before = copy.deepcopy(fewshot)
+    for seed in range(20):
+        out = pair_up_exemplars(fewshot, pool, random.Random(seed))
+        assert fewshot == before  # pure
+        assert out.exemplars[:2] == fewshot.exemplars  # the gene's own exemplars stay first, in order
+        assert len(out.exemplars) == 6 and len(set(out.exemplars)) == 6
+        assert _kind_counts(out.exemplars) == [2] * 6
+        assert {calc_a, calc_b, letter} <= set(out.exemplars)
+        assert out.exemplar_choice == "nearest_two"
+        assert Strategy.decode(replace(Strategy.load("fewshot"), prompt=out).encode()).prompt == out
+        # each question sees the two exemplars of its own kind and nothing else
+        for exemplar in pool:
+            shown = choose_exemplars(out.exemplars, exemplar.question, out.exemplar_choice)
+            assert len(shown) == 2 and all(same_kind(e.question, exemplar.question) for e in shown)
+    # the second chain-sum exemplar is drawn, not fixed: a pool with two candidates of a kind
+    drawn = {pair_up_exemplars(PromptGene(), pool, random.Random(seed)).exemplars for seed in range(20)}
+    assert len(drawn) > 1
+    assert all(chain in ex or len(ex) == 6 for ex in drawn)
+
+
+def test_pair_up_respects_the_exemplar_cap_and_mut_prompt_offers_it_only_while_a_kind_lacks_a_pair():
+    full = pair_up_exemplars(PromptGene(), EXEMPLARS, random.Random(0))  # 7 kinds in the library
+    assert len(full.exemplars) == MAX_EXEMPLARS
+    assert all(count <= 2 for count in _kind_counts(full.exemplars))
+    paired = pair_up_exemplars(PromptGene(), EXEMPLARS[:5], random.Random(0))
+    rng = random.Random(3)
+    # every kind of the pool is paired: no mutation can give back 6 exemplars under nearest_two
+    # except by the choice op; with the cap reached no exemplar is ever added
+    for _ in range(200):
+        out = mut_prompt(paired, rng, EXEMPLARS[:5])
+        assert len(out.exemplars) <= 6
+    one_short = replace(paired, exemplars=paired.exemplars[:5], exemplar_choice="fixed")
+    outs = {mut_prompt(one_short, rng, EXEMPLARS[:5]) for _ in range(300)}
+    assert replace(one_short, exemplars=one_short.exemplars + tuple(
+        e for e in EXEMPLARS[:5] if e not in one_short.exemplars), exemplar_choice="nearest_two") in outs
 
 
 # ---- mutation changes something --------------------------------------------------------
