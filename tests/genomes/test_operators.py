@@ -378,27 +378,26 @@ def test_pair_up_gives_every_kind_of_the_pool_two_exemplars_shown_nearest_two():
         for exemplar in pool:
             shown = choose_exemplars(out.exemplars, exemplar.question, out.exemplar_choice)
             assert len(shown) == 2 and all(same_kind(e.question, exemplar.question) for e in shown)
-    # the second chain-sum exemplar is drawn, not fixed: a pool with two candidates of a kind
-    drawn = {pair_up_exemplars(PromptGene(), pool, random.Random(seed)).exemplars for seed in range(20)}
-    assert len(drawn) > 1
-    assert all(chain in ex or len(ex) == 6 for ex in drawn)
+    # fewshot's chain-sum exemplar gets one partner, drawn from the pool's two chain sums
+    partners = {e for seed in range(20) for e in pair_up_exemplars(fewshot, pool, random.Random(seed)).exemplars
+                if e in pool[:2]}
+    assert partners == {chain, pool[1]}
 
 
-def test_pair_up_respects_the_exemplar_cap_and_mut_prompt_offers_it_only_while_a_kind_lacks_a_pair():
+def test_pair_up_respects_the_exemplar_cap_and_refills_a_missing_pair():
     full = pair_up_exemplars(PromptGene(), EXEMPLARS, random.Random(0))  # 7 kinds in the library
     assert len(full.exemplars) == MAX_EXEMPLARS
     assert all(count <= 2 for count in _kind_counts(full.exemplars))
-    paired = pair_up_exemplars(PromptGene(), EXEMPLARS[:5], random.Random(0))
+    paired = pair_up_exemplars(Strategy.load("fewshot").prompt, EXEMPLARS[:5], random.Random(0))
     rng = random.Random(3)
-    # every kind of the pool is paired: no mutation can give back 6 exemplars under nearest_two
-    # except by the choice op; with the cap reached no exemplar is ever added
-    for _ in range(200):
-        out = mut_prompt(paired, rng, EXEMPLARS[:5])
-        assert len(out.exemplars) <= 6
+    # at the cap nothing is added, by pair-up or otherwise
+    assert all(len(mut_prompt(paired, rng, EXEMPLARS[:5]).exemplars) <= MAX_EXEMPLARS for _ in range(200))
+    # one exemplar short and back to "fixed": one mutation (pair-up) restores a full pairing
     one_short = replace(paired, exemplars=paired.exemplars[:5], exemplar_choice="fixed")
-    outs = {mut_prompt(one_short, rng, EXEMPLARS[:5]) for _ in range(300)}
-    assert replace(one_short, exemplars=one_short.exemplars + tuple(
-        e for e in EXEMPLARS[:5] if e not in one_short.exemplars), exemplar_choice="nearest_two") in outs
+    outs = [mut_prompt(one_short, rng, EXEMPLARS[:5]) for _ in range(300)]
+    refilled = [g for g in outs if len(g.exemplars) == 6 and g.exemplar_choice == "nearest_two"]
+    assert refilled and all(g.exemplars[:5] == one_short.exemplars for g in refilled)
+    assert all(_kind_counts(g.exemplars) == [2] * 6 for g in refilled)
 
 
 # ---- mutation changes something --------------------------------------------------------
