@@ -1,8 +1,8 @@
 """Benchmark: does evolution find better strategies than the baselines?
 
     python runs/bench_search.py                       # the quickstart recipe
-    python runs/bench_search.py --config runs/search.toml --heldout 100
-    python runs/bench_search.py --config runs/search.toml --heldout 100 --seed 1
+    python runs/bench_search.py --config runs/search.toml --heldout 250 --seed 1
+    python runs/bench_search.py --config runs/search.toml --heldout 250 --seed 1 --resume   # after a kill
 
 On one shared backend and one enlarged held-out set (drawn from the held-out split,
 never used for selection), compares the held-out accuracy of:
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from evo.config import load_config
-from evo.engine import build_backend, run_evolution
+from evo.engine import build_backend, resume_evolution, run_evolution
 from evo.stats import bootstrap_ci
 from evo.task_pool import TaskPool
 from fitness.curriculum import estimate_ability
@@ -51,6 +51,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None,
                         help="override run.seed of the config: other training batches, variation and held-out "
                              "draws (a design tuned on one seed's held-out set is measured on another)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted or finished benchmark in --out-dir: evolution resumes from "
+                             "its last checkpoint (a finished run is reused), random-search and held-out scores "
+                             "already in the benchmark journal are not recomputed. Pass the same --config, "
+                             "--seed and --generations; --heldout may grow")
     args = parser.parse_args()
 
     run = {"name": "evolution", "out_dir": args.out_dir}
@@ -75,8 +80,15 @@ def main() -> None:
 
     # (c) evolution
     started = time.perf_counter()
-    evo = run_evolution(config, backend=backend, overwrite=True)
-    evo_s = time.perf_counter() - started
+    if args.resume and (config.run_dir / "checkpoints").is_dir():
+        saved = json.loads((config.run_dir / "config.json").read_text())
+        if saved != config.to_dict():  # another --config or --seed: its batches and picks would not match
+            raise SystemExit(f"--resume: {config.run_dir} holds a run of another config; "
+                             "pass the --config, --seed and --generations it was started with")
+        evo = resume_evolution(config.run_dir, config.run.generations, backend=backend)
+    else:
+        evo = run_evolution(config, backend=backend, overwrite=True)
+    evo_s = time.perf_counter() - started  # with --resume: this session's share only
     last = evo.metrics[-1]
     train_rollouts = last["rollouts"] - last["heldout_rollouts"]
     outside = 1 - last["backend_s"] / last["wall_s"]
