@@ -213,10 +213,9 @@ def pair_up_exemplars(gene: PromptGene, pool: Sequence[Exemplar], rng: random.Ra
     12-task batch, while together they gave the largest gain measured on the search
     benchmark (hand-built from ``fewshot``: +5.9 points on seed 0's held-out tasks,
     +4.2 on seed 1's; one exemplar of the kind, or exemplars of other kinds, mostly
-    hurt). Exemplars the
-    gene holds stay first, in order; pool exemplars are taken in random order while
-    their kind has fewer than two and there is room (MAX_EXEMPLARS), so with more
-    than three kinds some stay unpaired. Pure: returns a new gene."""
+    hurt). Exemplars the gene holds stay first, in order; pool exemplars are taken in
+    random order while their kind has fewer than two and there is room (MAX_EXEMPLARS),
+    so with more than three kinds some stay unpaired. Pure: returns a new gene."""
     exemplars = list(gene.exemplars)
     candidates = [e for e in _dedupe(tuple(pool)) if e not in exemplars]
     rng.shuffle(candidates)
