@@ -119,6 +119,34 @@ def test_lora_evolution_on_vllm_serves_adapters_and_resumes_exactly(vllm_backend
     assert changed > 0  # vLLM served each child's own adapter
 
 
+@pytest.mark.vllm
+@needs_vllm
+def test_two_ray_actors_on_vllm_equal_the_single_engine(vllm_backend, lora_adapters):
+    """Each actor owns its own vLLM engine; greedy, seeded and adapter requests come
+    back in order and equal to one engine's answers."""
+    pytest.importorskip("ray")
+    import ray
+
+    from fitness.backends.factory import BackendSpec
+    from fitness.backends.ray_pool import RayBackend
+
+    requests = []
+    for i, q in enumerate(QUESTIONS):
+        requests.append(make_request(q, max_new_tokens=16))
+        requests.append(make_request(q, max_new_tokens=16, temperature=0.9, seed=100 + i))
+        requests.append(make_request(q, max_new_tokens=16, adapter=lora_adapters[i % 2], prefill="<cot>"))
+    spec = BackendSpec("vllm", {"max_loras": 4, "max_lora_rank": 8, "gpu_memory_utilization": 0.5,
+                                "max_model_len": 2048})
+    sharded_backend = RayBackend(spec, actors=2)
+    try:
+        sharded = sharded_backend.generate(requests)
+        assert len({ray.get(a.pid.remote()) for a in sharded_backend.actors}) == 2
+    finally:
+        sharded_backend.close()
+        ray.shutdown()
+    assert [c.text for c in sharded] == [c.text for c in vllm_backend.generate(requests)]
+
+
 def test_max_lora_rank_rounds_up_to_a_rank_vllm_accepts():
     from genomes.errors import InputError
 
