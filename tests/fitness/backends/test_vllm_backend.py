@@ -147,6 +147,25 @@ def test_two_ray_actors_on_vllm_equal_the_single_engine(vllm_backend, lora_adapt
     assert [c.text for c in sharded] == [c.text for c in vllm_backend.generate(requests)]
 
 
+@pytest.mark.vllm
+@needs_vllm
+def test_base_requests_stay_base_when_every_adapter_slot_is_full(vllm_backend, lora_adapters):
+    """More distinct adapters than slots fill the last one too; a base request batched
+    with adapter requests must still be answered by the base model alone (on vLLM's
+    CPU build that needs fitness.backends.vllm_cpu_lora_fix)."""
+    from genomes.lora import LoraGene
+
+    base = [make_request(q, max_new_tokens=16) for q in QUESTIONS]
+    before = [c.text for c in vllm_backend.generate(base)]
+    genes = [LoraGene(enabled=True, rank=8, targets=("q_proj", "v_proj"), init_seed=s, mutations=((s, 0.05),))
+             for s in range(5)]  # 5 + the 2 test adapters > max_loras = 4
+    adapters = [vllm_backend.materialise_lora(g) for g in genes] + list(lora_adapters)
+    mixed = [make_request(QUESTIONS[i % 5], max_new_tokens=16, adapter=a) for i, a in enumerate(adapters)]
+    out = vllm_backend.generate(mixed + base)
+    assert [c.text for c in out[len(mixed):]] == before
+    assert [c.text for c in out[:len(mixed)]] != [before[i % 5] for i in range(len(mixed))]  # the adapters act
+
+
 def test_max_lora_rank_rounds_up_to_a_rank_vllm_accepts():
     from genomes.errors import InputError
 
@@ -259,3 +278,24 @@ def test_batch_invariance_on_cuda_sets_vllms_switch_and_keeps_one_call(fake_vllm
     os.environ.pop("VLLM_BATCH_INVARIANT")
     VLLMBackend(materialise_dir=tmp_path, batch_invariant=False)
     assert "VLLM_BATCH_INVARIANT" not in os.environ
+
+
+def test_cpu_lora_fix_zeroes_the_rows_of_tokens_without_an_adapter():
+    import torch
+
+    from fitness.backends.vllm_cpu_lora_fix import masked_shrink, shrink_leaks_into_base_rows
+
+    def leaky_shrink(inputs, weights, out, indices, scaling=1.0):  # vLLM 0.24's CPU op: weights[-1] for -1
+        selected = weights[indices].squeeze(1)
+        out[:, : selected.shape[1]] = scaling * torch.einsum("bi, boi -> bo", inputs, selected)
+
+    assert shrink_leaks_into_base_rows(leaky_shrink)
+    fixed = masked_shrink(leaky_shrink)
+    assert not shrink_leaks_into_base_rows(fixed)
+    weights = torch.randn(3, 1, 2, 4)
+    inputs = torch.randn(4, 4)
+    indices = torch.tensor([0, -1, 2, -1])
+    expected, out = torch.zeros(4, 2), torch.zeros(4, 2)
+    leaky_shrink(inputs, weights, expected, indices, 0.5)
+    fixed(inputs, weights, out, indices, 0.5)
+    assert torch.equal(out[[0, 2]], expected[[0, 2]]) and not out[[1, 3]].any()
