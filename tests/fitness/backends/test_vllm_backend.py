@@ -12,7 +12,7 @@ import os
 import shutil
 
 import pytest
-from conformance import QUESTIONS, BackendConformance, make_request
+from conformance import QUESTIONS, BackendConformance, make_request, mixed_requests
 
 from fitness.backends.vllm_engine import AdapterRegistry, adapter_content_hash, meta_model, vllm_max_lora_rank
 
@@ -133,11 +133,7 @@ def test_two_ray_actors_on_vllm_equal_the_single_engine(vllm_backend, lora_adapt
     from fitness.backends.factory import BackendSpec
     from fitness.backends.ray_pool import RayBackend
 
-    requests = []
-    for i, q in enumerate(QUESTIONS):
-        requests.append(make_request(q, max_new_tokens=16))
-        requests.append(make_request(q, max_new_tokens=16, temperature=0.9, seed=100 + i))
-        requests.append(make_request(q, max_new_tokens=16, adapter=lora_adapters[i % 2], prefill="<cot>"))
+    requests = mixed_requests(lora_adapters, max_new_tokens=16)
     spec = BackendSpec("vllm", {"max_loras": 4, "max_lora_rank": 8, "gpu_memory_utilization": 0.5,
                                 "max_model_len": 2048})
     sharded_backend = RayBackend(spec, actors=2)
