@@ -7,7 +7,7 @@ Library use (the same run as ``evo run runs/quickstart.toml``)::
     print(result.best.encode(), result.metrics[-1]["heldout_accuracy"])
 """
 
-from evo.config import RunConfig, load_config
-from evo.engine import RunResult, run_evolution
+from evo.config.sections import RunConfig, load_config
+from evo.engine.loop import RunResult, run_evolution
 
 __all__ = ["RunConfig", "RunResult", "load_config", "run_evolution"]

@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from evo import checkpoint
-from evo.config import RunConfig
-from evo.engine import run_evolution
+from evo.rundir import checkpoint
+from evo.config.sections import RunConfig
+from evo.engine.loop import run_evolution
 from fitness.backends.base import Completion
 
 

@@ -29,10 +29,10 @@ import random
 import time
 from pathlib import Path
 
-from evo.config import RunConfig, load_config
-from evo.engine import build_backend, resume_evolution, run_evolution
-from evo.stats import bootstrap_ci
-from evo.task_pool import TaskPool
+from evo.config.sections import RunConfig, load_config
+from evo.engine.loop import build_backend, resume_evolution, run_evolution
+from evo.report.stats import bootstrap_ci
+from evo.engine.task_pool import TaskPool
 from fitness.curriculum import estimate_ability
 from fitness.journal import Journal, evaluate_with_journal
 from fitness.loss import LossWeights, individual_loss

@@ -29,14 +29,14 @@ import random
 import time
 from pathlib import Path
 
-from evo import checkpoint
-from evo.config import load_config
-from evo.distill_pairs import canonical_strategy, distill_run, read_pairs
-from evo.distill_train import TrainedAdapter, TrainSettings, adapter_hash, train_adapter, trained_gene
-from evo.engine import build_backend, resume_evolution, run_evolution
-from evo.rundir import RunDir
-from evo.stats import bootstrap_ci
-from evo.task_pool import TaskPool
+from evo.rundir import checkpoint
+from evo.config.sections import load_config
+from evo.distill.pairs import canonical_strategy, distill_run, read_pairs
+from evo.distill.train import TrainedAdapter, TrainSettings, adapter_hash, train_adapter, trained_gene
+from evo.engine.loop import build_backend, resume_evolution, run_evolution
+from evo.rundir.files import RunDir
+from evo.report.stats import bootstrap_ci
+from evo.engine.task_pool import TaskPool
 from fitness.evaluate import evaluate_many
 from genomes.strategy import Strategy
 

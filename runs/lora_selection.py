@@ -21,10 +21,10 @@ import argparse
 import json
 from pathlib import Path
 
-from evo import checkpoint
-from evo.config import load_config
-from evo.engine import run_evolution
-from evo.rundir import RunDir
+from evo.rundir import checkpoint
+from evo.config.sections import load_config
+from evo.engine.loop import run_evolution
+from evo.rundir.files import RunDir
 from fitness.journal import Journal
 
 

@@ -9,8 +9,8 @@ import sys
 
 from fakes import ArithmeticOracle
 
-from evo.config import RunConfig
-from evo.engine import resume_evolution, run_evolution
+from evo.config.sections import RunConfig
+from evo.engine.loop import resume_evolution, run_evolution
 
 if __name__ == "__main__":
     command = sys.argv[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from evo.config import RunConfig
+from evo.config.sections import RunConfig
 from fitness.backends.base import Completion
 from genomes.chat_format import format_completion
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from evo.config import RunConfig, load_config
+from evo.config.sections import RunConfig, load_config
 from genomes.errors import InputError
 
 
@@ -83,7 +83,7 @@ def test_malformed_and_missing_files(tmp_path):
 
 
 def _evo_run(*args):
-    return subprocess.run([sys.executable, "-m", "evo.cli", "run", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "evo.cli.main", "run", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_rejects_bad_config_before_loading_a_model(tmp_path):

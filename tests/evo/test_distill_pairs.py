@@ -7,11 +7,11 @@ import json
 import pytest
 from fakes import ArithmeticOracle, config, read_jsonl
 
-from evo.cli import main
-from evo.distill_pairs import (
+from evo.cli.main import main
+from evo.distill.pairs import (
     INCORRECT, LONGER, Lineages, PairRules, build_pairs, canonical_strategy, distill_run, read_pairs,
 )
-from evo.engine import run_evolution
+from evo.engine.loop import run_evolution
 from fitness.evaluate import ExampleResult
 from fitness.journal import Journal
 from fitness.tasks import TRAIN, split_of
@@ -180,9 +180,9 @@ def test_distill_command_trains_and_records_the_adapter(oracle_run, tmp_path, ca
 
 
 def test_fittest_lineages_are_the_hall_and_all_its_ancestors(oracle_run):
-    from evo import checkpoint
-    from evo.distill_pairs import fittest_lineages
-    from evo.export import ancestry
+    from evo.rundir import checkpoint
+    from evo.distill.pairs import fittest_lineages
+    from evo.rundir.export import ancestry
 
     run_dir = oracle_run.run_dir
     saved = checkpoint.load_latest(run_dir)

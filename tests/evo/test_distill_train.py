@@ -8,12 +8,12 @@ import json
 import pytest
 from fakes import ArithmeticOracle, config, read_jsonl
 
-from evo import checkpoint
-from evo.cli import main
-from evo.distill_pairs import Lineages, PairRules, build_pairs, read_pairs
-from evo.distill_train import TrainSettings, adapter_hash, sft_weight, train_adapter, trained_gene
-from evo.engine import resume_evolution, run_evolution
-from evo.inject import import_adapter
+from evo.rundir import checkpoint
+from evo.cli.main import main
+from evo.distill.pairs import Lineages, PairRules, build_pairs, read_pairs
+from evo.distill.train import TrainSettings, adapter_hash, sft_weight, train_adapter, trained_gene
+from evo.engine.loop import resume_evolution, run_evolution
+from evo.rundir.inject import import_adapter
 from fitness.evaluate import ExampleResult
 from genomes.chat_format import format_completion
 from genomes.errors import InputError

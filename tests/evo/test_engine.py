@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from evo.engine import run_evolution
+from evo.engine.loop import run_evolution
 from fakes import ArithmeticOracle, config, read_jsonl
 
 from fitness.backends.base import Completion
@@ -66,8 +66,8 @@ def test_only_new_individuals_are_evaluated(tmp_path):
 def bare_loop(cfg, backend):
     """The engine's loop outside run_evolution (run dir created, journal open), with
     its initial population unscored: for driving evaluate() generation by generation."""
-    from evo.engine import _Counters, _Loop, _TimedBackend
-    from evo.rundir import RunDir
+    from evo.engine.loop import _Counters, _Loop, _TimedBackend
+    from evo.rundir.files import RunDir
     from fitness.journal import Journal
     from genomes.strategy import Strategy
 
@@ -289,8 +289,7 @@ def test_on_generation_sees_every_record_and_can_stop_the_run(tmp_path):
 
     with pytest.raises(Stop):
         run_evolution(config(tmp_path / "b"), backend=ArithmeticOracle(), show_progress=False, on_generation=stop_at_one)
-    from evo import checkpoint
-
+    from evo.rundir import checkpoint
     assert checkpoint.load_latest(tmp_path / "b" / "t").generation == 1  # stopped after a complete checkpoint
 
 

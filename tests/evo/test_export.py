@@ -11,9 +11,9 @@ from dataclasses import replace
 import pytest
 from fakes import ArithmeticOracle, config
 
-from evo import checkpoint
-from evo.engine import run_evolution
-from evo.export import ancestry, export_top, render_template
+from evo.rundir import checkpoint
+from evo.engine.loop import run_evolution
+from evo.rundir.export import ancestry, export_top, render_template
 from genomes.errors import InputError
 from genomes.strategy import Strategy
 
@@ -59,7 +59,7 @@ def test_export_errors(tmp_path, finished_run):
         export_top(tmp_path / "missing", 1, tmp_path / "o")
     with pytest.raises(InputError, match="--top"):
         export_top(finished_run, 0, tmp_path / "o")
-    proc = subprocess.run([sys.executable, "-m", "evo.cli", "export", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+    proc = subprocess.run([sys.executable, "-m", "evo.cli.main", "export", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -1,4 +1,4 @@
-"""`evo.report`: plots and HTML for a run directory (finished, killed, generation 0
+"""`evo.report.html`: plots and HTML for a run directory (finished, killed, generation 0
 only, scalar and multi mode), and its pure helpers on hand-built data."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from fakes import ArithmeticOracle, config
 
-from evo.engine import run_evolution
-from evo.report import PLOTS, ancestors, load_run, pareto_front, plot_lineage, tree_layout, write_report
+from evo.engine.loop import run_evolution
+from evo.report.html import PLOTS, ancestors, load_run, pareto_front, plot_lineage, tree_layout, write_report
 from genomes.errors import InputError
 from genomes.strategy import Strategy
 
@@ -207,8 +207,7 @@ def test_default_out_dir_is_inside_the_run(scalar_run, tmp_path):
 
 
 def test_killed_run_with_torn_lines_uses_the_latest_checkpoint(scalar_run, tmp_path):
-    from evo import checkpoint
-
+    from evo.rundir import checkpoint
     run_dir = copy_run(scalar_run, tmp_path)
     (run_dir / "best.json").unlink()
     with open(run_dir / "metrics.jsonl", "a") as f:
@@ -266,7 +265,7 @@ def test_a_directory_without_metrics_is_an_input_error(tmp_path):
 
 
 def test_number_helpers_survive_missing_values():
-    from evo.report import _duration, _pct
+    from evo.report.html import _duration, _pct
 
     assert _pct(None) == "–" and _pct(0.5) == "50.0%"
     assert _duration(None) == "–" and _duration(75) == "1 min 15 s" and _duration(3725) == "1 h 2 min"

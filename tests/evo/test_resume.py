@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from fakes import ArithmeticOracle, config, read_jsonl
 
-from evo import checkpoint
-from evo.engine import resume_evolution, run_evolution
+from evo.rundir import checkpoint
+from evo.engine.loop import resume_evolution, run_evolution
 from genomes.errors import InputError
 
 HERE = Path(__file__).parent
@@ -160,10 +160,10 @@ def test_first_released_format_keeps_loading(tmp_path):
 
 
 def test_resume_command_errors_are_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "evo.cli", "resume", str(tmp_path / "nope")],
+    proc = subprocess.run([sys.executable, "-m", "evo.cli.main", "resume", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "run directory not found" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "evo.cli", "resume", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "evo.cli.main", "resume", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no checkpoint" in proc.stderr
 
 

@@ -19,8 +19,8 @@ optuna = pytest.importorskip("optuna")
 
 from fakes import ArithmeticOracle
 
-from evo.config import RunConfig, load_config
-from evo.tune import (
+from evo.config.sections import RunConfig, load_config
+from evo.tune.study import (
     WEIGHTS,
     load_tune_config,
     open_study,
@@ -164,7 +164,7 @@ def test_multi_objective_study(tmp_path):
 
 def test_trial_killed_mid_run_is_marked_failed_on_resume(tmp_path):
     path = write_config(tmp_path)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from fakes import ArithmeticOracle; from evo.tune import tune; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from fakes import ArithmeticOracle; from evo.tune.study import tune; "
             "tune(sys.argv[2], 3, backend=ArithmeticOracle(), show_progress=False)")
     env = {**os.environ, "EVO_FAULT": "after-evaluate@1"}  # SIGKILL in trial 0, generation 1
     proc = subprocess.run([sys.executable, "-c", code, str(HERE), str(path)], check=False, env=env, capture_output=True,
@@ -261,10 +261,10 @@ def test_best_weights_fragment_loads_in_evo_run(tmp_path, monkeypatch):
     data["loss"].update(read_structured(fragment)["loss"])
     assert [getattr(RunConfig.from_dict(data).loss, n) for n in WEIGHTS] == best
     # the full tuned config runs with `evo run` as it is
-    import evo.engine
-    from evo.cli import main
+    import evo.engine.loop
+    from evo.cli.main import main
 
-    monkeypatch.setattr(evo.engine, "build_backend", lambda config: ArithmeticOracle())
+    monkeypatch.setattr(evo.engine.loop, "build_backend", lambda config: ArithmeticOracle())
     assert main(["run", str(result.tune_dir / "best_config.json"), "--quiet"]) == 0
     run_dir = tmp_path / "out" / "t-tune-best"
     saved = json.loads((run_dir / "config.json").read_text())

@@ -84,9 +84,9 @@ def test_lora_evolution_on_vllm_serves_adapters_and_resumes_exactly(vllm_backend
     the adapters change its answers, and 1 generation + resume == 2 straight."""
     import json
 
-    from evo import checkpoint
-    from evo.config import RunConfig
-    from evo.engine import resume_evolution, run_evolution
+    from evo.rundir import checkpoint
+    from evo.config.sections import RunConfig
+    from evo.engine.loop import resume_evolution, run_evolution
     from fitness.journal import Journal
 
     def config(name: str, generations: int) -> RunConfig:

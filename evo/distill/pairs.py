@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evo import checkpoint
-from evo.export import ancestry
-from evo.rundir import RunDir
+from evo.rundir import checkpoint
+from evo.rundir.export import ancestry
+from evo.rundir.files import RunDir
 from fitness.evaluate import ExampleResult
 from fitness.format import normalise_space
 from fitness.journal import Journal
@@ -221,7 +221,7 @@ def distill_run(run_dir: str | Path, out_dir: str | Path | None = None, rules: P
     saved = checkpoint.load_latest(run_dir)
     config = saved.state["config"]
     loss = config["loss"]
-    if rules is None:  # the weights decide which preferences exist (see evo.distill_train)
+    if rules is None:  # the weights decide which preferences exist (see evo.distill.train)
         rules = PairRules(use_incorrect=loss["beta"] > 0, use_longer=loss["alpha"] > 0)
     rules.check()
     lineages = fittest_lineages(run_dir, rules.top_lineages)

@@ -42,11 +42,11 @@ from typing import Any
 
 from deap import tools
 
-from evo import checkpoint
-from evo.config import RunConfig
-from evo.faults import maybe_crash
-from evo.individuals import make_individual, one_per_genome
-from evo.loop_state import (
+from evo.rundir import checkpoint
+from evo.config.sections import RunConfig
+from evo.rundir.faults import maybe_crash
+from evo.engine.individuals import make_individual, one_per_genome
+from evo.engine.loop_state import (
     IndividualTable,
     global_rng_arrays,
     individual_from_json,
@@ -55,8 +55,8 @@ from evo.loop_state import (
     rng_from_json,
     rng_to_json,
 )
-from evo.rundir import RunDir
-from evo.task_pool import TaskPool
+from evo.rundir.files import RunDir
+from evo.engine.task_pool import TaskPool
 from fitness.backends.base import Backend
 from fitness.backends.factory import BackendSpec, build_backend_from_spec
 from fitness.curriculum import Curriculum
@@ -150,7 +150,7 @@ def run_evolution(config: RunConfig, backend: Backend | None = None, show_progre
     each generation's metrics record after its checkpoint is written; an exception it
     raises (e.g. an Optuna prune) stops the run there and propagates.
     """
-    from evo.config import check_tasks
+    from evo.config.sections import check_tasks
 
     check_tasks(config)
     seeds = [Strategy.load(s) for s in config.population.seeds]
@@ -172,11 +172,11 @@ def resume_evolution(run_dir: str | Path, generations: int | None = None, backen
 
     ``inject_adapters``: PEFT adapter directories (e.g. from ``evo distill --train``)
     imported into the run's adapter store and added to the population as new
-    individuals (see :mod:`evo.inject`); they are scored in the next generation. The
+    individuals (see :mod:`evo.rundir.inject`); they are scored in the next generation. The
     injection lives in the checkpoints from that generation on: a run killed before
     it needs the flag again."""
-    from evo.config import RunConfig
-    from evo.inject import import_adapter
+    from evo.config.sections import RunConfig
+    from evo.rundir.inject import import_adapter
 
     run = RunDir(run_dir)
     saved = checkpoint.load_latest(run.path)
@@ -324,7 +324,7 @@ class _Loop:
     def inject(self, genes: Sequence, population: list, gen: int) -> list:
         """New individuals carrying each trained adapter gene (operator ``inject``):
         the canonical prompt, and the current best strategy (its child in the lineage)."""
-        from evo.inject import injected_strategies
+        from evo.rundir.inject import injected_strategies
 
         present = {ind.strategy.content_hash() for ind in population}
         best = self.hall[0]

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from evo.config import check_tasks, load_config
-from evo.rundir import RunDir
+from evo.config.sections import check_tasks, load_config
+from evo.rundir.files import RunDir
 from fitness.backends.model_store import check_model
 from genomes.errors import InputError
 from genomes.strategy import Strategy
@@ -25,7 +25,7 @@ def run_command(args: argparse.Namespace) -> int:
     check_model(config.model.name)
     RunDir(config.run_dir).check_free(args.force)  # before the model loads
 
-    from evo.engine import run_evolution
+    from evo.engine.loop import run_evolution
 
     print(f"run directory: {config.run_dir}", file=sys.stderr)
     _summarise(run_evolution(config, show_progress=not args.quiet, overwrite=args.force))
@@ -33,8 +33,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def resume_command(args: argparse.Namespace) -> int:
-    from evo import checkpoint
-    from evo.engine import resume_evolution
+    from evo.rundir import checkpoint
+    from evo.engine.loop import resume_evolution
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

@@ -2,7 +2,7 @@
 
 Writes into ``--out`` (default RUN_DIR/distill) the files of
 :func:`evo.distill_pairs.distill_run` plus ``summary.md``; with ``--train`` the
-adapter goes to the run's adapter store (see :mod:`evo.distill_train`) and the
+adapter goes to the run's adapter store (see :mod:`evo.distill.train`) and the
 summary gains an ``adapter`` section. Every argument is checked before any model
 loads.
 """
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evo.distill_pairs import PairRules, distill_run, read_pairs
-from evo.distill_train import TrainSettings, require_trl, train_adapter
+from evo.distill.pairs import PairRules, distill_run, read_pairs
+from evo.distill.train import TrainSettings, require_trl, train_adapter
 from genomes.errors import InputError
 
 
@@ -93,8 +93,7 @@ def distill_command(args: argparse.Namespace) -> int:
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
-    from evo import checkpoint
-
+    from evo.rundir import checkpoint
     return checkpoint.load_latest(run_dir, warn=lambda m: None).state["config"]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from evo.individuals import make_individual
+from evo.engine.individuals import make_individual
 from fitness.loss import LossTerms
 from genomes.strategy import Strategy
 

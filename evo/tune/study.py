@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evo.config import RunConfig, RunSection, check_tasks
+from evo.config.sections import RunConfig, RunSection, check_tasks
 from genomes.errors import InputError
 from genomes.validation import as_mapping, build_dataclass, read_structured
 
@@ -302,7 +302,7 @@ def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: 
     multi-objective study. ``backend()`` gives the shared backend."""
     import optuna
 
-    from evo.engine import run_evolution
+    from evo.engine.loop import run_evolution
 
     single = setup.section.objective == "accuracy"
 
@@ -574,7 +574,7 @@ def tune(config_path: str | Path, trials: int, backend: Any = None, show_progres
 
         def get_backend():
             if shared["backend"] is None:
-                from evo.engine import build_backend
+                from evo.engine.loop import build_backend
 
                 shared["backend"] = build_backend(setup.config)
             return shared["backend"]

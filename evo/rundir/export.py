@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from evo import checkpoint
-from evo.rundir import RunDir
+from evo.rundir import checkpoint
+from evo.rundir.files import RunDir
 from fitness.backends.lora_weights import ADAPTER_FILES
 from genomes.errors import InputError
 from genomes.exemplar_choice import DESCRIPTIONS, FIXED

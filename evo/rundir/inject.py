@@ -9,7 +9,7 @@ Anything that is not a LoRA adapter over known target modules is refused with an
 InputError before the model loads.
 
 :func:`injected_strategies` gives the strategies that carry it into the population:
-the canonical prompt the adapter was trained for (see ``evo.distill_pairs``), and the
+the canonical prompt the adapter was trained for (see ``evo.distill.pairs``), and the
 run's current best strategy, each with the adapter. The engine adds them as new
 individuals (operator ``inject``) that are scored in the next generation and then
 compete under the usual selection: an adapter that does not help is dropped.
@@ -23,8 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from evo.distill_pairs import canonical_strategy
-from evo.distill_train import TRAINED_DIR, adapter_hash, trained_gene
+from evo.distill.pairs import canonical_strategy
+from evo.distill.train import TRAINED_DIR, adapter_hash, trained_gene
 from fitness.backends.lora_weights import ADAPTER_FILES
 from genomes.errors import InputError
 from genomes.lora import LoraGene

@@ -159,8 +159,7 @@ def _read_json(path: Path, notes: list[str]) -> Any:
 
 
 def _latest_checkpoint_state(path: Path, notes: list[str]) -> dict[str, Any] | None:
-    from evo import checkpoint
-
+    from evo.rundir import checkpoint
     if not checkpoint.checkpoint_dir(path).is_dir():
         return None
     try:

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", help="a run directory written by `evo run`")
     rp.add_argument("--out", help="output directory (default RUN_DIR/report)")
 
-    from evo.distill_command import add_distill_parser
+    from evo.cli.distill import add_distill_parser
 
     add_distill_parser(sub)
 
@@ -90,38 +90,38 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "eval":
-            from evo.eval_command import run_eval
+            from evo.cli.eval import run_eval
 
             return run_eval(args)
         if args.command == "run":
-            from evo.run_command import run_command
+            from evo.cli.run import run_command
 
             return run_command(args)
         if args.command == "resume":
-            from evo.run_command import resume_command
+            from evo.cli.run import resume_command
 
             return resume_command(args)
         if args.command == "export":
-            from evo.export import export_top
+            from evo.rundir.export import export_top
 
             for path in export_top(args.run_dir, args.top, args.out):
                 print(path)
             return 0
         if args.command == "report":
-            from evo.report import write_report
+            from evo.report.html import write_report
 
             print(write_report(args.run_dir, args.out))
             return 0
         if args.command == "distill":
-            from evo.distill_command import distill_command
+            from evo.cli.distill import distill_command
 
             return distill_command(args)
         if args.command == "tune":
-            from evo.tune import tune_command
+            from evo.tune.study import tune_command
 
             return tune_command(args)
         if args.command == "tasks":
-            from evo.eval_command import list_tasks
+            from evo.cli.eval import list_tasks
 
             return list_tasks(args.filter)
     except InputError as e:

@@ -1,0 +1,1 @@
+"""`evo report`: a run's data read back, plots, the HTML page; statistics for benchmarks."""

@@ -1,0 +1,1 @@
+"""`evo tune`: an Optuna study over the loss weights α β γ δ."""
