@@ -8,6 +8,7 @@ Library use (the same run as ``evo run runs/quickstart.toml``)::
 """
 
 from evo.config.sections import RunConfig, load_config
-from evo.engine.loop import RunResult, run_evolution
+from evo.engine.loop import RunResult
+from evo.engine.run import run_evolution
 
 __all__ = ["RunConfig", "RunResult", "load_config", "run_evolution"]

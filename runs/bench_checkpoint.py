@@ -16,7 +16,7 @@ from pathlib import Path
 
 from evo.rundir import checkpoint
 from evo.config.sections import RunConfig
-from evo.engine.loop import run_evolution
+from evo.engine.run import run_evolution
 from fitness.backends.base import Completion
 
 

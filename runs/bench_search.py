@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from evo.config.sections import RunConfig, load_config
-from evo.engine.loop import build_backend, resume_evolution, run_evolution
+from evo.engine.backend import build_backend
+from evo.engine.run import resume_evolution, run_evolution
 from evo.report.stats import bootstrap_ci
 from evo.engine.task_pool import TaskPool
 from fitness.curriculum import estimate_ability

@@ -33,7 +33,8 @@ from evo.rundir import checkpoint
 from evo.config.sections import load_config
 from evo.distill.pairs import canonical_strategy, distill_run, read_pairs
 from evo.distill.train import TrainedAdapter, TrainSettings, adapter_hash, train_adapter, trained_gene
-from evo.engine.loop import build_backend, resume_evolution, run_evolution
+from evo.engine.backend import build_backend
+from evo.engine.run import resume_evolution, run_evolution
 from evo.rundir.files import RunDir
 from evo.report.stats import bootstrap_ci
 from evo.engine.task_pool import TaskPool

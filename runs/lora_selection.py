@@ -23,7 +23,7 @@ from pathlib import Path
 
 from evo.rundir import checkpoint
 from evo.config.sections import load_config
-from evo.engine.loop import run_evolution
+from evo.engine.run import run_evolution
 from evo.rundir.files import RunDir
 from fitness.journal import Journal
 

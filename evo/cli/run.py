@@ -25,7 +25,7 @@ def run_command(args: argparse.Namespace) -> int:
     check_model(config.model.name)
     RunDir(config.run_dir).check_free(args.force)  # before the model loads
 
-    from evo.engine.loop import run_evolution
+    from evo.engine.run import run_evolution
 
     print(f"run directory: {config.run_dir}", file=sys.stderr)
     _summarise(run_evolution(config, show_progress=not args.quiet, overwrite=args.force))
@@ -34,7 +34,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def resume_command(args: argparse.Namespace) -> int:
     from evo.rundir import checkpoint
-    from evo.engine.loop import resume_evolution
+    from evo.engine.run import resume_evolution
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

@@ -302,7 +302,7 @@ def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: 
     multi-objective study. ``backend()`` gives the shared backend."""
     import optuna
 
-    from evo.engine.loop import run_evolution
+    from evo.engine.run import run_evolution
 
     single = setup.section.objective == "accuracy"
 
@@ -574,7 +574,7 @@ def tune(config_path: str | Path, trials: int, backend: Any = None, show_progres
 
         def get_backend():
             if shared["backend"] is None:
-                from evo.engine.loop import build_backend
+                from evo.engine.backend import build_backend
 
                 shared["backend"] = build_backend(setup.config)
             return shared["backend"]

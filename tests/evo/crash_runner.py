@@ -10,7 +10,7 @@ import sys
 from fakes import ArithmeticOracle
 
 from evo.config.sections import RunConfig
-from evo.engine.loop import resume_evolution, run_evolution
+from evo.engine.run import resume_evolution, run_evolution
 
 if __name__ == "__main__":
     command = sys.argv[1]

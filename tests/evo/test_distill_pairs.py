@@ -11,7 +11,7 @@ from evo.cli.main import main
 from evo.distill.pairs import (
     INCORRECT, LONGER, Lineages, PairRules, build_pairs, canonical_strategy, distill_run, read_pairs,
 )
-from evo.engine.loop import run_evolution
+from evo.engine.run import run_evolution
 from fitness.evaluate import ExampleResult
 from fitness.journal import Journal
 from fitness.tasks import TRAIN, split_of

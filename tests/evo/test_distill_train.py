@@ -12,7 +12,7 @@ from evo.rundir import checkpoint
 from evo.cli.main import main
 from evo.distill.pairs import Lineages, PairRules, build_pairs, read_pairs
 from evo.distill.train import TrainSettings, adapter_hash, sft_weight, train_adapter, trained_gene
-from evo.engine.loop import resume_evolution, run_evolution
+from evo.engine.run import resume_evolution, run_evolution
 from evo.rundir.inject import import_adapter
 from fitness.evaluate import ExampleResult
 from genomes.chat_format import format_completion

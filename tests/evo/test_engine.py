@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from evo.engine.loop import run_evolution
+from evo.engine.run import run_evolution
 from fakes import ArithmeticOracle, config, read_jsonl
 
 from fitness.backends.base import Completion
@@ -66,15 +66,16 @@ def test_only_new_individuals_are_evaluated(tmp_path):
 def bare_loop(cfg, backend):
     """The engine's loop outside run_evolution (run dir created, journal open), with
     its initial population unscored: for driving evaluate() generation by generation."""
-    from evo.engine.loop import _Counters, _Loop, _TimedBackend
+    from evo.engine.backend import Counters, TimedBackend
+    from evo.engine.loop import Loop
     from evo.rundir.files import RunDir
     from fitness.journal import Journal
     from genomes.strategy import Strategy
 
     run_dir = RunDir(cfg.run_dir)
     run_dir.create(cfg.to_dict())
-    counters = _Counters()
-    loop = _Loop(cfg, _TimedBackend(backend, counters), run_dir, counters, False)
+    counters = Counters()
+    loop = Loop(cfg, TimedBackend(backend, counters), run_dir, counters, False)
     with Journal(run_dir.journal_path) as journal:
         loop.journal = journal
         yield loop, loop.initial_population([Strategy.load(s) for s in cfg.population.seeds])

@@ -12,7 +12,7 @@ import pytest
 from fakes import ArithmeticOracle, config
 
 from evo.rundir import checkpoint
-from evo.engine.loop import run_evolution
+from evo.engine.run import run_evolution
 from evo.rundir.export import ancestry, export_top, render_template
 from genomes.errors import InputError
 from genomes.strategy import Strategy

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fakes import ArithmeticOracle, config
 
-from evo.engine.loop import run_evolution
+from evo.engine.run import run_evolution
 from evo.report.html import PLOTS, ancestors, load_run, pareto_front, plot_lineage, tree_layout, write_report
 from genomes.errors import InputError
 from genomes.strategy import Strategy

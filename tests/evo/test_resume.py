@@ -15,7 +15,7 @@ import pytest
 from fakes import ArithmeticOracle, config, read_jsonl
 
 from evo.rundir import checkpoint
-from evo.engine.loop import resume_evolution, run_evolution
+from evo.engine.run import resume_evolution, run_evolution
 from genomes.errors import InputError
 
 HERE = Path(__file__).parent

@@ -261,10 +261,10 @@ def test_best_weights_fragment_loads_in_evo_run(tmp_path, monkeypatch):
     data["loss"].update(read_structured(fragment)["loss"])
     assert [getattr(RunConfig.from_dict(data).loss, n) for n in WEIGHTS] == best
     # the full tuned config runs with `evo run` as it is
-    import evo.engine.loop
+    import evo.engine.run
     from evo.cli.main import main
 
-    monkeypatch.setattr(evo.engine.loop, "build_backend", lambda config: ArithmeticOracle())
+    monkeypatch.setattr(evo.engine.run, "build_backend", lambda config: ArithmeticOracle())
     assert main(["run", str(result.tune_dir / "best_config.json"), "--quiet"]) == 0
     run_dir = tmp_path / "out" / "t-tune-best"
     saved = json.loads((run_dir / "config.json").read_text())

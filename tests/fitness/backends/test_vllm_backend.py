@@ -86,7 +86,7 @@ def test_lora_evolution_on_vllm_serves_adapters_and_resumes_exactly(vllm_backend
 
     from evo.rundir import checkpoint
     from evo.config.sections import RunConfig
-    from evo.engine.loop import resume_evolution, run_evolution
+    from evo.engine.run import resume_evolution, run_evolution
     from fitness.journal import Journal
 
     def config(name: str, generations: int) -> RunConfig:

@@ -1,0 +1,84 @@
+"""Starting and resuming a run: the library entry points behind ``evo run`` and
+``evo resume`` (see :mod:`evo.engine.loop` for what one generation does)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from evo.config.sections import RunConfig
+from evo.engine.backend import Counters, TimedBackend, build_backend
+from evo.engine.loop import GenerationCallback, Loop, RunResult
+from evo.rundir import checkpoint
+from evo.rundir.files import RunDir
+from fitness.backends.base import Backend
+from fitness.journal import Journal
+from genomes.errors import InputError
+from genomes.strategy import Strategy
+
+
+def run_evolution(config: RunConfig, backend: Backend | None = None, show_progress: bool = True,
+                  overwrite: bool = False, on_generation: GenerationCallback | None = None) -> RunResult:
+    """Run ``config.run.generations`` generations in ``config.run_dir``; see module doc.
+
+    Refuses (InputError) to start in a directory that already holds a run, unless
+    ``overwrite``, which deletes it first. ``on_generation(record)`` is called with
+    each generation's metrics record after its checkpoint is written; an exception it
+    raises (e.g. an Optuna prune) stops the run there and propagates.
+    """
+    from evo.config.sections import check_tasks
+
+    check_tasks(config)
+    seeds = [Strategy.load(s) for s in config.population.seeds]
+    run_dir = RunDir(config.run_dir)
+    run_dir.create(config.to_dict(), overwrite=overwrite)
+    counters = Counters()
+    backend = TimedBackend(backend or build_backend(config), counters)
+    loop = Loop(config, backend, run_dir, counters, show_progress, on_generation)
+    with Journal(run_dir.journal_path) as journal:
+        loop.journal = journal
+        return loop.run(seeds)
+
+
+def resume_evolution(run_dir: str | Path, generations: int | None = None, backend: Backend | None = None,
+                     show_progress: bool = True, on_generation: GenerationCallback | None = None,
+                     inject_adapters: Sequence[str | Path] = ()) -> RunResult:
+    """Continue a run from its last complete checkpoint, up to ``generations`` in total
+    (default: the configured number). Completions already in the journal are reused.
+
+    ``inject_adapters``: PEFT adapter directories (e.g. from ``evo distill --train``)
+    imported into the run's adapter store and added to the population as new
+    individuals (see :mod:`evo.rundir.inject`); they are scored in the next generation. The
+    injection lives in the checkpoints from that generation on: a run killed before
+    it needs the flag again."""
+    from evo.config.sections import RunConfig
+    from evo.rundir.inject import import_adapter
+
+    run = RunDir(run_dir)
+    saved = checkpoint.load_latest(run.path)
+    config = RunConfig.from_dict(saved.state["config"], where="checkpoint config")
+    if generations is not None:
+        if generations < saved.generation:
+            raise InputError(f"--generations {generations}: the run already has {saved.generation} generations")
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, generations=generations))
+    if inject_adapters and config.run.generations <= saved.generation:
+        raise InputError(f"--inject-adapter: the run already has all its {saved.generation} generations; pass "
+                         f"--generations {saved.generation + 1} or more so the injected individuals are scored")
+    genes = [import_adapter(run.path, path) for path in inject_adapters]  # refuse bad adapters before the model loads
+    if generations is not None:
+        run.write_json("config.json", config.to_dict())
+    counters = Counters()
+    backend = TimedBackend(backend or build_backend(config), counters)
+    loop = Loop(config, backend, run, counters, show_progress, on_generation)
+    with Journal(run.journal_path) as journal:
+        loop.journal = journal
+        population = loop.restore(saved)
+        population = population + loop.inject(genes, population, saved.generation + 1)
+        if show_progress:
+            print(f"resuming {run.path} after generation {saved.generation} "
+                  f"({journal.count() - saved.state['journal_rows']} journaled completions past the checkpoint will be reused)",
+                  file=sys.stderr, flush=True)
+        return loop.continue_from(population, saved.generation + 1)
+
