@@ -24,6 +24,7 @@ from typing import Any
 
 from evo.rundir import checkpoint
 from evo.rundir.files import RunDir
+from evo.rundir.lineage import walk
 from fitness.backends.lora_weights import ADAPTER_FILES
 from genomes.errors import InputError
 from genomes.exemplar_choice import DESCRIPTIONS, FIXED
@@ -120,16 +121,8 @@ def render_template(strategy: Strategy) -> str:
 
 def ancestry(lineage: dict[int, dict[str, Any]], ident: int) -> list[dict[str, Any]]:
     """The individual and every ancestor (breadth first): id, generation, operator, parents."""
-    seen, queue, chain = set(), [ident], []
-    while queue:
-        current = queue.pop(0)
-        if current in seen or current not in lineage:
-            continue
-        seen.add(current)
-        row = lineage[current]
-        chain.append({"id": current, "generation": row["generation"], "op": row["op"], "parents": row["parents"]})
-        queue += row["parents"]
-    return chain
+    return [{"id": i, "generation": lineage[i]["generation"], "op": lineage[i]["op"], "parents": lineage[i]["parents"]}
+            for i in walk(lineage, ident)]
 
 
 def export_adapter(source: Path, target: Path, card: dict[str, Any]) -> None:

@@ -75,13 +75,23 @@ class RunDir:
         self.lines[name] = len(kept)
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
-        path = self.path / name
-        if not path.exists():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line from a crash: the rows before it are whole
-        return rows
+        return read_log(self.path / name)
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of one of a run's JSONL logs, one per line. A line that does
+    not parse (a torn last line from a crash, a stray fragment) or is not an object is
+    skipped; a missing file has no rows. (User task and pair files, where a bad line is
+    an error naming its number, go through ``genomes.validation.read_jsonl_objects``.)"""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

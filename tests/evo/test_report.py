@@ -14,7 +14,11 @@ import pytest
 from fakes import ArithmeticOracle, config
 
 from evo.engine.run import run_evolution
-from evo.report.html import PLOTS, ancestors, load_run, pareto_front, plot_lineage, tree_layout, write_report
+from evo.report.data import load_run, pareto_front
+from evo.report.html import write_report
+from evo.report.plots import PLOTS
+from evo.report.tree import plot_lineage, tree_layout
+from evo.rundir.lineage import ancestors
 from genomes.errors import InputError
 from genomes.strategy import Strategy
 
@@ -265,7 +269,7 @@ def test_a_directory_without_metrics_is_an_input_error(tmp_path):
 
 
 def test_number_helpers_survive_missing_values():
-    from evo.report.html import _duration, _pct
+    from evo.report.fmt import duration as _duration, pct as _pct
 
     assert _pct(None) == "–" and _pct(0.5) == "50.0%"
     assert _duration(None) == "–" and _duration(75) == "1 min 15 s" and _duration(3725) == "1 h 2 min"
