@@ -46,6 +46,7 @@ from genomes.strategy import ChainGene, DecodingGene, Exemplar, PromptGene, Stra
 
 __all__ = [
     "DEFAULT_GENE_WEIGHTS",
+    "GENE_WEIGHTS",
     "MAX_EXEMPLARS",
     "MAX_HINTS",
     "MAX_REWRITE_CHARS",
@@ -80,7 +81,10 @@ MIN_VOTING_TEMPERATURE = 0.3
 TEMPERATURE_SIGMA = 0.25
 TOP_P_SIGMA = 0.08
 GREEDY_SNAP = 0.15  # chance that a temperature step jumps straight to greedy decoding
-DEFAULT_GENE_WEIGHTS: Mapping[str, float] = {"prompt": 0.5, "chain": 0.3, "decoding": 0.2}
+# relative chance that a mutation picks each gene (the one home of these weights; a run
+# config enables genes through population.operators, and lora only when it names mut_lora)
+GENE_WEIGHTS: Mapping[str, float] = {"prompt": 0.5, "chain": 0.3, "decoding": 0.2, "lora": 0.4}
+DEFAULT_GENE_WEIGHTS: Mapping[str, float] = {g: w for g, w in GENE_WEIGHTS.items() if g != "lora"}
 GENES = ("prompt", "chain", "decoding", "lora")  # lora is opt-in: weight 0 unless named
 REWRITABLE_SLOTS = tuple(SLOT_FRAGMENTS)  # role, approach, cautions, answer_format
 PROMPT_SLOTS = ("role", "approach", "format_rule", "cautions", "answer_format")

@@ -36,7 +36,7 @@ from evo.report.stats import bootstrap_ci
 from evo.engine.task_pool import TaskPool
 from fitness.curriculum import estimate_ability
 from fitness.journal import Journal, evaluate_with_journal
-from fitness.loss import LossWeights, individual_loss
+from fitness.loss import individual_loss
 from genomes.operators import random_strategy
 from genomes.strategy import Strategy
 
@@ -65,7 +65,7 @@ def main() -> None:
     if args.seed is not None:
         run["seed"] = args.seed
     config = load_config(args.config, {"run": run})
-    weights = LossWeights(config.loss.alpha, config.loss.beta, config.loss.gamma, config.loss.delta)
+    weights = config.loss_weights()
     backend = build_backend(config)
     big = dataclasses.replace(config, tasks=dataclasses.replace(config.tasks, heldout_per_family=args.heldout))
     pool = TaskPool(big)

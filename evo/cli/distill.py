@@ -20,7 +20,7 @@ from evo.distill.train import TrainSettings, require_trl, train_adapter
 from genomes.errors import InputError
 
 
-def add_distill_parser(sub) -> None:
+def add_parser(sub) -> None:
     d = sub.add_parser(
         "distill", help="build DPO pairs from a run's journal, optionally train a LoRA adapter",
         description="Mine the run journal for preference pairs under the canonical prompt: chosen = the shortest "
@@ -55,7 +55,7 @@ def add_distill_parser(sub) -> None:
     t.add_argument("--seed", type=int, default=s.seed, help=f"training seed (default {s.seed})")
 
 
-def distill_command(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}")

@@ -1,4 +1,4 @@
-"""`evo eval` and `evo tasks`: score one strategy on a task set; list task families.
+"""`evo eval STRATEGY --tasks ...`: score one strategy on a task set.
 
 Everything the user can get wrong (strategy file, task specs, model path, output
 location) is checked before the model loads, so mistakes cost no waiting.
@@ -14,12 +14,31 @@ from pathlib import Path
 
 from fitness.backends.model_store import check_model
 from fitness.evaluate import ExampleResult, FamilySummary, evaluate, summarise
-from fitness.tasks import family_levels, load_tasks, parse_task_specs, reasoning_gym_families
+from fitness.tasks import load_tasks, parse_task_specs
 from genomes.errors import InputError
 from genomes.strategy import Strategy
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def add_parser(sub) -> None:
+    ev = sub.add_parser("eval", help="score one strategy file on a task set",
+                        description="Score one strategy (prompt + chain template + decoding) on tasks.")
+    ev.add_argument("strategy", help="strategy file (.json/.toml/.yaml) or a shipped seed name (direct, stepwise, fewshot)")
+    ev.add_argument("--tasks", required=True,
+                    help="comma-separated: reasoning-gym family, family@LEVEL, or a .jsonl file (e.g. chain_sum@1,letter_counting)")
+    ev.add_argument("--n", type=int, default=16, help="tasks per entry of --tasks (default 16)")
+    ev.add_argument("--split", choices=("heldout", "train"), default="heldout", help="task split (default heldout)")
+    ev.add_argument("--seed", type=int, default=0, help="task draw and sampling seed (default 0)")
+    ev.add_argument("--split-seed", type=int, default=0, help="salt of the train/held-out partition (default 0)")
+    ev.add_argument("--out", help="per-example JSONL output (default runs/out/eval-<strategy>.jsonl)")
+    g = ev.add_argument_group("model and backend")
+    g.add_argument("--model", help="'default' (bundled SmolLM2-135M-Instruct) or a local HF model directory; "
+                                   "overrides the strategy's decoding.model")
+    g.add_argument("--cache-dir", help="where the converted default model is cached (default $EVO_CACHE_DIR or ~/.cache/evo)")
+    g.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    g.add_argument("--token-budget", type=int, default=16_384, help="padded tokens per batch chunk (default 16384)")
+
+
+def command(args: argparse.Namespace) -> int:
     strategy = Strategy.load(args.strategy)
     specs = parse_task_specs(args.tasks)
     if not specs:
@@ -80,15 +99,6 @@ def format_table(rows: list[FamilySummary]) -> str:
             f"{r.mean_completion_tokens:>8.1f} {r.well_formed:>8.1%}"
         )
     return "\n".join(lines)
-
-
-def list_tasks(name_filter: str) -> int:
-    families = [f for f in reasoning_gym_families() if name_filter in f]
-    if not families:
-        raise InputError(f"no task family matches {name_filter!r}")
-    for family in families:
-        print(f"{family:<32} levels 0..{family_levels(family) - 1}")
-    return 0
 
 
 def _say(message: str) -> None:

@@ -4,48 +4,42 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from evo.config.sections import check_tasks, load_config
+from evo.config.preflight import check_inputs
+from evo.config.sections import load_config
 from evo.rundir.files import RunDir
-from fitness.backends.model_store import check_model
-from genomes.errors import InputError
-from genomes.strategy import Strategy
 
 
-def run_command(args: argparse.Namespace) -> int:
+def add_parser(sub) -> None:
+    rn = sub.add_parser("run", help="start an evolution run from a config file",
+                        description="Evolve strategies as a TOML/YAML config describes; writes a run directory.")
+    rn.add_argument("config", help="run config (.toml/.yaml), e.g. runs/quickstart.toml")
+    rn.add_argument("--generations", type=int, help="override run.generations")
+    rn.add_argument("--out-dir", help="override run.out_dir")
+    rn.add_argument("--name", help="override run.name")
+    rn.add_argument("--seed", type=int, help="override run.seed")
+    rn.add_argument("--quiet", action="store_true", help="no progress display")
+    rn.add_argument("--force", action="store_true", help="replace an existing run directory of the same name")
+
+
+def command(args: argparse.Namespace) -> int:
     overrides: dict[str, dict] = {"run": {}}
     for flag, key in (("generations", "generations"), ("out_dir", "out_dir"), ("name", "name"), ("seed", "seed")):
         if getattr(args, flag) is not None:
             overrides["run"][key] = getattr(args, flag)
     config = load_config(args.config, overrides)
-    for seed in config.population.seeds:
-        Strategy.load(seed)
-    check_tasks(config)
-    check_model(config.model.name)
+    check_inputs(config)
     RunDir(config.run_dir).check_free(args.force)  # before the model loads
 
     from evo.engine.run import run_evolution
 
     print(f"run directory: {config.run_dir}", file=sys.stderr)
-    _summarise(run_evolution(config, show_progress=not args.quiet, overwrite=args.force))
+    summarise(run_evolution(config, show_progress=not args.quiet, overwrite=args.force))
     return 0
 
 
-def resume_command(args: argparse.Namespace) -> int:
-    from evo.rundir import checkpoint
-    from evo.engine.run import resume_evolution
-
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise InputError(f"run directory not found: {run_dir}")
-    checkpoint.load_latest(run_dir, warn=lambda m: None)  # fail fast, before the model loads
-    _summarise(resume_evolution(run_dir, generations=args.generations, show_progress=not args.quiet,
-                                inject_adapters=args.inject_adapter))
-    return 0
-
-
-def _summarise(result) -> None:
+def summarise(result) -> None:
+    """The closing lines of `evo run` and `evo resume`."""
     last = result.metrics[-1]
     print(f"best strategy {result.best.content_hash()}: train accuracy {result.hall_of_fame[0]['accuracy']:.1%}, "
           f"held-out accuracy {last['heldout_accuracy']:.1%}, fitness {last['best_fitness']:+.3f}")

@@ -2,6 +2,10 @@
 any model loads. Errors name the field (``population.size: must be >= 1``); unknown
 fields are errors. ``RunConfig.to_dict()`` is what a run directory saves as its
 resolved config, and ``load_config`` reads that file back unchanged.
+
+Every field is declared with :func:`setting`: its default, its help text and its
+allowed values live in the field's metadata, the one source of the checks below, of
+``evo config`` and of the README's config table (:mod:`evo.config.reference`).
 """
 
 from __future__ import annotations
@@ -12,91 +16,112 @@ from pathlib import Path
 from typing import Any
 
 from fitness.backends.factory import BACKEND_KINDS
+from fitness.loss import DEFAULT_REFERENCE_TOKENS, LossWeights
 from fitness.tasks import TaskSpec
-from genomes.lora import DEFAULT_SIGMAS, sigma_is_valid
 from genomes.errors import InputError
+from genomes.lora import DEFAULT_SIGMAS, sigma_is_valid
+from genomes.operators import GENE_WEIGHTS
 from genomes.validation import as_mapping, build_dataclass, read_structured, reject_unknown
 
 SELECTION_MODES = ("scalar", "multi")
 OPERATORS = ("mut_prompt", "mut_chain", "mut_decoding", "cx_strategy")
 OPTIONAL_OPERATORS = ("mut_lora",)  # LoRA genes evolve only when a config names this
+DEFAULT_MODEL = "default"  # the bundled SmolLM2-135M-Instruct
+
+
+def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+            low_open: bool = False, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field: ``default``, one line of ``help``, and the allowed values
+    (``[low, high]``, ``(low, ...`` with ``low_open``, or one of ``choices``) that
+    :func:`check_ranges` enforces and the reference prints."""
+    return field(default=default, metadata={"help": help, "low": low, "high": high, "low_open": low_open,
+                                            "choices": choices})
 
 
 @dataclass(frozen=True)
 class RunSection:
-    name: str = "run"
-    out_dir: str = "runs/out"  # the run directory is out_dir/name
-    seed: int = 0  # one seed for task draws, variation and sampling
-    generations: int = 4
+    name: str = setting("run", "the run directory is out_dir/name (no '/')")
+    out_dir: str = setting("runs/out", "where run directories are made")
+    seed: int = setting(0, "one seed for task draws, variation and sampling")
+    generations: int = setting(4, "generations after the initial one", low=1)
 
 
 @dataclass(frozen=True)
 class PopulationSection:
-    size: int = 8  # mu: survivors per generation
-    offspring: int = 8  # lambda: children per generation
-    seeds: tuple[str, ...] = ("direct", "stepwise", "fewshot")  # initial strategies (names or files)
-    crossover_prob: float = 0.3
-    mutation_prob: float = 0.7
-    operators: tuple[str, ...] = OPERATORS  # enabled variation operators
-    mode: str = "scalar"  # scalar: select on -L_total; multi: NSGA-II on (accuracy, chain tokens)
-    hall_of_fame: int = 5
-    # With rotating batches: a strategy needs this many batches of evidence before it can
-    # outrank one that has them in the hall of fame (and so be reported as the best); one
-    # lucky batch is not enough. 1: rank on fitness alone.
-    hall_min_batches: int = 1
-    llm_rewrite_prob: float = 0.0  # share of mutations that ask the model to rewrite an instruction
-    lora_sigmas: tuple[float, ...] = DEFAULT_SIGMAS  # mut_lora: noise scales a perturbation draws from
+    size: int = setting(8, "mu: survivors per generation", low=1)
+    offspring: int = setting(8, "lambda: children per generation", low=1)
+    seeds: tuple[str, ...] = setting(("direct", "stepwise", "fewshot"),
+                                     "initial strategies: shipped seed names or strategy files")
+    crossover_prob: float = setting(0.3, "share of children made by crossover", low=0, high=1)
+    mutation_prob: float = setting(0.7, "share made by mutation (crossover_prob + mutation_prob <= 1; the rest are copies)",
+                                   low=0, high=1)
+    operators: tuple[str, ...] = setting(OPERATORS, "enabled variation operators; add mut_lora to evolve LoRA genes",
+                                         choices=OPERATORS + OPTIONAL_OPERATORS)
+    mode: str = setting("scalar", "scalar: select on -L_total; multi: NSGA-II on (accuracy, chain tokens)",
+                        choices=SELECTION_MODES)
+    hall_of_fame: int = setting(5, "best distinct strategies kept (ranked by L_total)", low=1)
+    hall_min_batches: int = setting(1, "with rotating batches: batches of evidence a strategy needs before it can "
+                                       "outrank one that has them (1: rank on fitness alone)", low=1)
+    llm_rewrite_prob: float = setting(0.0, "share of mutations that ask the model to rewrite an instruction",
+                                      low=0, high=1)
+    lora_sigmas: tuple[float, ...] = setting(DEFAULT_SIGMAS, "mut_lora: noise scales a perturbation draws from "
+                                                             "(two significant digits, in [1e-10, 9.9])")
 
 
 @dataclass(frozen=True)
 class TasksSection:
-    families: tuple[str, ...] = ("chain_sum", "basic_arithmetic", "letter_counting")  # families or .jsonl files
-    per_family: int = 3  # training tasks per family per generation
-    # Draw a fresh training batch every N generations (0: keep one batch until the
-    # frontier moves). Survivors are scored on each new batch too, and an individual's
-    # fitness covers every batch it was scored on since the frontier last moved, so
-    # selection cannot overfit one small batch.
-    rotate_every: int = 0
-    heldout_per_family: int = 8
-    heldout_level: int = 0  # level of the fixed held-out set
-    heldout_top: int = 1  # best individuals scored on the held-out set each generation
-    split_seed: int = 0
-    heldout_fraction: float = 0.2
+    families: tuple[str, ...] = setting(("chain_sum", "basic_arithmetic", "letter_counting"),
+                                        "reasoning-gym families (family or family@LEVEL) or .jsonl files")
+    per_family: int = setting(3, "training tasks per family per generation", low=1)
+    rotate_every: int = setting(0, "draw a fresh training batch every N generations; survivors are scored on it "
+                                   "too (0: keep one batch until the frontier moves)", low=0)
+    heldout_per_family: int = setting(8, "held-out tasks per family (reported, never selected on)", low=1)
+    heldout_level: int = setting(0, "level of the fixed held-out set", low=0)
+    heldout_top: int = setting(1, "best individuals scored on the held-out set each generation", low=1)
+    split_seed: int = setting(0, "salt of the train/held-out partition of every task source")
+    heldout_fraction: float = setting(0.2, "share of each task source held out", low=0, high=1, low_open=True)
 
 
 @dataclass(frozen=True)
 class LossSection:
-    alpha: float = 1.0  # L_reason: correct and short chains
-    beta: float = 1.0  # L_constrained: verified answer
-    gamma: float = 0.2  # L_response: well-formed, consistent explanation
-    delta: float = 0.2  # L_diff: working at the edge of ability
-    reference_tokens: int = 48  # chain length (model tokens) beyond which L_reason decays
+    alpha: float = setting(LossWeights.alpha, "α, weight of L_reason: correct and short chains", low=0)
+    beta: float = setting(LossWeights.beta, "β, weight of L_constrained: the verified answer", low=0)
+    gamma: float = setting(LossWeights.gamma, "γ, weight of L_response: a well-formed, consistent explanation", low=0)
+    delta: float = setting(LossWeights.delta, "δ, weight of L_diff: working at the edge of ability", low=0)
+    reference_tokens: int = setting(DEFAULT_REFERENCE_TOKENS, "chain length (model tokens) beyond which L_reason "
+                                                              "decays", low=1)
 
 
 @dataclass(frozen=True)
 class CurriculumSection:
-    start_level: int = 0
-    up_threshold: float = 0.7  # best individual's success rate at the frontier that moves it up
-    down_threshold: float = 0.2  # ... and down
-    spread: int = 1  # levels sampled on either side of the frontier
+    start_level: int = setting(0, "frontier level each family starts at (family@LEVEL overrides)", low=0)
+    up_threshold: float = setting(0.7, "success rate of the best at the frontier that moves it up", low=0, high=1)
+    down_threshold: float = setting(0.2, "... and down (below up_threshold)", low=0, high=1)
+    spread: int = setting(1, "levels sampled on either side of the frontier", low=0)
 
 
 @dataclass(frozen=True)
 class ModelSection:
-    name: str = "default"  # bundled SmolLM2-135M-Instruct, or a local HF model directory
-    models: tuple[str, ...] = ("default",)  # what the decoding gene may choose from
-    cache_dir: str = ""  # empty: $EVO_CACHE_DIR or ~/.cache/evo
-    device: str = "cpu"  # hf backend: torch device ("cpu", "cuda")
-    token_budget: int = 16_384  # hf backend: padded tokens per batch chunk
-    backend: str = "hf"  # "hf" (transformers + PEFT, CPU or GPU) or "vllm" (GPU, pip install 'evo-reason[vllm]')
-    max_loras: int = 0  # vllm: adapters resident at once; 0 = population.size + population.offspring
-    max_lora_rank: int = 16  # vllm: the largest LoRA rank it will serve
-    gpu_memory_utilization: float = 0.85  # vllm: share of GPU memory for weights + KV cache
-    batch_invariant: bool = True  # vllm: greedy outputs independent of the batch (slower kernels)
-    ray_actors: int = 0  # > 0: shard each generation over this many Ray actors, each with its own backend
-    ray_address: str = ""  # empty: start a local Ray; else e.g. "auto" or "ray://head:10001"
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0  # 1.0 for one GPU per vllm actor
+    name: str = setting(DEFAULT_MODEL, "the bundled SmolLM2-135M-Instruct ('default') or a local Hugging Face "
+                                       "model directory")
+    models: tuple[str, ...] = setting((DEFAULT_MODEL,), "models the decoding.model gene may name; for now only "
+                                                        "model.name (one model per run: the gene does not switch models)")
+    cache_dir: str = setting("", "where the converted default model is cached (empty: $EVO_CACHE_DIR or ~/.cache/evo)")
+    device: str = setting("cpu", "hf backend: torch device (cpu, cuda)")
+    token_budget: int = setting(16_384, "hf backend: padded tokens per batch chunk", low=256)
+    backend: str = setting("hf", "hf (transformers + PEFT, CPU or GPU) or vllm (pip install 'evo-reason[vllm]')",
+                           choices=BACKEND_KINDS)
+    max_loras: int = setting(0, "vllm: adapters resident at once (0: population.size + population.offspring + "
+                                "tasks.heldout_top)", low=0)
+    max_lora_rank: int = setting(16, "vllm: the largest LoRA rank it will serve", low=1, high=512)
+    gpu_memory_utilization: float = setting(0.85, "vllm: share of GPU memory for weights and KV cache",
+                                            low=0, high=1, low_open=True)
+    batch_invariant: bool = setting(True, "vllm: greedy outputs independent of the batch (slower kernels)")
+    ray_actors: int = setting(0, "shard each generation over this many Ray actors, each with its own backend "
+                                 "(0: no Ray)", low=0)
+    ray_address: str = setting("", "Ray cluster (empty: start a local Ray; e.g. 'auto' or 'ray://head:10001')")
+    cpus_per_actor: float = setting(1.0, "CPUs reserved per Ray actor", low=0, low_open=True)
+    gpus_per_actor: float = setting(0.0, "GPUs reserved per Ray actor (1.0 for one GPU per vllm actor)", low=0)
 
 
 @dataclass(frozen=True)
@@ -114,8 +139,10 @@ class RunConfig:
 
     def gene_weights(self) -> dict[str, float]:
         """Relative mutation weight per gene, restricted to the enabled operators."""
-        base = {"prompt": 0.5, "chain": 0.3, "decoding": 0.2, "lora": 0.4}
-        return {gene: w for gene, w in base.items() if f"mut_{gene}" in self.population.operators}
+        return {gene: w for gene, w in GENE_WEIGHTS.items() if f"mut_{gene}" in self.population.operators}
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.loss.alpha, self.loss.beta, self.loss.gamma, self.loss.delta)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: {n: list(v) if isinstance(v, tuple) else v for n, v in section.items()}
@@ -130,7 +157,8 @@ class RunConfig:
             for f in fields(cls)
         }
         config = cls(**sections)
-        _validate(config)
+        check_ranges(config)
+        _check_relations(config)
         return config
 
 
@@ -147,74 +175,75 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     return RunConfig.from_dict(data, where=path.name)
 
 
-def _validate(c: RunConfig) -> None:
-    p, t, loss, cur = c.population, c.tasks, c.loss, c.curriculum
+def allowed_text(meta: Any) -> str:
+    """The allowed values of a field, as the error messages and the reference say them."""
+    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
+    if choices:
+        return f"one of {', '.join(choices)}"
+    if low is not None and high is not None:
+        return f"in {'(' if meta.get('low_open') else '['}{low:g}, {high:g}]"
+    if low is not None:
+        return f"{'>' if meta.get('low_open') else '>='} {low:g}"
+    return ""
+
+
+def check_ranges(config: RunConfig) -> None:
+    """Every field against the allowed values in its metadata; floats must be finite."""
+    for section in fields(config):
+        values = getattr(config, section.name)
+        for f in fields(values):
+            value, meta, where = getattr(values, f.name), f.metadata, f"{section.name}.{f.name}"
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"{where}: must be a finite number")
+            if meta.get("choices") and isinstance(value, tuple):
+                for i, item in enumerate(value):
+                    if item not in meta["choices"]:
+                        raise InputError(f"{where}[{i}]: unknown value {item!r} ({allowed_text(meta)})")
+            elif meta.get("choices") and value not in meta["choices"]:
+                raise InputError(f"{where}: must be {allowed_text(meta)} (got {value!r})")
+            elif not _in_range(value, meta):
+                raise InputError(f"{where}: must be {allowed_text(meta)} (got {value!r})")
+
+
+def _in_range(value: Any, meta: Any) -> bool:
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value <= low if meta.get("low_open") else value < low):
+        return False
+    return high is None or value <= high
+
+
+def _check_relations(c: RunConfig) -> None:
+    """The rules that tie fields together or look inside values."""
+    p, t, cur, m = c.population, c.tasks, c.curriculum, c.model
     checks = [
         (c.run.name.strip() != "" and "/" not in c.run.name, "run.name", "must be a non-empty name without '/'"),
-        (c.run.generations >= 1, "run.generations", "must be >= 1"),
-        (p.size >= 1, "population.size", "must be >= 1"),
-        (p.offspring >= 1, "population.offspring", "must be >= 1"),
         (len(p.seeds) >= 1, "population.seeds", "needs at least one strategy"),
-        (0 <= p.crossover_prob <= 1, "population.crossover_prob", "must be in [0, 1]"),
-        (0 <= p.mutation_prob <= 1, "population.mutation_prob", "must be in [0, 1]"),
         (p.crossover_prob + p.mutation_prob <= 1 + 1e-9, "population.mutation_prob",
          "crossover_prob + mutation_prob must be <= 1"),
-        (p.mode in SELECTION_MODES, "population.mode", f"must be one of {', '.join(SELECTION_MODES)}"),
-        (p.hall_of_fame >= 1, "population.hall_of_fame", "must be >= 1"),
-        (p.hall_min_batches >= 1, "population.hall_min_batches", "must be >= 1"),
         (p.hall_min_batches == 1 or t.rotate_every >= 1, "population.hall_min_batches",
          "> 1 needs tasks.rotate_every >= 1 (without rotation every strategy is scored on one batch)"),
-        (0 <= p.llm_rewrite_prob <= 1, "population.llm_rewrite_prob", "must be in [0, 1]"),
         (len(p.lora_sigmas) >= 1 and all(isinstance(x, float) and sigma_is_valid(x) for x in p.lora_sigmas),
          "population.lora_sigmas", "must be a non-empty list of floats with two significant digits in [1e-10, 9.9]"),
+        (any(op.startswith("mut_") for op in p.operators) or p.mutation_prob == 0, "population.operators",
+         "mutation_prob > 0 needs at least one mut_* operator"),
         (len(t.families) >= 1, "tasks.families", "needs at least one family or .jsonl file"),
-        (t.per_family >= 1, "tasks.per_family", "must be >= 1"),
-        (t.rotate_every >= 0, "tasks.rotate_every", "must be >= 0 (0: never rotate the training batch)"),
-        (t.heldout_per_family >= 1, "tasks.heldout_per_family", "must be >= 1"),
-        (t.heldout_level >= 0, "tasks.heldout_level", "must be >= 0"),
-        (t.heldout_top >= 1, "tasks.heldout_top", "must be >= 1"),
-        (0 < t.heldout_fraction < 1, "tasks.heldout_fraction", "must be in (0, 1)"),
-        (loss.reference_tokens >= 1, "loss.reference_tokens", "must be >= 1"),
-        (cur.start_level >= 0, "curriculum.start_level", "must be >= 0"),
-        (0 <= cur.down_threshold < cur.up_threshold <= 1, "curriculum.up_threshold",
-         "need 0 <= down_threshold < up_threshold <= 1"),
-        (cur.spread >= 0, "curriculum.spread", "must be >= 0"),
-        (len(c.model.models) >= 1, "model.models", "needs at least one model"),
-        (c.model.token_budget >= 256, "model.token_budget", "must be >= 256"),
-        (c.model.backend in BACKEND_KINDS, "model.backend", f"must be one of {', '.join(BACKEND_KINDS)}"),
-        (c.model.max_loras >= 0, "model.max_loras", "must be >= 0 (0: sized to the population)"),
-        (1 <= c.model.max_lora_rank <= 512, "model.max_lora_rank", "must be in [1, 512]"),
-        (0 < c.model.gpu_memory_utilization <= 1, "model.gpu_memory_utilization", "must be in (0, 1]"),
-        (c.model.ray_actors >= 0, "model.ray_actors", "must be >= 0 (0: no Ray)"),
-        (c.model.cpus_per_actor > 0, "model.cpus_per_actor", "must be > 0"),
-        (c.model.gpus_per_actor >= 0, "model.gpus_per_actor", "must be >= 0"),
+        (cur.down_threshold < cur.up_threshold, "curriculum.up_threshold", "need 0 <= down_threshold < up_threshold <= 1"),
+        (len(m.models) >= 1, "model.models", "needs at least one model"),
     ]
-    for name in ("alpha", "beta", "gamma", "delta"):
-        value = getattr(loss, name)
-        checks.append((math.isfinite(value) and value >= 0, f"loss.{name}", "must be a finite number >= 0"))
     for ok, name, why in checks:
         if not ok:
             raise InputError(f"{name}: {why}")
-    for i, op in enumerate(p.operators):
-        if op not in OPERATORS + OPTIONAL_OPERATORS:
-            known = ", ".join(OPERATORS + OPTIONAL_OPERATORS)
-            raise InputError(f"population.operators[{i}]: unknown operator {op!r} (known: {known})")
-    if not any(op.startswith("mut_") for op in p.operators) and p.mutation_prob > 0:
-        raise InputError("population.operators: mutation_prob > 0 needs at least one mut_* operator")
+    for i, name in enumerate(m.models):
+        if name not in run_model_names(c):
+            raise InputError(f"model.models[{i}]: {name!r} is not the run's model {m.name!r}; one run serves one "
+                             "model (the decoding.model gene cannot switch models yet), so list only model.name")
     for i, spec in enumerate(t.families):
-        TaskSpec.parse(spec)  # syntax only here; families are checked against reasoning-gym by check_tasks
         if not spec.strip():
             raise InputError(f"tasks.families[{i}]: empty")
+        TaskSpec.parse(spec)  # syntax only here; families are checked against reasoning-gym before a run
 
 
-def check_tasks(config: RunConfig) -> None:
-    """Families exist and JSONL files are readable (imports reasoning-gym: ~1 s)."""
-    from fitness.tasks import load_jsonl, reasoning_gym_families
-
-    known = set(reasoning_gym_families())
-    for i, entry in enumerate(config.tasks.families):
-        spec = TaskSpec.parse(entry)
-        if spec.is_file:
-            load_jsonl(spec.source)
-        elif spec.source not in known:
-            raise InputError(f"tasks.families[{i}]: unknown task family {spec.source!r}")
+def run_model_names(config: RunConfig) -> tuple[str, ...]:
+    """What a strategy's ``decoding.model`` may say in this run: the configured model,
+    or "default" (the shipped seeds' value), which means that model."""
+    return (config.model.name, DEFAULT_MODEL)

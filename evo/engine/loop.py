@@ -53,7 +53,7 @@ from evo.rundir.faults import maybe_crash
 from evo.rundir.files import RunDir
 from fitness.curriculum import Curriculum
 from fitness.journal import Journal, evaluate_with_journal
-from fitness.loss import LossWeights, individual_loss, multi_objective
+from fitness.loss import individual_loss, multi_objective
 from fitness.tasks import Task
 from genomes.strategy import Strategy
 
@@ -88,7 +88,7 @@ class Loop(Variation, Selection, Snapshot):
         self.curriculum = make_curriculum(config, self.pool)
         self.heldout_tasks = self.pool.heldout()
         self.exemplar_pool = self.pool.exemplar_pool()  # what mut_prompt adds and swaps in
-        self.weights = LossWeights(config.loss.alpha, config.loss.beta, config.loss.gamma, config.loss.delta)
+        self.weights = config.loss_weights()
         self.mode = config.population.mode
         self.hall: list = []  # best unique individuals by -L_total, both modes
         self.pareto = tools.ParetoFront(similar=same_genome) if self.mode == "multi" else None

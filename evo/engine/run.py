@@ -28,9 +28,9 @@ def run_evolution(config: RunConfig, backend: Backend | None = None, show_progre
     each generation's metrics record after its checkpoint is written; an exception it
     raises (e.g. an Optuna prune) stops the run there and propagates.
     """
-    from evo.config.sections import check_tasks
+    from evo.config.preflight import check_inputs
 
-    check_tasks(config)
+    check_inputs(config, model=backend is None)
     seeds = [Strategy.load(s) for s in config.population.seeds]
     run_dir = RunDir(config.run_dir)
     run_dir.create(config.to_dict(), overwrite=overwrite)
