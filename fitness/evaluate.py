@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from fitness.backends.base import Backend, Completion, ProgressCallback, Request, SamplingParams
+from fitness.backends.base import Backend, Completion, LoraBackend, ProgressCallback, Request, SamplingParams
 from fitness.format import ParsedCompletion, normalise_space, parse_completion
 from fitness.tasks import Task
 from fitness.verify import FULL_CREDIT, score_answer
@@ -73,7 +73,7 @@ def adapter_of(strategy: Strategy, backend: Backend | None = None) -> str | None
     if isinstance(lora, dict):
         return lora.get("adapter_dir")
     if isinstance(lora, LoraGene) and lora.is_active and lora.has_weights:
-        if backend is None or not hasattr(backend, "materialise_lora"):
+        if not isinstance(backend, LoraBackend):
             raise InputError("this backend cannot serve LoRA genes")
         return backend.materialise_lora(lora)
     return None

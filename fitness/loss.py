@@ -83,10 +83,10 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from fractions import Fraction
 from typing import Any
 
 from fitness.format import count_tokens
+from fitness.numbers import numbers_in, parse_number
 from fitness.verify import FULL_CREDIT
 from genomes.errors import InputError
 
@@ -189,33 +189,7 @@ def f_eff(length: float, reference: float) -> float:
 
 
 # ---- "mentions": does a step / response contain a value? ----------------------------
-_NUMBER = re.compile(r"(?<![\w.])([-+]?)((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
-_FRACTION = re.compile(r"(?<![\w.])([-+]?)(\d+)/(\d+)(?![\d.])")
-_GOLD_NUMBER = re.compile(r"([-+]?)((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
-_GOLD_FRACTION = re.compile(r"([-+]?)(\d+)/(\d+)")
 _SPACE = re.compile(r"\s+")
-
-
-def _signed(sign: str, value: Fraction) -> Fraction:
-    return -value if sign == "-" else value
-
-
-def _literal(text: str) -> Fraction | None:
-    """The exact value of ``text`` when it is one number literal, else None."""
-    text = text.strip().replace("\u2212", "-")
-    if m := _GOLD_NUMBER.fullmatch(text):
-        return _signed(m.group(1), Fraction(m.group(2).replace(",", "")))
-    if (m := _GOLD_FRACTION.fullmatch(text)) and int(m.group(3)) != 0:
-        return _signed(m.group(1), Fraction(int(m.group(2)), int(m.group(3))))
-    return None
-
-
-def _numbers_in(text: str) -> set[Fraction]:
-    text = text.replace("\u2212", "-")
-    values = {_signed(m.group(1), Fraction(m.group(2).replace(",", ""))) for m in _NUMBER.finditer(text)}
-    values |= {_signed(m.group(1), Fraction(int(m.group(2)), int(m.group(3))))
-               for m in _FRACTION.finditer(text) if int(m.group(3)) != 0}
-    return values
 
 
 def _norm(text: str) -> str:
@@ -235,9 +209,9 @@ def mentions(text: Any, value: Any) -> bool:
 
 
 def _mentions(text: str, value: str) -> bool:
-    number = _literal(value)
+    number = parse_number(value, gold=True)
     if number is not None:
-        return number in _numbers_in(text)
+        return number in numbers_in(text)
     needle = _norm(value)
     left = r"(?<!\w)" if needle[0].isalnum() or needle[0] == "_" else ""
     right = r"(?!\w)" if needle[-1].isalnum() or needle[-1] == "_" else ""

@@ -13,7 +13,6 @@ Contract:
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field

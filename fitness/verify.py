@@ -39,10 +39,9 @@ import re
 import signal
 import threading
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
-from fractions import Fraction
 from typing import Any
 
+from fitness.numbers import parse_number
 from fitness.tasks import Task
 
 __all__ = ["PARTIAL_CREDIT_FAMILIES", "score_answer"]
@@ -115,7 +114,7 @@ def _echoes_question(answer: str, question: str, gold: str | None) -> bool:
 
 
 # ---- reasoning-gym -----------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=256)  # one scorer per reasoning-gym family
 def _rg_scorer(family: str) -> Callable[[str | None, dict[str, Any]], float]:
     # Lazy import: reasoning_gym takes about a second to import. The scorer of a
     # default-config dataset reads everything it needs from the entry's metadata.
@@ -157,47 +156,11 @@ def _score_reasoning_gym(answer: str, task: Task) -> float:
 
 
 # ---- numeric -----------------------------------------------------------------------
-_SIGN = r"[-+]?"
-_UNSIGNED_DECIMAL = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
-_DECIMAL = re.compile(rf"({_SIGN})({_UNSIGNED_DECIMAL})(?:[eE]([-+]?\d{{1,3}}))?")
-_FRACTION = re.compile(rf"({_SIGN})(\d+)/(\d+)")
-# Exponents beyond this make Fraction arithmetic slow and are never a real answer.
-MAX_DECIMAL_EXPONENT = 100
-
-
-def _parse_number(text: str, *, gold: bool = False) -> Fraction | None:
-    """The exact value of one number literal, or None if ``text`` is anything else.
-
-    Accepted: integers, decimals, thousands separators (``1,234``), ``1.5e3``, and a
-    fraction ``p/q``; an answer's fraction must be in lowest terms with ``q > 1``, so
-    that ``8/4`` (the question's own expression, for gold 2) is not a number.
-    """
-    text = text.strip().replace("\u2212", "-")  # the typographic minus sign
-    match = _DECIMAL.fullmatch(text)
-    if match:
-        sign, digits, exponent = match.groups()
-        if exponent is not None and abs(int(exponent)) > MAX_DECIMAL_EXPONENT:
-            return None
-        try:
-            value = Fraction(Decimal(digits.replace(",", "") + (f"e{exponent}" if exponent else "")))
-        except (InvalidOperation, ValueError):
-            return None
-        return -value if sign == "-" else value
-    match = _FRACTION.fullmatch(text)
-    if match:
-        sign, num, den = match.groups()
-        p, q = int(num), int(den)
-        if q == 0 or (not gold and (q == 1 or math.gcd(p, q) != 1)):
-            return None
-        return Fraction(-p if sign == "-" else p, q)
-    return None
-
-
 def _score_numeric(answer: str, gold: str) -> float:
-    gold_value = _parse_number(gold, gold=True)
+    gold_value = parse_number(gold, gold=True)
     if gold_value is None:  # a mislabelled task: judge it as text rather than fail it
         return _score_exact(answer, gold)
-    value = _parse_number(answer)
+    value = parse_number(answer)
     return 1.0 if value is not None and value == gold_value else 0.0
 
 
@@ -331,6 +294,6 @@ _LOOKS_LIKE_MATH = re.compile(r"\d|\\[A-Za-z]+|[\^=+*/<>]|(?:^|\s)-|\bsqrt\b|\bp
 
 
 def _auto_verifier(gold: str) -> str:
-    if _parse_number(gold, gold=True) is not None:
+    if parse_number(gold, gold=True) is not None:
         return "numeric"
     return "math" if _LOOKS_LIKE_MATH.search(gold) else "exact"

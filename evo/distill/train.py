@@ -111,7 +111,7 @@ def train_adapter(rows: list[dict[str, Any]], run_dir: str | Path, weights: dict
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from fitness.backends.model_store import resolve_model
 
@@ -127,20 +127,10 @@ def train_adapter(rows: list[dict[str, Any]], run_dir: str | Path, weights: dict
     adapters = Path(run_dir) / "adapters"
     adapters.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".train-", dir=adapters))
-    losses = ["sigmoid"] + (["sft"] if w_sft > 0 else [])
-    config = DPOConfig(
-        output_dir=str(work / "trainer"), max_steps=settings.steps, per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=1, learning_rate=settings.learning_rate, lr_scheduler_type="constant",
-        warmup_steps=0, beta=settings.dpo_beta, loss_type=losses,
-        loss_weights=[1.0, w_sft] if w_sft > 0 else None, max_length=settings.max_length,
-        seed=settings.seed, data_seed=settings.seed, logging_steps=1, save_strategy="no", report_to="none",
-        use_cpu=device == "cpu", bf16=False, fp16=False, dataloader_num_workers=0,
-        disable_tqdm=log is None, gradient_checkpointing=False,
-    )
     started = time.perf_counter()
     try:
-        trainer = DPOTrainer(model=base, args=config, train_dataset=Dataset.from_list(rows),
-                             processing_class=tokenizer, peft_config=lora)
+        trainer = DPOTrainer(model=base, args=_dpo_config(settings, w_sft, work, device, quiet=log is None),
+                             train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=lora)
         output = trainer.train()
         staging = work / "adapter"
         trainer.model.save_pretrained(str(staging))
@@ -153,17 +143,39 @@ def train_adapter(rows: list[dict[str, Any]], run_dir: str | Path, weights: dict
             "wall_s": round(time.perf_counter() - started, 1), "log": history,
             "base_model": str(model_dir),
         }
-        (staging / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        (staging / "README.md").write_text(model_card(record), encoding="utf-8")
-        target = adapters / TRAINED_DIR / trained_hash
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():  # the same weights again: keep the stored copy
-            shutil.rmtree(staging)
-        else:
-            os.rename(staging, target)
+        target = _store(staging, record, adapters / TRAINED_DIR / trained_hash)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return TrainedAdapter(target, trained_hash, trained_gene(target, trained_hash), record)
+
+
+def _dpo_config(settings: TrainSettings, w_sft: float, work: Path, device: str, quiet: bool):
+    """TRL's DPOConfig for the sigmoid DPO loss (+ SFT weighted by ``w_sft``), constant
+    learning rate, no checkpoints, deterministic for ``settings.seed``."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(work / "trainer"), max_steps=settings.steps, per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=1, learning_rate=settings.learning_rate, lr_scheduler_type="constant",
+        warmup_steps=0, beta=settings.dpo_beta, loss_type=["sigmoid"] + (["sft"] if w_sft > 0 else []),
+        loss_weights=[1.0, w_sft] if w_sft > 0 else None, max_length=settings.max_length,
+        seed=settings.seed, data_seed=settings.seed, logging_steps=1, save_strategy="no", report_to="none",
+        use_cpu=device == "cpu", bf16=False, fp16=False, dataloader_num_workers=0,
+        disable_tqdm=quiet, gradient_checkpointing=False,
+    )
+
+
+def _store(staging: Path, record: dict[str, Any], target: Path) -> Path:
+    """Write the training record and model card into ``staging``, then move it to
+    ``target`` (the store keeps the copy it has when the same weights come again)."""
+    (staging / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (staging / "README.md").write_text(model_card(record), encoding="utf-8")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(staging)
+    else:
+        os.rename(staging, target)
+    return target
 
 
 def adapter_hash(adapter_dir: str | Path) -> str:

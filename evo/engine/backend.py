@@ -7,8 +7,9 @@ import time
 from dataclasses import dataclass, field
 
 from evo.config.sections import RunConfig
-from fitness.backends.base import Backend
+from fitness.backends.base import Backend, LoraBackend
 from fitness.backends.factory import BackendSpec, build_backend_from_spec
+from genomes.errors import InputError
 
 
 @dataclass
@@ -39,8 +40,10 @@ class TimedBackend:
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
 
-    def __getattr__(self, name: str):  # optional backend features (materialise_lora) pass through
-        return getattr(self.backend, name)
+    def materialise_lora(self, gene) -> str:
+        if not isinstance(self.backend, LoraBackend):
+            raise InputError("this backend cannot serve LoRA genes")
+        return self.backend.materialise_lora(gene)
 
 
 def backend_spec(config: RunConfig) -> BackendSpec:

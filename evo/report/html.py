@@ -129,24 +129,7 @@ def render_html(run: RunData, plots: dict[str, str | None]) -> str:
             if name == "lineage.png":  # a long ancestry is wide: scroll rather than shrink its labels
                 img = f"<div class=\"scroll\"><a href=\"{e(name)}\">{img}</a></div>"
             parts.append(img + "\n")
-    best = run.best
-    parts.append("<h2>Best strategy</h2>\n")
-    if best is None:
-        parts.append("<p>no best individual found</p>\n")
-    else:
-        strategy = best.get("strategy") or {}
-        parts.append(f"<p>#{e(str(best.get('id')))} <code>{e(str(best.get('hash', '')))}</code> "
-                     f"named <code>{e(str(strategy.get('name', '')))}</code>; rendered system prompt:</p>\n")
-        try:
-            prompt = system_prompt(best)
-        except InputError as err:
-            prompt, err_text = None, str(err)
-        else:
-            err_text = "the row carries no strategy"
-        parts.append(f"<pre>{e(prompt)}</pre>\n" if prompt is not None else f"<p class=\"note\">{e(err_text)}</p>\n")
-        details = {k: strategy.get(k) for k in ("chain", "decoding") if k in strategy}
-        if details:
-            parts.append(f"<details><summary>chain and decoding genes</summary><pre>{e(json.dumps(details, indent=2))}</pre></details>\n")
+    parts += _best_section(run.best)
     if run.hall:
         parts.append("<h2>Hall of fame</h2>\n")
         parts.append(_table(("rank", "id", "hash", "operator", "born", "fitness (−L_total)", "train accuracy", "chain tokens",
@@ -201,3 +184,25 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     tmp.replace(page)
     return page
 
+
+def _best_section(best: dict | None) -> list[str]:
+    """The best strategy: id, hash, name, rendered system prompt, chain and decoding genes."""
+    e = html.escape
+    parts = ["<h2>Best strategy</h2>\n"]
+    if best is None:
+        parts.append("<p>no best individual found</p>\n")
+    else:
+        strategy = best.get("strategy") or {}
+        parts.append(f"<p>#{e(str(best.get('id')))} <code>{e(str(best.get('hash', '')))}</code> "
+                     f"named <code>{e(str(strategy.get('name', '')))}</code>; rendered system prompt:</p>\n")
+        try:
+            prompt = system_prompt(best)
+        except InputError as err:
+            prompt, err_text = None, str(err)
+        else:
+            err_text = "the row carries no strategy"
+        parts.append(f"<pre>{e(prompt)}</pre>\n" if prompt is not None else f"<p class=\"note\">{e(err_text)}</p>\n")
+        details = {k: strategy.get(k) for k in ("chain", "decoding") if k in strategy}
+        if details:
+            parts.append(f"<details><summary>chain and decoding genes</summary><pre>{e(json.dumps(details, indent=2))}</pre></details>\n")
+    return parts

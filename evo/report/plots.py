@@ -193,24 +193,7 @@ def plot_pareto(run: RunData, path: Path) -> None:
         cbar.set_label("generation of birth (the latest, where several share a point)")
         cbar.locator = MaxNLocator(integer=True)
         cbar.update_ticks()
-    front_points = sorted({points[i] for i in front}, key=lambda p: p[1])
-    fx = [p[1] for p in front_points]
-    fy = [p[0] for p in front_points]
-    ax.step(fx, fy, where="post", color="#d62728", linewidth=1.2, alpha=0.8, zorder=3)
-    ax.scatter(fx, fy, s=[30 + 25 * (len(counts[p]) - 1) ** 0.8 + 50 for p in front_points], facecolors="none",
-               edgecolors="#d62728", linewidths=1.8, zorder=4, label=f"non-dominated: {len(front)}")
-    if run.best is not None and not math.isnan(_num(run.best.get("accuracy"))):
-        ax.scatter([_num(run.best.get("chain_tokens"))], [_num(run.best["accuracy"])], marker="*", s=260,
-                   color=BEST_COLOR, edgecolors="black", linewidths=0.8, zorder=5,
-                   label=f"best (lowest L_total): #{run.best.get('id')}")
-    if len(front_points) <= 12:
-        for p in front_points:
-            ids = sorted(counts[p], key=lambda r: _num(r.get("l_total"), math.inf))
-            text = ", ".join(f"#{r.get('id')}" for r in ids[:3]) + (f" +{len(ids) - 3}" if len(ids) > 3 else "")
-            radius = math.sqrt(30 + 25 * (len(counts[p]) - 1) ** 0.8 + 50) / 2  # of the red ring, in points
-            ax.annotate(text, (p[1], p[0]), xytext=(radius + 3, -radius * 0.7 - 4), textcoords="offset points",
-                        fontsize=8, color="#a01010", zorder=6,
-                        bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8))
+    _draw_front(ax, run, points, front, counts)
     xs = [p[1] for p in points]
     lo, hi = min(xs), max(xs)
     pad = max(0.06 * (hi - lo), 0.5)
@@ -271,3 +254,27 @@ def plot_curriculum(run: RunData, path: Path) -> None:
 
 
 # ---- HTML ---------------------------------------------------------------------------------
+
+
+def _draw_front(ax, run: RunData, points: list[tuple[float, float]], front: list[int],
+                counts: dict[tuple[float, float], list[dict[str, Any]]]) -> None:
+    """The non-dominated front as a red step line with rings (labelled by id when
+    few), and the best individual as a star."""
+    front_points = sorted({points[i] for i in front}, key=lambda p: p[1])
+    fx = [p[1] for p in front_points]
+    fy = [p[0] for p in front_points]
+    ax.step(fx, fy, where="post", color="#d62728", linewidth=1.2, alpha=0.8, zorder=3)
+    ax.scatter(fx, fy, s=[30 + 25 * (len(counts[p]) - 1) ** 0.8 + 50 for p in front_points], facecolors="none",
+               edgecolors="#d62728", linewidths=1.8, zorder=4, label=f"non-dominated: {len(front)}")
+    if run.best is not None and not math.isnan(_num(run.best.get("accuracy"))):
+        ax.scatter([_num(run.best.get("chain_tokens"))], [_num(run.best["accuracy"])], marker="*", s=260,
+                   color=BEST_COLOR, edgecolors="black", linewidths=0.8, zorder=5,
+                   label=f"best (lowest L_total): #{run.best.get('id')}")
+    if len(front_points) <= 12:
+        for p in front_points:
+            ids = sorted(counts[p], key=lambda r: _num(r.get("l_total"), math.inf))
+            text = ", ".join(f"#{r.get('id')}" for r in ids[:3]) + (f" +{len(ids) - 3}" if len(ids) > 3 else "")
+            radius = math.sqrt(30 + 25 * (len(counts[p]) - 1) ** 0.8 + 50) / 2  # of the red ring, in points
+            ax.annotate(text, (p[1], p[0]), xytext=(radius + 3, -radius * 0.7 - 4), textcoords="offset points",
+                        fontsize=8, color="#a01010", zorder=6,
+                        bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8))

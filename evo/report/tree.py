@@ -135,8 +135,6 @@ def _light(color: str, amount: float = 0.25) -> tuple[float, float, float]:
 
 def plot_lineage(run: RunData, path: Path) -> list[Any]:
     """Draw the best's lineage DAG into ``path``; returns the ids drawn."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     all_rows = ancestors(run.lineage, run.best.get("id")) if run.best is not None else []
     if not all_rows:
@@ -165,23 +163,7 @@ def plot_lineage(run: RunData, path: Path) -> list[Any]:
                            bbox=dict(boxstyle="round,pad=0.35", facecolor=_light(color),
                                      edgecolor=BEST_COLOR if i == best_id else color,
                                      linewidth=2.6 if i == best_id else 1.2))
-    by_id = {r["id"]: r for r in rows}
-    for (parent, child), route in layout.routes.items():
-        style = "--" if len(set(by_id[child].get("parents") or [])) > 1 else "-"
-        points = [pos[parent], *route]
-        if route:  # the part before the last column runs under the parent's (opaque) box
-            ax.add_line(Line2D([p[0] for p in points], [p[1] for p in points], color="#555555", linewidth=1.0,
-                               linestyle=style, zorder=1))
-        ax.annotate("", xy=pos[child], xytext=points[-1], zorder=1,
-                    arrowprops=dict(arrowstyle="-|>", color="#555555", linewidth=1.0, mutation_scale=11, linestyle=style,
-                                    patchA=None if route else texts[parent].get_bbox_patch(),
-                                    patchB=texts[child].get_bbox_patch(), shrinkA=0 if route else 2, shrinkB=2))
-    all_ids = {r["id"] for r in all_rows}
-    for r in rows:  # parents left out of a cut ancestry: a dotted stub from the left
-        if any(p in all_ids and p not in by_id for p in r.get("parents") or []):
-            ax.annotate("", xy=pos[r["id"]], xytext=(pos[r["id"]][0] - 0.5, pos[r["id"]][1]), zorder=1,
-                        arrowprops=dict(arrowstyle="-|>", color="#999999", linewidth=1.0, mutation_scale=9,
-                                        linestyle=":", patchB=texts[r["id"]].get_bbox_patch(), shrinkB=2))
+    _draw_edges(ax, layout, rows, all_rows, texts)
     column_gen = layout.column_generation
     xs = sorted(column_gen)
     ax.set_xlim(min(xs) - 0.55, max(xs) + 0.55)
@@ -200,6 +182,44 @@ def plot_lineage(run: RunData, path: Path) -> list[Any]:
         title += f" (the {len(rows) - 1} nearest drawn; dotted: earlier ancestors left out)"
     wide = width > 16  # scrolled sideways in the page: keep title and legend at the left, in view
     ax.set_title(title, loc="left" if wide else "center")
+    _legend(fig, rows, layout, width, wide)
+    fig.canvas.draw()  # lay the text boxes out once so the arrows clip at their edges
+    _save(fig, path)
+    return [r["id"] for r in rows]
+
+
+def _draw_edges(ax, layout: TreeLayout, rows: list[dict[str, Any]], all_rows: list[dict[str, Any]],
+                texts: dict[Any, Any]) -> None:
+    """Parent → child arrows along the layout's routes (dashed for crossover), and
+    dotted stubs where a parent was cut from a long ancestry."""
+    from matplotlib.lines import Line2D
+
+    pos = layout.nodes
+    by_id = {r["id"]: r for r in rows}
+    for (parent, child), route in layout.routes.items():
+        style = "--" if len(set(by_id[child].get("parents") or [])) > 1 else "-"
+        points = [pos[parent], *route]
+        if route:  # the part before the last column runs under the parent's (opaque) box
+            ax.add_line(Line2D([p[0] for p in points], [p[1] for p in points], color="#555555", linewidth=1.0,
+                               linestyle=style, zorder=1))
+        ax.annotate("", xy=pos[child], xytext=points[-1], zorder=1,
+                    arrowprops=dict(arrowstyle="-|>", color="#555555", linewidth=1.0, mutation_scale=11, linestyle=style,
+                                    patchA=None if route else texts[parent].get_bbox_patch(),
+                                    patchB=texts[child].get_bbox_patch(), shrinkA=0 if route else 2, shrinkB=2))
+    all_ids = {r["id"] for r in all_rows}
+    for r in rows:  # parents left out of a cut ancestry: a dotted stub from the left
+        if any(p in all_ids and p not in by_id for p in r.get("parents") or []):
+            ax.annotate("", xy=pos[r["id"]], xytext=(pos[r["id"]][0] - 0.5, pos[r["id"]][1]), zorder=1,
+                        arrowprops=dict(arrowstyle="-|>", color="#999999", linewidth=1.0, mutation_scale=9,
+                                        linestyle=":", patchB=texts[r["id"]].get_bbox_patch(), shrinkB=2))
+
+
+def _legend(fig, rows: list[dict[str, Any]], layout: TreeLayout, width: float, wide: bool) -> None:
+    """Operator colours, the best's frame and the two arrow styles, under the plot."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    by_id = {r["id"]: r for r in rows}
     ops = sorted({r.get("op") for r in rows}, key=lambda o: (o not in OP_COLORS, list(OP_COLORS).index(o) if o in OP_COLORS else 0, str(o)))
     handles = [Patch(facecolor=_light(OP_COLORS.get(o, OTHER_OP_COLOR)), edgecolor=OP_COLORS.get(o, OTHER_OP_COLOR), label=str(o))
                for o in ops]
@@ -214,9 +234,6 @@ def plot_lineage(run: RunData, path: Path) -> list[Any]:
     fig.legend(handles=handles, loc="outside lower left" if wide else "outside lower center",
                ncols=math.ceil(len(handles) / n_rows),
                fontsize="small", title="box colour: the operator that made the individual")
-    fig.canvas.draw()  # lay the text boxes out once so the arrows clip at their edges
-    _save(fig, path)
-    return [r["id"] for r in rows]
 
 
 def _node_label(row: dict[str, Any], mode: str, compact: bool = False) -> str:

@@ -16,6 +16,7 @@ and with vLLM's ``LoRARequest(name, id, path)``.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import replace
@@ -89,17 +90,13 @@ def adapter_source(strategy: Strategy, run_dir: Path, config: dict[str, Any]) ->
     return AdapterStore(run_dir / "adapters").path_for(lora, model)
 
 
-_MODELS: dict[tuple, Any] = {}
-
-
+@functools.lru_cache(maxsize=1)  # one export reads one run's model; a second model replaces it
 def _base_model(name: str, cache_dir: str | None):
-    if (name, cache_dir) not in _MODELS:
-        from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-        from fitness.backends.model_store import resolve_model
+    from fitness.backends.model_store import resolve_model
 
-        _MODELS[(name, cache_dir)] = AutoModelForCausalLM.from_pretrained(resolve_model(name, cache_dir), local_files_only=True)
-    return _MODELS[(name, cache_dir)]
+    return AutoModelForCausalLM.from_pretrained(resolve_model(name, cache_dir), local_files_only=True)
 
 
 def render_template(strategy: Strategy) -> str:

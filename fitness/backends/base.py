@@ -65,7 +65,14 @@ class Backend(Protocol):
         """Length of ``text`` in this backend's model tokens."""
         ...
 
-    # Backends that serve LoRA genes also offer
-    #     materialise_lora(gene: genomes.lora.LoraGene) -> str
-    # returning a PEFT adapter directory for the gene (the same directory for the same
-    # weights); the evaluator calls it for strategies whose LoRA gene is active.
+
+
+@runtime_checkable
+class LoraBackend(Backend, Protocol):
+    """A backend that serves LoRA genes (hf, vllm, Ray over either)."""
+
+    def materialise_lora(self, gene) -> str:
+        """The PEFT adapter directory of ``gene`` (a :class:`genomes.lora.LoraGene`),
+        made on first use: the same directory for the same weights. The evaluator calls
+        it for strategies whose LoRA gene is active."""
+        ...

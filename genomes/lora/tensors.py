@@ -1,5 +1,42 @@
 """The materialisation contract: the pure-data recipe (:func:`tensor_spec`) that a
-backend turns into LoRA weights, bit-identically in every process."""
+backend turns into LoRA weights, bit-identically in every process.
+
+Materialisation contract (version MATERIALISE_VERSION), per ModuleRecipe
+``(layer l, target t)``; ``in`` and ``out`` are the ``in_features`` and
+``out_features`` of the base model's ``nn.Linear`` named ``t`` in decoder layer
+``l`` (for grouped-query attention k_proj / v_proj have the smaller ``out``).
+Shapes follow PEFT: ``lora_A.weight`` is (rank, in), ``lora_B.weight`` is
+(out, rank); the update is ``W + scaling * B @ A`` with scaling = alpha / rank.
+Every tensor is made on the CPU in float32 and cast to the model's dtype and
+device only at the end.
+
+1. Initial weights.
+   seed_chain:
+     ``g = torch.Generator(device="cpu").manual_seed(init_seed_a)`` where
+     ``init_seed_a = derive("init", gene.init_seed, l, t, "A")``;
+     ``A = torch.randn((rank, in), generator=g, dtype=torch.float32) / math.sqrt(in)``;
+     ``B = torch.zeros((out, rank), dtype=torch.float32)``.
+     (B = 0: with an empty chain the adapter changes nothing.)
+   trained:
+     A and B are the stored adapter's ``lora_A`` / ``lora_B`` weights for
+     (l, t), read as float32, from the adapter whose content hash is
+     ``trained_hash`` in the run's adapter store. Its r, lora_alpha, target
+     modules and layers must equal the gene's; refuse a mismatch.
+2. For each mutation ``(s, sigma)`` of the chain, in chain order, with
+   ``seed_A = derive("noise", s, l, t, "A")`` and ``seed_B = derive("noise", s, l, t, "B")``:
+     ``A += sigma * torch.randn((rank, in), generator=torch.Generator(device="cpu").manual_seed(seed_A), dtype=torch.float32)``
+     ``B += sigma * torch.randn((out, rank), generator=torch.Generator(device="cpu").manual_seed(seed_B), dtype=torch.float32)``
+   (a fresh generator per tensor and mutation; sigma is the Python float).
+3. PEFT config: ``LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets),
+   layers_to_transform=list(layers_to_transform) or None, lora_dropout=0.0,
+   bias="none")``; write ``adapter_model.safetensors`` and cache the directory
+   under ``weights_hash``.
+
+Layer indices are those of the model's decoder layer list (``model.layers[l]``);
+``()`` in the gene means every l in ``range(n_layers)``. Seeds depend on
+(seed, layer, target, "A"|"B") only, not on rank or shapes, and the order of
+``modules`` does not matter.
+"""
 
 from __future__ import annotations
 
@@ -47,41 +84,8 @@ def tensor_spec(gene: LoraGene, n_layers: int | None = None, where: str = "lora"
     ``gene.layers`` is ``()`` (all layers) and checks listed layers otherwise. An
     inactive gene raises ValueError; a listed layer the model lacks raises InputError.
 
-    Materialisation contract (version MATERIALISE_VERSION), per ModuleRecipe
-    ``(layer l, target t)``; ``in`` and ``out`` are the ``in_features`` and
-    ``out_features`` of the base model's ``nn.Linear`` named ``t`` in decoder layer
-    ``l`` (for grouped-query attention k_proj / v_proj have the smaller ``out``).
-    Shapes follow PEFT: ``lora_A.weight`` is (rank, in), ``lora_B.weight`` is
-    (out, rank); the update is ``W + scaling * B @ A`` with scaling = alpha / rank.
-    Every tensor is made on the CPU in float32 and cast to the model's dtype and
-    device only at the end.
-
-    1. Initial weights.
-       seed_chain:
-         ``g = torch.Generator(device="cpu").manual_seed(init_seed_a)`` where
-         ``init_seed_a = derive("init", gene.init_seed, l, t, "A")``;
-         ``A = torch.randn((rank, in), generator=g, dtype=torch.float32) / math.sqrt(in)``;
-         ``B = torch.zeros((out, rank), dtype=torch.float32)``.
-         (B = 0: with an empty chain the adapter changes nothing.)
-       trained:
-         A and B are the stored adapter's ``lora_A`` / ``lora_B`` weights for
-         (l, t), read as float32, from the adapter whose content hash is
-         ``trained_hash`` in the run's adapter store. Its r, lora_alpha, target
-         modules and layers must equal the gene's; refuse a mismatch.
-    2. For each mutation ``(s, sigma)`` of the chain, in chain order, with
-       ``seed_A = derive("noise", s, l, t, "A")`` and ``seed_B = derive("noise", s, l, t, "B")``:
-         ``A += sigma * torch.randn((rank, in), generator=torch.Generator(device="cpu").manual_seed(seed_A), dtype=torch.float32)``
-         ``B += sigma * torch.randn((out, rank), generator=torch.Generator(device="cpu").manual_seed(seed_B), dtype=torch.float32)``
-       (a fresh generator per tensor and mutation; sigma is the Python float).
-    3. PEFT config: ``LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets),
-       layers_to_transform=list(layers_to_transform) or None, lora_dropout=0.0,
-       bias="none")``; write ``adapter_model.safetensors`` and cache the directory
-       under ``weights_hash``.
-
-    Layer indices are those of the model's decoder layer list (``model.layers[l]``);
-    ``()`` in the gene means every l in ``range(n_layers)``. Seeds depend on
-    (seed, layer, target, "A"|"B") only, not on rank or shapes, and the order of
-    ``modules`` does not matter.
+    The weights it stands for follow the materialisation contract in the module
+    docstring.
     """
     if not gene.is_active:
         raise ValueError("tensor_spec: the gene is switched off or has no weight source")
@@ -115,5 +119,3 @@ def tensor_spec(gene: LoraGene, n_layers: int | None = None, where: str = "lora"
         modules=tuple(modules),
     )
 
-
-# ---- operators ----------------------------------------------------------------------
