@@ -1,4 +1,4 @@
-"""Per-family frontier curriculum (SPEC: "Curriculum") and the ability estimate D_model.
+"""Per-family frontier curriculum (docs/design.md, "Curriculum") and the ability estimate D_model.
 
 State: one *frontier* level per family. Each generation:
 

@@ -1,4 +1,4 @@
-"""The reasoning-chain format and its parser (SPEC: "The reasoning format").
+"""The reasoning-chain format and its parser (docs/design.md, "The reasoning format").
 
 A completion looks like::
 

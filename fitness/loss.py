@@ -1,4 +1,4 @@
-"""The unified loss (SPEC: "The unified loss"): how one completion, and one
+"""The unified loss (docs/design.md, "The unified loss"): how one completion, and one
 individual's task batch, is scored.
 
 Per completion::

@@ -1,4 +1,4 @@
-"""Strict verifiers: how much credit an extracted answer earns (SPEC: "The unified loss").
+"""Strict verifiers: how much credit an extracted answer earns (docs/design.md, "The unified loss").
 
 Contract of :func:`score_answer`: it takes the answer text the parser pulled out of the
 constrained-output block (or None) and a :class:`~fitness.tasks.Task`, returns a score

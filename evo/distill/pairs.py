@@ -1,4 +1,4 @@
-"""DPO preference pairs from a run's journal (SPEC: "Distillation → DPO"). No torch.
+"""DPO preference pairs from a run's journal (docs/design.md, "Distillation → DPO"). No torch.
 
 For each training task the journal holds completions of many strategies. A pair is::
 

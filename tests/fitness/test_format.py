@@ -1,4 +1,4 @@
-"""The reasoning-format parser: rules of SPEC "The reasoning format", and that model
+"""The reasoning-format parser: rules of docs/design.md, "The reasoning format", and that model
 output of any shape (huge, binary, malformed) parses quickly and never raises.
 
 hypothesis is not a dependency, so the property test is a seeded random fuzz loop.
