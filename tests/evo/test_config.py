@@ -98,3 +98,17 @@ def test_cli_rejects_bad_config_before_loading_a_model(tmp_path):
     proc = _evo_run(str(path))
     assert proc.returncode == 2 and "missing-model" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_seed_naming_another_model_is_refused_before_any_model_loads(tmp_path):
+    """decoding.model cannot switch models in a run (one model serves every request),
+    so a strategy that names another model is an error, not a silent no-op."""
+    from evo.config.preflight import check_inputs
+
+    seed = tmp_path / "other.toml"
+    seed.write_text('name = "other"\n[decoding]\nmodel = "some/other-model"\n')
+    config = RunConfig.from_dict({"population": {"seeds": ["direct", str(seed)]}})
+    with pytest.raises(InputError) as err:
+        check_inputs(config, model=False)
+    assert str(err.value).startswith("population.seeds[1]") and "decoding.model" in str(err.value)
+    check_inputs(RunConfig.from_dict({"population": {"seeds": ["direct"]}}), model=False)
