@@ -1,7 +1,7 @@
 """`evo distill RUN_DIR [--train]`: pairs from the journal, optionally a DPO adapter.
 
 Writes into ``--out`` (default RUN_DIR/distill) the files of
-:func:`evo.distill_pairs.distill_run` plus ``summary.md``; with ``--train`` the
+:func:`evo.distill.pairs.distill_run` plus ``summary.md``; with ``--train`` the
 adapter goes to the run's adapter store (see :mod:`evo.distill.train`) and the
 summary gains an ``adapter`` section. Every argument is checked before any model
 loads.

@@ -63,6 +63,8 @@ def test_yaml_config_and_overrides(tmp_path):
         ("[population]\nhall_min_batches = 2\n", "population.hall_min_batches"),  # without rotation
         ("[curriculum]\nup_threshold = 0.1\ndown_threshold = 0.5\n", "curriculum.up_threshold"),
         ("[population]\nsize = true\n", "population.size"),
+        ("[model]\nmodels = ['default', 'other-model']\n", "model.models[1]"),  # one model per run
+        ("[tasks]\nheldout_fraction = 0.0\n", "tasks.heldout_fraction"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, text, field):

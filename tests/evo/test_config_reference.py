@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import pytest
 
 from evo.config import reference
 from evo.config.sections import RunConfig, RunSection
@@ -62,17 +61,3 @@ def test_evo_config_unknown_section_is_one_line(capsys):
     assert main(["config", "nope"]) == 2
     assert "no config section 'nope'" in capsys.readouterr().err
 
-
-@pytest.mark.parametrize("text, field", [
-    ("[model]\nmodels = ['default', 'other-model']\n", "model.models[1]"),
-    ("[tasks]\nheldout_fraction = 0.0\n", "tasks.heldout_fraction"),
-])
-def test_range_and_model_gene_errors_name_the_field(tmp_path, text, field):
-    from evo.config.sections import load_config
-    from genomes.errors import InputError
-
-    path = tmp_path / "c.toml"
-    path.write_text(text)
-    with pytest.raises(InputError) as err:
-        load_config(path)
-    assert str(err.value).startswith(field)
