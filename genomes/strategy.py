@@ -33,12 +33,18 @@ SEEDS_DIR = Path(__file__).parent / "seeds"
 
 @dataclass(frozen=True)
 class Exemplar:
-    """A worked example shown as a user/assistant turn before the real question."""
+    """A worked example shown as a user/assistant turn before the real question.
+
+    ``source`` says where it came from: empty for the hand-written library, else
+    ``"labeled:<split>:<task id>"`` (a task's question and gold answer) or
+    ``"bootstrapped:<split>:<task id>:#<individual id>"`` (a verified-correct
+    completion of the run's own model); see :mod:`evo.engine.exemplar_pool`."""
 
     question: str
     steps: tuple[str, ...]
     answer: str
     response: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,9 @@ class Strategy:
     def render(self, question: str) -> RenderedPrompt:
         system = f"{self.prompt.system_text()} {self.chain.instruction()}".strip()
         messages: list[dict[str, str]] = [{"role": "system", "content": system}]
-        for ex in choose_exemplars(self.prompt.exemplars, question, self.prompt.exemplar_choice):
+        # an exemplar of this very question would hand the model its answer
+        shown = [ex for ex in self.prompt.exemplars if ex.question != question]
+        for ex in choose_exemplars(shown, question, self.prompt.exemplar_choice):
             messages.append({"role": "user", "content": ex.question})
             messages.append({"role": "assistant", "content": format_completion(ex.steps, ex.answer, ex.response)})
         messages.append({"role": "user", "content": question})
@@ -130,6 +138,9 @@ class Strategy:
         # keeps its content hash (journal caches and checkpoints are keyed by it).
         if data["prompt"]["exemplar_choice"] == FIXED:
             del data["prompt"]["exemplar_choice"]
+        for exemplar in data["prompt"]["exemplars"]:  # library exemplars: hashes as before
+            if not exemplar["source"]:
+                del exemplar["source"]
         data["schema_version"] = SCHEMA_VERSION
         return data
 
@@ -150,7 +161,7 @@ class Strategy:
         exemplars = prompt.get("exemplars", [])
         if not isinstance(exemplars, (list, tuple)):  # a tuple is what encode() gives
             raise InputError(f"{where}.prompt.exemplars: expected a list, got {type(exemplars).__name__}")
-        prompt = {**prompt, "exemplars": tuple(_exemplar(e, f"{where}.prompt.exemplars[{i}]") for i, e in enumerate(exemplars))}
+        prompt = {**prompt, "exemplars": tuple(decode_exemplar(e, f"{where}.prompt.exemplars[{i}]") for i, e in enumerate(exemplars))}
         chain = as_mapping(data.get("chain", {}), f"{where}.chain")
         if "step_hints" in chain:
             chain = {**chain, "step_hints": str_tuple(chain["step_hints"], f"{where}.chain.step_hints")}
@@ -186,7 +197,8 @@ def seed_names() -> list[str]:
 
 
 # ---- strategy-specific validation --------------------------------------------------
-def _exemplar(data: Any, where: str) -> Exemplar:
+def decode_exemplar(data: Any, where: str = "exemplar") -> Exemplar:
+    """An :class:`Exemplar` from JSON data, validated (InputError names the field)."""
     data = dict(as_mapping(data, where))
     for required in ("question", "answer"):
         if required not in data:

@@ -27,6 +27,7 @@ SELECTION_MODES = ("scalar", "multi")
 OPERATORS = ("mut_prompt", "mut_chain", "mut_decoding", "cx_strategy")
 OPTIONAL_OPERATORS = ("mut_lora",)  # LoRA genes evolve only when a config names this
 DEFAULT_MODEL = "default"  # the bundled SmolLM2-135M-Instruct
+EXEMPLAR_SOURCES = ("library", "labeled", "bootstrapped")
 
 
 def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,
@@ -83,6 +84,21 @@ class TasksSection:
 
 
 @dataclass(frozen=True)
+class ExemplarsSection:
+    sources: tuple[str, ...] = setting(
+        EXEMPLAR_SOURCES, "where mutation takes few-shot exemplars from: library (the hand-written ones that fit the "
+                          "run's tasks), labeled (training tasks with their gold answer), bootstrapped (the run's own "
+                          "verified-correct completions of training tasks)", choices=EXEMPLAR_SOURCES)
+    labeled_per_family: int = setting(4, "labeled exemplars drawn per family from its training split", low=0)
+    bootstrapped_per_family: int = setting(4, "bootstrapped exemplars kept per family (the shortest correct chains), "
+                                              "refreshed every generation", low=0)
+    max_question_chars: int = setting(1500, "training questions longer than this are not made exemplars (prompt cost)",
+                                      low=20)
+    pair_up_seed: bool = setting(True, "start the population with the first seed given two pool exemplars of every "
+                                       "kind of task, shown nearest_two (the pair-up mutation)")
+
+
+@dataclass(frozen=True)
 class LossSection:
     alpha: float = setting(LossWeights.alpha, "α, weight of L_reason: correct and short chains", low=0)
     beta: float = setting(LossWeights.beta, "β, weight of L_constrained: the verified answer", low=0)
@@ -129,6 +145,7 @@ class RunConfig:
     run: RunSection = field(default_factory=RunSection)
     population: PopulationSection = field(default_factory=PopulationSection)
     tasks: TasksSection = field(default_factory=TasksSection)
+    exemplars: ExemplarsSection = field(default_factory=ExemplarsSection)
     loss: LossSection = field(default_factory=LossSection)
     curriculum: CurriculumSection = field(default_factory=CurriculumSection)
     model: ModelSection = field(default_factory=ModelSection)

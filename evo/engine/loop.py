@@ -43,6 +43,7 @@ from deap import tools
 
 from evo.config.sections import RunConfig
 from evo.engine.backend import Counters
+from evo.engine.exemplar_pool import build_pool
 from evo.engine.individuals import make_individual, new_fitness
 from evo.engine.loop_state import individual_to_json
 from evo.engine.selection import Selection, same_genome
@@ -87,7 +88,7 @@ class Loop(Variation, Selection, Snapshot):
         self.pool = TaskPool(config)
         self.curriculum = make_curriculum(config, self.pool)
         self.heldout_tasks = self.pool.heldout()
-        self.exemplar_pool = self.pool.exemplar_pool()  # what mut_prompt adds and swaps in
+        self.exemplars = build_pool(config, self.pool, show_progress)  # what mut_prompt adds and swaps in
         self.weights = config.loss_weights()
         self.mode = config.population.mode
         self.hall: list = []  # best unique individuals by -L_total, both modes
@@ -150,6 +151,7 @@ class Loop(Variation, Selection, Snapshot):
             ind.scored_on = epochs
             self.assign_fitness(ind, results, tasks)
             self.run_dir.append("lineage.jsonl", self.lineage_record(ind))
+        self.exemplars.harvest(scored, {task.id for tasks in self.batches.values() for task in tasks})
         best = max(scored, key=lambda ind: -ind.l_total)
         self.update_hall(scored, rebuild_pareto=batch_changed)
         current = {task.id for task in self.training_batch(epoch)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from evo.engine.exemplar_pool import legacy_pool
 from evo.engine.loop_state import (
     IndividualTable,
     global_rng_arrays,
@@ -34,6 +35,7 @@ class Snapshot:
             "batch_states": [[list(item) for item in state] for state, _ in self.batches],
             "batch_epochs": [epoch for _, epoch in self.batches],
             "frontier_moved": self.frontier_moved,
+            "exemplar_pool": self.exemplars.to_state(),
             "rng": rng_to_json(self.rng.getstate()),
             "global_rngs": global_scalars,
             "counters": {k: v for k, v in vars(self.counters).items() if k != "started"},
@@ -61,6 +63,10 @@ class Snapshot:
             key = (tuple((family, level) for family, level in state), epoch)
             self.batches[key] = self.draw_batch(*key, index=index)
         self.frontier_moved = s["frontier_moved"]
+        if "exemplar_pool" in s:
+            self.exemplars.restore(s["exemplar_pool"])
+        else:  # checkpointed before the run's own data fed the pool
+            self.exemplars = legacy_pool(self.pool)
         self.rng.setstate(rng_from_json(s["rng"]))
         restore_global_rngs(saved.arrays, s["global_rngs"])
         for name, value in s["counters"].items():

@@ -46,15 +46,27 @@ class TaskPool:
             tasks += self._draw(family, level, count, TRAIN, seed)
         return tasks
 
-    def exemplar_pool(self, per_family: int = 4) -> tuple[Exemplar, ...]:
+    def library_exemplars(self, per_family: int = 4) -> tuple[Exemplar, ...]:
         """The library exemplars that fit this run's tasks: those like one of
         ``per_family`` training questions per family at its start level
-        (:func:`genomes.exemplar_choice.matching_exemplars`); the whole library when
-        none fit (task kinds it has no exemplar for). A pure function of the config,
-        so a resumed run mutates from the same pool."""
+        (:func:`genomes.exemplar_choice.matching_exemplars`); none when no kind fits.
+        A pure function of the config."""
         slots = [(family, level) for family, level in self.start_levels().items() for _ in range(per_family)]
         questions = [task.question for task in self.training_batch(slots, generation=-1)]
-        return matching_exemplars(EXEMPLARS, questions) or EXEMPLARS
+        return matching_exemplars(EXEMPLARS, questions)
+
+    def exemplar_pool(self, per_family: int = 4) -> tuple[Exemplar, ...]:
+        """The library exemplars that fit, or the whole library when none fit: the
+        pool of runs made before the run's own data fed it (:mod:`evo.engine.exemplar_pool`)."""
+        return self.library_exemplars(per_family) or EXEMPLARS
+
+    def labeled_tasks(self, per_family: int) -> dict[str, list[Task]]:
+        """Per family, ``per_family`` tasks of its training split at its start level,
+        drawn apart from the training batches' seeds (a file with a smaller training
+        split gives what it has)."""
+        return {family: self._draw(family, level, per_family, TRAIN, _draw_seed(self.config.run.seed, -2, family, level),
+                                  fewer_ok=True)
+                for family, level in self.start_levels().items()}
 
     def heldout(self, fewer_ok: bool = False) -> list[Task]:
         """``tasks.heldout_per_family`` held-out tasks per family; with ``fewer_ok`` a

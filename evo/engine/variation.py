@@ -9,7 +9,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from genomes.operators import REWRITABLE_SLOTS, apply_rewrite, cx_strategy, mut_strategy, rewrite_messages
+from genomes.operators import (
+    REWRITABLE_SLOTS,
+    apply_rewrite,
+    cx_strategy,
+    mut_strategy,
+    pair_up_exemplars,
+    rewrite_messages,
+)
 from genomes.strategy import Strategy
 
 # Draws per offspring slot before a child that repeats a known genome is accepted
@@ -19,11 +26,15 @@ NOVELTY_TRIES = 8
 
 class Variation:
     def initial_population(self, seeds: list[Strategy]) -> list:
-        """The seeds, then mutants of them (new genomes where the tries allow) until the
-        population is full."""
+        """The seeds, the paired-up seed (``exemplars.pair_up_seed``), then mutants of
+        the seeds (new genomes where the tries allow) until the population is full."""
         size = self.config.population.size
         population = [self.new_individual(s, (), "seed", 0) for s in seeds[:size]]
         known = {ind.strategy.content_hash() for ind in population}
+        paired = self.paired_seed(population[0]) if len(population) < size else None
+        if paired is not None and paired.content_hash() not in known:
+            known.add(paired.content_hash())
+            population.append(self.new_individual(paired, (population[0].id,), "pair_up", 0))
 
         def mutant() -> tuple[str, Any]:
             parent = population[self.rng.randrange(len(seeds[:size]))]
@@ -35,6 +46,18 @@ class Variation:
             known.add(child.content_hash())
             population.append(self.new_individual(child, parents, op, 0))
         return population
+
+    def paired_seed(self, seed) -> Strategy | None:
+        """The first seed with no exemplars of its own but two pool exemplars of every
+        kind of task, shown ``nearest_two``: on a family no library exemplar covers the
+        seeds score about 0 and selection has nothing to choose from, while two worked
+        examples of the task's own kind make the model write the answer format."""
+        pool = self.exemplars.exemplars()
+        if not self.config.exemplars.pair_up_seed or not pool:
+            return None
+        bare = dataclasses.replace(seed.strategy.prompt, exemplars=())
+        prompt = pair_up_exemplars(bare, pool, self.rng)
+        return dataclasses.replace(seed.strategy, name=f"{seed.strategy.name}+pairs", prompt=prompt)
 
     def vary(self, population: list, gen: int) -> list:
         """DEAP's varOr with pure operators: each child comes from crossover, mutation
@@ -106,7 +129,7 @@ class Variation:
     def mutate(self, strategy: Strategy) -> tuple[Strategy, str]:
         weights = self.config.gene_weights() or {"prompt": 1.0}
         return mut_strategy(strategy, self.rng, models=self.config.model.models, gene_weights=weights,
-                            exemplar_pool=self.exemplar_pool,
+                            exemplar_pool=self.exemplars.exemplars(),
                             lora_options={"sigmas": self.config.population.lora_sigmas})
 
     def llm_rewrite(self, rewrites: list, gen: int) -> list:

@@ -21,6 +21,7 @@ OP_COLORS = {  # operator -> node colour in the lineage tree
     "mut_llm_rewrite": "#937860",
     "mut_lora": "#da8bc3",
     "inject": "#2a9d8f",  # a distilled adapter put into the population
+    "pair_up": "#b5a000",  # the first seed given two exemplars of every kind from the run's pool
 }
 OTHER_OP_COLOR = "#8c8c8c"
 BEST_COLOR = "#e6a800"

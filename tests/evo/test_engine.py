@@ -33,7 +33,7 @@ def test_selection_finds_the_signal_and_writes_the_run_dir(tmp_path):
     assert (run_dir / "journal.sqlite").exists() and (run_dir / "best.json").exists()
     ids = {row["id"] for row in lineage}
     for row in lineage:  # every child names parents that exist, and how it was made
-        assert row["op"] in {"seed", "mut_prompt", "mut_chain", "mut_decoding", "cx_strategy"}
+        assert row["op"] in {"seed", "pair_up", "mut_prompt", "mut_chain", "mut_decoding", "cx_strategy"}
         assert all(p in ids for p in row["parents"])
         assert (row["op"] == "seed") == (row["parents"] == [])
 
@@ -396,17 +396,21 @@ def test_variation_draws_again_rather_than_repeat_a_genome(tmp_path):
 
 
 def test_mutation_draws_exemplars_that_fit_the_runs_tasks(tmp_path):
-    """A chain-sum run adds and swaps in only chain-sum exemplars: the library's
-    syllogisms or letter counting could only cost prompt tokens there."""
+    """A chain-sum run adds and swaps in only chain-sum exemplars (the library's two
+    and labeled training tasks): the library's syllogisms or letter counting could
+    only cost prompt tokens there."""
     from genomes.fragments import EXEMPLARS
 
     cfg = config(tmp_path, population={"seeds": ["fewshot"], "mutation_prob": 1.0, "crossover_prob": 0.0,
                                        "operators": ["mut_prompt"]})
     with bare_loop(cfg, ArithmeticOracle()) as (loop, population):
-        assert [EXEMPLARS.index(e) for e in loop.exemplar_pool] == [0, 1]  # the two chain-sum ones
+        assert [EXEMPLARS.index(e) for e in loop.exemplars.library] == [0, 1]  # the two chain-sum ones
+        assert loop.exemplars.labeled and all(e.source.startswith("labeled:train:chain_sum/")
+                                              for e in loop.exemplars.labeled)
         own = set(population[0].strategy.prompt.exemplars)
         brought = set()
-        for _ in range(40):
+        for _ in range(60):
             child, op = loop.mutate(population[0].strategy)
             brought |= set(child.prompt.exemplars) - own
-        assert brought == set(EXEMPLARS[:2])
+        assert brought <= set(EXEMPLARS[:2]) | set(loop.exemplars.labeled)
+        assert brought & set(EXEMPLARS[:2]) and brought & set(loop.exemplars.labeled)
