@@ -21,13 +21,16 @@ def add_parser(sub) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from evo.rundir import checkpoint
     from evo.engine.run import resume_evolution
+    from evo.rundir import checkpoint
+    from evo.rundir.files import RunDir
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}")
-    checkpoint.load_latest(run_dir, warn=lambda m: None)  # fail fast, before the model loads
+    # fail fast, before the model loads: a checkpoint of a newer version, or no run here at all
+    if checkpoint.load_latest(run_dir, warn=lambda m: None, none_usable_ok=True) is None:
+        RunDir(run_dir).read_config()
     summarise(resume_evolution(run_dir, generations=args.generations, show_progress=not args.quiet,
                                 inject_adapters=args.inject_adapter))
     return 0

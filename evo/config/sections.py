@@ -21,7 +21,12 @@ from fitness.tasks import TaskSpec
 from genomes.errors import InputError
 from genomes.lora import DEFAULT_SIGMAS, sigma_is_valid
 from genomes.operators import GENE_WEIGHTS
-from genomes.validation import as_mapping, build_dataclass, read_structured, reject_unknown
+from genomes.validation import (
+    as_mapping,
+    build_dataclass,
+    read_structured,
+    reject_unknown,
+)
 
 SELECTION_MODES = ("scalar", "multi")
 OPERATORS = ("mut_prompt", "mut_chain", "mut_decoding", "cx_strategy")

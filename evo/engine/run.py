@@ -53,16 +53,21 @@ def resume_evolution(run_dir: str | Path, generations: int | None = None, backen
     individuals (see :mod:`evo.rundir.inject`); they are scored in the next generation. The
     injection lives in the checkpoints from that generation on: a run killed before
     it needs the flag again."""
-    from evo.config.sections import RunConfig
     from evo.rundir.inject import import_adapter
 
     run = RunDir(run_dir)
-    saved = checkpoint.load_latest(run.path)
-    config = RunConfig.from_dict(saved.state["config"], where="checkpoint config")
-    if generations is not None:
-        if generations < saved.generation:
-            raise InputError(f"--generations {generations}: the run already has {saved.generation} generations")
-        config = dataclasses.replace(config, run=dataclasses.replace(config.run, generations=generations))
+    removed = run.remove_leftovers()
+    if removed and show_progress:
+        print(f"removed {len(removed)} leftover file(s) of an interrupted write: {', '.join(removed)}",
+              file=sys.stderr, flush=True)
+    saved = checkpoint.load_latest(run.path, none_usable_ok=True)
+    config = _resumed_config(run, saved, generations)
+    if saved is None:
+        if inject_adapters:
+            raise InputError("--inject-adapter: the run has no checkpoint yet; resume it once without the flag")
+        if generations is not None:
+            run.write_json("config.json", config.to_dict())
+        return _restart(run, config, backend, show_progress, on_generation)
     if inject_adapters and config.run.generations <= saved.generation:
         raise InputError(f"--inject-adapter: the run already has all its {saved.generation} generations; pass "
                          f"--generations {saved.generation + 1} or more so the injected individuals are scored")
@@ -74,6 +79,7 @@ def resume_evolution(run_dir: str | Path, generations: int | None = None, backen
     loop = Loop(config, backend, run, counters, show_progress, on_generation)
     with Journal(run.journal_path) as journal:
         loop.journal = journal
+        journal.recount_after = saved.state["journal_rows"]  # budget figures as if it had never stopped
         population = loop.restore(saved)
         population = population + loop.inject(genes, population, saved.generation + 1)
         if show_progress:
@@ -82,3 +88,39 @@ def resume_evolution(run_dir: str | Path, generations: int | None = None, backen
                   file=sys.stderr, flush=True)
         return loop.continue_from(population, saved.generation + 1)
 
+
+
+def _resumed_config(run: RunDir, saved, generations: int | None) -> RunConfig:
+    """The run's config (from its checkpoint, else from config.json), with the new
+    generation target (the caller writes it to config.json once every input is checked)."""
+    if saved is not None:
+        config = RunConfig.from_dict(saved.state["config"], where="checkpoint config")
+        done = saved.generation
+    else:
+        config, done = run.read_config(), -1
+    if generations is not None:
+        if generations < done:
+            raise InputError(f"--generations {generations}: the run already has {done} generations")
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, generations=generations))
+    return config
+
+
+def _restart(run: RunDir, config: RunConfig, backend: Backend | None, show_progress: bool,
+             on_generation: GenerationCallback | None) -> RunResult:
+    """A run killed before its first checkpoint (or whose every checkpoint is damaged):
+    start it again from its config. The run is a pure function of its config, so this
+    gives what an uninterrupted run gives, and every completion it journaled is reused
+    (and counted as this run's own, as it was)."""
+    if show_progress:
+        print(f"{run.path} has no usable checkpoint: restarting it from generation 0, reusing its journal",
+              file=sys.stderr, flush=True)
+    seeds = [Strategy.load(s) for s in config.population.seeds]
+    for name in ("metrics.jsonl", "lineage.jsonl"):
+        run.truncate_jsonl(name, 0)
+    counters = Counters()
+    backend = TimedBackend(backend or build_backend(config), counters)
+    loop = Loop(config, backend, run, counters, show_progress, on_generation)
+    with Journal(run.journal_path) as journal:
+        loop.journal = journal
+        journal.recount_after = 0
+        return loop.run(seeds)

@@ -7,16 +7,15 @@ from __future__ import annotations
 import time
 
 from evo.engine.exemplar_pool import legacy_pool
-from evo.engine.loop_state import (
-    IndividualTable,
+from evo.engine.loop_state import IndividualTable, individual_from_json
+from evo.rundir import checkpoint
+from evo.rundir.faults import maybe_crash
+from evo.rundir.rng_state import (
     global_rng_arrays,
-    individual_from_json,
     restore_global_rngs,
     rng_from_json,
     rng_to_json,
 )
-from evo.rundir import checkpoint
-from evo.rundir.faults import maybe_crash
 from fitness.curriculum import Curriculum
 
 

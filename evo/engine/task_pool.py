@@ -13,7 +13,16 @@ from collections import Counter
 from collections.abc import Sequence
 
 from evo.config.sections import RunConfig
-from fitness.tasks import HELDOUT, JSONL_PREFIX, TRAIN, Task, TaskSpec, family_levels, jsonl_tasks, reasoning_gym_tasks
+from fitness.tasks import (
+    HELDOUT,
+    JSONL_PREFIX,
+    TRAIN,
+    Task,
+    TaskSpec,
+    family_levels,
+    jsonl_tasks,
+    reasoning_gym_tasks,
+)
 from genomes.exemplar_choice import matching_exemplars
 from genomes.fragments import EXEMPLARS
 from genomes.strategy import Exemplar

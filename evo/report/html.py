@@ -27,17 +27,23 @@ the caller's pyplot backend and global state are left alone).
 from __future__ import annotations
 
 import html
-import math
 import json
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from evo.report import fmt
 from evo.report.data import RunData, _num, load_run
-from genomes.errors import InputError
-from evo.report.plots import PLOTS, plot_cost, plot_curriculum, plot_fitness, plot_pareto
+from evo.report.plots import (
+    PLOTS,
+    plot_cost,
+    plot_curriculum,
+    plot_fitness,
+    plot_pareto,
+)
 from evo.report.tree import plot_lineage
+from genomes.errors import InputError
 
 
 def system_prompt(row: dict[str, Any] | None) -> str | None:

@@ -4,12 +4,17 @@ Layout::
 
     RUN_DIR/checkpoints/gen-000003/state.json        everything but array RNG states
     RUN_DIR/checkpoints/gen-000003/rng.safetensors   numpy's and torch's RNG states
+    RUN_DIR/checkpoints/gen-000003/manifest.json     SHA-256 of every other file, written last
 
 A checkpoint directory is written under a temporary name, every file fsynced, then
 renamed into place (and the parent directory fsynced), so a process killed at any
-moment leaves either the complete new checkpoint or none of it. ``state.json``
-carries a SHA-256 of its own payload: a truncated or altered file is detected and
-:func:`load_latest` falls back to the previous checkpoint with a warning.
+moment leaves either the complete new checkpoint or none of it (and a leftover
+``.tmp-gen-*`` that :func:`remove_leftovers` clears on the next resume). Every file
+is covered: ``manifest.json`` holds the SHA-256 of each, and ``state.json`` a SHA-256
+of its own payload; the RNG states are also checked to be loadable. A truncated,
+altered, missing or unloadable file is detected and :func:`load_latest` falls back to
+the previous checkpoint with one warning naming the file. Checkpoints written before
+the manifest existed are checked by the payload checksum alone.
 
 Schema: ``format`` names the file type and ``version`` its layout. Older versions are
 upgraded by the functions in :data:`MIGRATIONS` (version -> upgrade to version + 1);
@@ -28,11 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from evo.rundir.rng_state import check_global_rngs
 from genomes.errors import InputError
 
 FORMAT = "evo-checkpoint"
 VERSION = 1
 KEEP = 3  # checkpoints kept on disk; older ones are deleted after a successful write
+MANIFEST = "manifest.json"
+LEFTOVER = ".tmp-gen-*"  # a staging directory whose write was interrupted
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
@@ -82,6 +90,7 @@ def write(run_dir: Path, generation: int, state: dict[str, Any], arrays: dict[st
     save_file(dict(arrays), str(staging / "rng.safetensors"))
     with open(staging / "rng.safetensors", "rb") as f:
         os.fsync(f.fileno())
+    _write_manifest(staging)
     if before_rename:
         before_rename()  # fault-injection point for the crash tests
     if target.exists():  # a rerun of the same generation after a resume: replace it
@@ -93,17 +102,57 @@ def write(run_dir: Path, generation: int, state: dict[str, Any], arrays: dict[st
     return target
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_manifest(staging: Path) -> None:
+    files = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.name != MANIFEST}
+    with open(staging / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump({"format": FORMAT + "-manifest", "files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_manifest(path: Path) -> None:
+    """Every file the manifest lists is there with its SHA-256 (no manifest: a
+    checkpoint from before it existed, checked by the payload checksum alone)."""
+    manifest = path / MANIFEST
+    if not manifest.exists():
+        return
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        listed = {str(name): str(digest) for name, digest in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path.name}: {MANIFEST} is corrupt") from None
+    for name, digest in sorted(listed.items()):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path.name}: {name} missing")
+        if _sha256(path / name) != digest:
+            raise CheckpointError(f"{path.name}: {name} does not match its checksum (damaged)")
+
+
+def _read_state(path: Path) -> tuple[Any, str | None]:
+    """state.json parsed, or (None, what is wrong with it)."""
+    try:
+        return json.loads((path / "state.json").read_text(encoding="utf-8")), None
+    except FileNotFoundError:
+        return None, f"{path.name}: state.json missing"
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return None, f"{path.name}: state.json is truncated or corrupt ({e})"
+
+
 def read(path: Path) -> Checkpoint:
     """Load and verify one checkpoint directory; CheckpointError says what is wrong."""
     from safetensors.numpy import load_file
 
-    state_file = path / "state.json"
-    try:
-        document = json.loads(state_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path.name}: state.json missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path.name}: state.json is truncated or corrupt ({e})") from None
+    document, problem = _read_state(path)
+    if isinstance(document, dict) and isinstance(document.get("version"), int) and document["version"] > VERSION:
+        problem = None  # a newer build wrote it: refuse below, whatever its checksums say
+    else:
+        _check_manifest(path)
+    if problem:
+        raise CheckpointError(problem)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CheckpointError(f"{path.name}: not an evo checkpoint")
     version = document.get("version")
@@ -117,18 +166,35 @@ def read(path: Path) -> Checkpoint:
         version += 1
     try:
         arrays = load_file(str(path / "rng.safetensors"))
-    except Exception as e:  # safetensors raises its own error types for bad headers
+        check_global_rngs(arrays, payload["global_rngs"])
+    except Exception as e:  # safetensors, numpy and torch raise their own error types
         raise CheckpointError(f"{path.name}: rng.safetensors unreadable ({type(e).__name__})") from None
     return Checkpoint(payload["generation"], payload, arrays, path)
 
 
-def load_latest(run_dir: Path, warn: Callable[[str], None] | None = None) -> Checkpoint:
+def has_checkpoint(run_dir: Path) -> bool:
+    return any(p.is_dir() for p in checkpoint_dir(run_dir).glob("gen-*"))
+
+
+def remove_leftovers(run_dir: Path) -> list[str]:
+    """Delete the staging directories of interrupted checkpoint writes; their names."""
+    removed = sorted(p.name for p in checkpoint_dir(run_dir).glob(LEFTOVER))
+    for name in removed:
+        shutil.rmtree(checkpoint_dir(run_dir) / name, ignore_errors=True)
+    return removed
+
+
+def load_latest(run_dir: Path, warn: Callable[[str], None] | None = None, none_usable_ok: bool = False) -> Checkpoint | None:
     """The newest checkpoint that verifies; older ones are tried when newer ones are
     corrupt (each skip is reported through ``warn``). An unknown version is not
-    skipped: it means a newer build wrote this run, and guessing would be wrong."""
+    skipped: it means a newer build wrote this run, and guessing would be wrong. With
+    ``none_usable_ok``, no checkpoint at all (or none usable) gives None instead of an
+    InputError: the caller restarts the run from its config."""
     warn = warn or (lambda message: print(f"evo: warning: {message}", file=sys.stderr))
     candidates = sorted((p for p in checkpoint_dir(run_dir).glob("gen-*") if p.is_dir()), reverse=True)
     if not candidates:
+        if none_usable_ok:
+            return None
         raise InputError(f"no checkpoint in {run_dir} (is it a run directory?)")
     problems = []
     for path in candidates:
@@ -141,4 +207,6 @@ def load_latest(run_dir: Path, warn: Callable[[str], None] | None = None) -> Che
             warn(f"{e}; falling back to the previous checkpoint")
             continue
         return checkpoint
+    if none_usable_ok:
+        return None
     raise InputError(f"no usable checkpoint in {run_dir}: " + "; ".join(problems))

@@ -32,7 +32,6 @@ from genomes.exemplar_choice import DESCRIPTIONS, FIXED
 from genomes.strategy import Strategy
 
 
-
 def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
     """Write the best ``top`` strategies of ``run_dir`` into ``out``; returns their dirs."""
     run_dir, out = Path(run_dir), Path(out)

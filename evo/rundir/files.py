@@ -35,8 +35,21 @@ class RunDir:
     def check_free(self, overwrite: bool = False) -> None:
         """Raise unless a new run may start here (empty, or ``overwrite``)."""
         if self.holds_a_run() and not overwrite:
-            raise InputError(f"run directory already holds a run: {self.path} "
-                             "(choose another run.name / --name, or --force to replace it)")
+            raise InputError(f"run directory already holds a run: {self.path} (continue it with `evo resume "
+                             f"{self.path}`, choose another run.name / --name, or --force to replace it)")
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete what interrupted writes of this run's files left behind (checkpoint
+        staging directories, ``*.tmp`` beside the logs); their paths, relative to the
+        run directory. (An adapter store's staging folders may belong to an
+        ``evo distill --train`` running beside the run, so they are left alone.)"""
+        from evo.rundir import checkpoint
+
+        removed = [f"checkpoints/{name}" for name in checkpoint.remove_leftovers(self.path)]
+        for path in sorted(self.path.glob("*.tmp")):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        return removed
 
     def create(self, config: dict[str, Any], overwrite: bool = False) -> None:
         self.check_free(overwrite)
@@ -47,6 +60,20 @@ class RunDir:
             (self.path / name).write_text("")
             self.lines[name] = 0
         self.write_json("config.json", config)
+
+    def read_config(self):
+        """The run's resolved config (config.json), validated; InputError if it is
+        missing or unreadable (then this is no run directory to resume)."""
+        from evo.config.sections import RunConfig
+
+        path = self.path / "config.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"no checkpoint and no config.json in {self.path} (is it a run directory?)") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: unreadable ({e}); the run cannot be restarted from it") from None
+        return RunConfig.from_dict(data, where="config.json")
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         with open(self.path / name, "a", encoding="utf-8") as f:

@@ -3,9 +3,9 @@ config fragment, and plots (see :mod:`evo.tune.study`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
-import dataclasses
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evo.tune.setup import SYMBOLS, WEIGHTS, TuneSetup
+
 
 # ---- results --------------------------------------------------------------------------
 @dataclass

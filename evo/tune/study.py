@@ -52,6 +52,7 @@ the three ratios directly.
 """
 
 from __future__ import annotations
+
 import os
 import socket
 import sys
@@ -60,9 +61,17 @@ from pathlib import Path
 from typing import Any
 
 from evo.config.preflight import check_inputs
-from evo.tune.results import TuneResult, _num, _weights_text, format_table, headline, write_outputs
+from evo.tune.results import (
+    TuneResult,
+    _num,
+    _weights_text,
+    format_table,
+    headline,
+    write_outputs,
+)
 from evo.tune.setup import WEIGHTS, TuneSetup, load_tune_config, trial_config
 from genomes.errors import InputError
+
 
 # ---- the study ------------------------------------------------------------------------
 def _optuna():

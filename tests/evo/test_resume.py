@@ -115,11 +115,11 @@ def test_corrupt_or_truncated_latest_checkpoint_falls_back(tmp_path, capsys):
     latest.write_bytes(latest.read_bytes()[: len(latest.read_bytes()) // 2])  # truncated
     warnings = []
     assert checkpoint.load_latest(run_dir, warn=warnings.append).generation == 2
-    assert "gen-000003" in warnings[0] and "truncated or corrupt" in warnings[0]
+    assert "gen-000003" in warnings[0] and "state.json" in warnings[0]
     previous = run_dir / "checkpoints" / "gen-000002" / "state.json"
     previous.write_text(previous.read_text().replace('"op": "seed"', '"op": "evil"', 1))  # altered
     assert checkpoint.load_latest(run_dir, warn=warnings.append).generation == 1
-    assert any("gen-000002" in w and "checksum mismatch" in w for w in warnings)
+    assert any("gen-000002" in w and "state.json" in w and "checksum" in w for w in warnings)
     resume_evolution(run_dir, generations=4, backend=ArithmeticOracle(), show_progress=False)
     assert final_state(run_dir)["population"] == expected["population"]
     assert "falling back" in capsys.readouterr().err
@@ -143,7 +143,7 @@ def test_no_checkpoint_is_a_clear_error(tmp_path):
 def test_checkpoints_hold_no_pickle_and_are_small(tmp_path):
     run_evolution(config(tmp_path, run={"generations": 1}), backend=ArithmeticOracle(), show_progress=False)
     files = sorted(p.name for p in (tmp_path / "t" / "checkpoints" / "gen-000001").iterdir())
-    assert files == ["rng.safetensors", "state.json"]
+    assert files == ["manifest.json", "rng.safetensors", "state.json"]
     state = json.loads((tmp_path / "t" / "checkpoints" / "gen-000001" / "state.json").read_text())
     assert state["format"] == "evo-checkpoint" and state["version"] == checkpoint.VERSION
 
