@@ -13,8 +13,8 @@ moment leaves either the complete new checkpoint or none of it (and a leftover
 is covered: ``manifest.json`` holds the SHA-256 of each, and ``state.json`` a SHA-256
 of its own payload; the RNG states are also checked to be loadable. A truncated,
 altered, missing or unloadable file is detected and :func:`load_latest` falls back to
-the previous checkpoint with one warning naming the file. Checkpoints written before
-the manifest existed are checked by the payload checksum alone.
+the previous checkpoint with one warning naming the file. Version 1 checkpoints,
+written before the manifest existed, are checked by the payload checksum alone.
 
 Schema: ``format`` names the file type and ``version`` its layout. Older versions are
 upgraded by the functions in :data:`MIGRATIONS` (version -> upgrade to version + 1);
@@ -37,11 +37,13 @@ from evo.rundir.rng_state import check_global_rngs
 from genomes.errors import InputError
 
 FORMAT = "evo-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: a manifest.json covers every file (version 1 checkpoints have none)
 KEEP = 3  # checkpoints kept on disk; older ones are deleted after a successful write
 MANIFEST = "manifest.json"
 LEFTOVER = ".tmp-gen-*"  # a staging directory whose write was interrupted
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: lambda payload: payload,  # the payload is unchanged; version 2 only added the manifest
+}
 
 
 class CheckpointError(InputError):
@@ -115,11 +117,10 @@ def _write_manifest(staging: Path) -> None:
 
 
 def _check_manifest(path: Path) -> None:
-    """Every file the manifest lists is there with its SHA-256 (no manifest: a
-    checkpoint from before it existed, checked by the payload checksum alone)."""
+    """Every file the manifest lists is there with its SHA-256."""
     manifest = path / MANIFEST
     if not manifest.exists():
-        return
+        raise CheckpointError(f"{path.name}: {MANIFEST} missing")
     try:
         files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
         listed = {str(name): str(digest) for name, digest in files.items()}
@@ -149,6 +150,8 @@ def read(path: Path) -> Checkpoint:
     document, problem = _read_state(path)
     if isinstance(document, dict) and isinstance(document.get("version"), int) and document["version"] > VERSION:
         problem = None  # a newer build wrote it: refuse below, whatever its checksums say
+    elif isinstance(document, dict) and document.get("version") == 1:
+        pass  # written before the manifest existed: the payload checksum below covers it
     else:
         _check_manifest(path)
     if problem:

@@ -175,3 +175,99 @@ def test_exact_resume_on_the_bundled_model(tmp_path):
     run_evolution(config(tmp_path / "split", run={"generations": 1}, **small), show_progress=False)
     resume_evolution(tmp_path / "split" / "t", generations=2, show_progress=False)
     assert final_state(tmp_path / "split" / "t") == final_state(tmp_path / "straight" / "t")
+
+
+BUDGET = ("rollouts", "heldout_rollouts", "reused", "tokens", "evaluated")
+
+
+def budget(run_dir: Path) -> list[dict]:
+    return [{k: m[k] for k in BUDGET} for m in read_jsonl(run_dir / "metrics.jsonl")]
+
+
+@pytest.mark.parametrize("fault", ["after-evaluate@0", "checkpoint-write@0"])
+def test_a_run_killed_before_its_first_checkpoint_resumes(tmp_path, fault, capsys):
+    """Only config.json and the journal exist: resume restarts from generation 0,
+    reuses every journaled completion, and ends where a run that never stopped ends."""
+    expected, straight_requests = straight(tmp_path)
+    run_dir, counts = _run_killed(tmp_path, fault)
+    assert not checkpoint.has_checkpoint(run_dir) and (run_dir / "config.json").exists()
+    resumed = ArithmeticOracle()
+    resume_evolution(run_dir, generations=4, backend=resumed, show_progress=True)
+    assert "restarting it from generation 0" in capsys.readouterr().err
+    assert final_state(run_dir) == expected
+    killed_requests = sum(int(line) for line in counts.read_text().split())
+    assert killed_requests > 0 and killed_requests + len(resumed.requests) == straight_requests
+    assert budget(run_dir) == budget(tmp_path / "straight" / "t")
+
+
+@pytest.mark.parametrize("fault", ["after-evaluate@2", "checkpoint-write@3"])
+def test_budget_figures_after_a_resume_equal_an_uninterrupted_run(tmp_path, fault):
+    straight(tmp_path)
+    run_dir, _ = _run_killed(tmp_path, fault)
+    resume_evolution(run_dir, generations=4, backend=ArithmeticOracle(), show_progress=False)
+    assert budget(run_dir) == budget(tmp_path / "straight" / "t")
+
+
+def test_leftover_staging_files_are_removed_on_resume(tmp_path, capsys):
+    run_dir, _ = _run_killed(tmp_path, "checkpoint-write@2")
+    assert list((run_dir / "checkpoints").glob(".tmp-gen-*"))
+    resume_evolution(run_dir, generations=3, backend=ArithmeticOracle(), show_progress=True)
+    assert "removed 1 leftover file(s) of an interrupted write: checkpoints/.tmp-gen-000002" in capsys.readouterr().err
+    assert not list((run_dir / "checkpoints").glob(".tmp-gen-*"))
+
+
+def _damage_rng(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")  # safetensors: length, JSON header, then the tensors
+    if how == "random":
+        import random
+
+        data[header:] = random.Random(0).randbytes(len(data) - header)
+    elif how == "flipped":
+        for i in range(16):
+            data[header + 40 + i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["random", "flipped"])
+def test_a_damaged_rng_file_falls_back_with_one_line(tmp_path, how, capsys):
+    expected, _ = straight(tmp_path)
+    run_evolution(config(tmp_path / "c", run={"generations": 3}), backend=ArithmeticOracle(), show_progress=False)
+    run_dir = tmp_path / "c" / "t"
+    _damage_rng(run_dir / "checkpoints" / "gen-000003" / "rng.safetensors", how)
+    resume_evolution(run_dir, generations=4, backend=ArithmeticOracle(), show_progress=False)
+    err = capsys.readouterr().err
+    assert "gen-000003: rng.safetensors" in err and "falling back" in err and "Traceback" not in err
+    assert final_state(run_dir) == expected
+
+
+def test_rng_states_that_do_not_load_are_caught_without_a_manifest(tmp_path):
+    """Checkpoints from before the manifest: a torch RNG state that does not load (the
+    crash users saw: "Invalid mt19937 state") is a fallback, not a traceback."""
+    import torch  # noqa: F401  (loaded, so checkpoints carry torch's RNG state, as with the real model)
+
+    run_evolution(config(tmp_path, run={"generations": 2}), backend=ArithmeticOracle(), show_progress=False)
+    latest = tmp_path / "t" / "checkpoints" / "gen-000002"
+    (latest / "manifest.json").unlink()
+    _damage_rng(latest / "rng.safetensors", "random")
+    warnings = []
+    assert checkpoint.load_latest(tmp_path / "t", warn=warnings.append).generation == 1
+    assert "rng.safetensors unreadable" in warnings[0]
+
+
+def test_every_checkpoint_damaged_restarts_the_run_from_its_config(tmp_path, capsys):
+    expected, _ = straight(tmp_path)
+    run_evolution(config(tmp_path / "c", run={"generations": 2}), backend=ArithmeticOracle(), show_progress=False)
+    run_dir = tmp_path / "c" / "t"
+    for state in (run_dir / "checkpoints").glob("gen-*/state.json"):
+        state.write_text("{")
+    resume_evolution(run_dir, generations=4, backend=ArithmeticOracle(), show_progress=True)
+    assert "restarting it from generation 0" in capsys.readouterr().err
+    assert final_state(run_dir) == expected
+
+
+def test_evo_run_on_an_interrupted_run_points_to_resume(tmp_path):
+    run_dir, _ = _run_killed(tmp_path, "after-evaluate@0")
+    cfg = config(tmp_path / "killed", run={"generations": 4})
+    with pytest.raises(InputError, match="evo resume"):
+        run_evolution(cfg, backend=ArithmeticOracle(), show_progress=False)
