@@ -14,7 +14,14 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from fitness.backends.base import Backend, Completion, LoraBackend, ProgressCallback, Request, SamplingParams
+from fitness.backends.base import (
+    Backend,
+    Completion,
+    LoraBackend,
+    ProgressCallback,
+    Request,
+    SamplingParams,
+)
 from fitness.format import ParsedCompletion, normalise_space, parse_completion
 from fitness.tasks import Task
 from fitness.verify import FULL_CREDIT, score_answer

@@ -69,7 +69,9 @@ def make_task_id(family: str, level: int, question: str) -> str:
 
 # ---- reasoning-gym ---------------------------------------------------------------
 def reasoning_gym_families() -> list[str]:
-    from reasoning_gym.factory import DATASETS  # lazy: importing reasoning_gym takes ~1 s
+    from reasoning_gym.factory import (
+        DATASETS,  # lazy: importing reasoning_gym takes ~1 s
+    )
 
     return sorted(DATASETS)
 

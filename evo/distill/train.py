@@ -31,7 +31,6 @@ an install hint before anything loads.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -42,12 +41,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fitness.backends.lora_weights import ADAPTER_FILES
+from fitness.backends.lora_weights import (
+    _shape_fields,
+    adapter_hash,
+)
 from genomes.errors import InputError
 from genomes.lora import KNOWN_TARGETS, RANK_RANGE, LoraGene
 
 TRAINED_DIR = "trained"
-TRAINED_HASH_DIGITS = 32
 
 
 @dataclass(frozen=True)
@@ -176,38 +177,6 @@ def _store(staging: Path, record: dict[str, Any], target: Path) -> Path:
     else:
         os.rename(staging, target)
     return target
-
-
-def adapter_hash(adapter_dir: str | Path) -> str:
-    """Content hash of a PEFT adapter: its weights file and its config (JSON, sorted)."""
-    adapter_dir = Path(adapter_dir)
-    missing = [name for name in ADAPTER_FILES if not (adapter_dir / name).is_file()]
-    if missing:
-        raise InputError(f"not a PEFT adapter directory: {adapter_dir} lacks {', '.join(missing)}")
-    digest = hashlib.sha256()
-    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    digest.update(json.dumps(_shape_fields(config, adapter_dir), sort_keys=True).encode())
-    with open(adapter_dir / "adapter_model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:TRAINED_HASH_DIGITS]
-
-
-def _shape_fields(config: dict[str, Any], where: Path) -> dict[str, Any]:
-    """The adapter_config fields a LoRA gene mirrors, checked."""
-    try:
-        rank, alpha = int(config["r"]), float(config["lora_alpha"])
-        targets = config["target_modules"]
-        targets = [targets] if isinstance(targets, str) else sorted(targets)
-        layers = config.get("layers_to_transform")
-        layers = [layers] if isinstance(layers, int) else sorted(layers or [])
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"{where}/adapter_config.json: not a LoRA config ({e})") from None
-    unknown = [t for t in targets if t not in KNOWN_TARGETS]
-    if unknown:
-        raise InputError(f"{where}/adapter_config.json: target modules {', '.join(unknown)} cannot be a LoRA gene "
-                         f"(known: {', '.join(KNOWN_TARGETS)})")
-    return {"r": rank, "lora_alpha": alpha, "target_modules": targets, "layers": layers}
 
 
 def trained_gene(adapter_dir: str | Path, trained_hash: str | None = None) -> LoraGene:

@@ -96,7 +96,9 @@ def open_study(setup: TuneSetup, pruner: Any = None):
         study = optuna.create_study(study_name=s.study_name, storage=setup.storage, load_if_exists=True,
                                     directions=directions)
     except Exception as e:  # noqa: BLE001 - a bad URL surfaces as one of many driver errors
-        raise InputError(f"tune.storage: cannot open {setup.storage}: {type(e).__name__}: {e}") from None
+        first_line = (str(e).splitlines() or [""])[0]  # SQLAlchemy appends the SQL and a help link
+        raise InputError(f"tune.storage: cannot open {setup.storage}: {type(e).__name__}: {first_line} "
+                         "(a damaged study database: move it aside to start a new study)") from None
     if len(study.directions) != len(directions):
         raise InputError(f"tune.objective: study {s.study_name!r} in {setup.storage} has {len(study.directions)} "
                          f"objective(s), not {len(directions)} ({s.objective!r}); use another tune.study_name")

@@ -11,12 +11,16 @@ evicting the least recently used.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from genomes.errors import InputError
 from genomes.lora import KNOWN_TARGETS, LoraGene, TensorSpec, tensor_spec
@@ -97,6 +101,53 @@ def write_adapter(gene: LoraGene, model, out_dir: Path, base_model_path: str = "
     config.save_pretrained(str(out_dir))
 
 
+TRAINED_HASH_DIGITS = 32  # hex digits of a trained adapter's content hash
+
+
+def adapter_hash(adapter_dir: str | Path) -> str:
+    """Content hash of a PEFT adapter: its weights file and its config (JSON, sorted)."""
+    adapter_dir = Path(adapter_dir)
+    missing = [name for name in ADAPTER_FILES if not (adapter_dir / name).is_file()]
+    if missing:
+        raise InputError(f"not a PEFT adapter directory: {adapter_dir} lacks {', '.join(missing)}")
+    digest = hashlib.sha256()
+    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    digest.update(json.dumps(_shape_fields(config, adapter_dir), sort_keys=True).encode())
+    with open(adapter_dir / "adapter_model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:TRAINED_HASH_DIGITS]
+
+
+def _shape_fields(config: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The adapter_config fields a LoRA gene mirrors, checked."""
+    try:
+        rank, alpha = int(config["r"]), float(config["lora_alpha"])
+        targets = config["target_modules"]
+        targets = [targets] if isinstance(targets, str) else sorted(targets)
+        layers = config.get("layers_to_transform")
+        layers = [layers] if isinstance(layers, int) else sorted(layers or [])
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{where}/adapter_config.json: not a LoRA config ({e})") from None
+    unknown = [t for t in targets if t not in KNOWN_TARGETS]
+    if unknown:
+        raise InputError(f"{where}/adapter_config.json: target modules {', '.join(unknown)} cannot be a LoRA gene "
+                         f"(known: {', '.join(KNOWN_TARGETS)})")
+    return {"r": rank, "lora_alpha": alpha, "target_modules": targets, "layers": layers}
+
+
+
+DIGEST_FILE = "weights.sha256"  # beside a cached adapter: SHA-256 of its two files
+
+
+def _files_digest(adapter_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ADAPTER_FILES:
+        digest.update(name.encode())
+        digest.update((adapter_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
 class AdapterStore:
     """Materialised adapters on disk, one directory per weights hash."""
 
@@ -105,6 +156,7 @@ class AdapterStore:
         self.max_entries = max_entries
         # where trained adapters (source "trained") live: RUN_DIR/adapters/trained by default
         self.trained_root = Path(trained_root) if trained_root is not None else self.root / "trained"
+        self._verified: set[Path] = set()  # adapters whose files were checked by this process
 
     def path_for(self, gene: LoraGene, model, base_model_path: str = "") -> Path:
         trained_dir = None
@@ -112,16 +164,18 @@ class AdapterStore:
             trained_dir = self.trained_root / gene.trained_hash
             if not all((trained_dir / f).is_file() for f in ADAPTER_FILES):
                 raise InputError(f"lora.trained_hash: no trained adapter {gene.trained_hash} in {self.trained_root}")
+            self._check_trained(trained_dir, gene.trained_hash)
             if not gene.mutations:  # served as stored; with a chain, its noise goes on top (below)
                 return trained_dir
         target = self.root / gene.weights_hash()
-        if all((target / f).is_file() for f in ADAPTER_FILES):
+        if all((target / f).is_file() for f in ADAPTER_FILES) and self._intact(target):
             os.utime(target)  # recently used
             return target
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
         try:
             write_adapter(gene, model, staging, base_model_path, trained_dir)
+            (staging / DIGEST_FILE).write_text(_files_digest(staging) + "\n", encoding="utf-8")
             try:
                 os.rename(staging, target)
             except OSError:  # another process materialised the same gene first: same bytes
@@ -131,6 +185,31 @@ class AdapterStore:
             shutil.rmtree(staging, ignore_errors=True)
         self._evict(keep=target)
         return target
+
+    def _check_trained(self, trained_dir: Path, trained_hash: str) -> None:
+        """A trained adapter is named by its content hash: one that no longer hashes to
+        its name is damaged, and no copy of it can be made here (checked once a process)."""
+        if trained_dir in self._verified:
+            return
+        if adapter_hash(trained_dir) != trained_hash:
+            raise InputError(f"lora.trained_hash: the trained adapter {trained_dir} is damaged (its files no longer "
+                             f"hash to {trained_hash}); restore it, or train it again with evo distill --train")
+        self._verified.add(trained_dir)
+
+    def _intact(self, target: Path) -> bool:
+        """A cached adapter whose files match the digest written with them (checked once
+        a process). A damaged or unverifiable entry is removed, with one warning line,
+        and made again: it is a pure function of its gene."""
+        if target in self._verified:
+            return True
+        digest = target / DIGEST_FILE
+        if digest.is_file() and digest.read_text(encoding="utf-8").strip() == _files_digest(target):
+            self._verified.add(target)
+            return True
+        print(f"evo: warning: cached adapter {target} is damaged or unverified; making it again",
+              file=sys.stderr, flush=True)
+        shutil.rmtree(target, ignore_errors=True)
+        return False
 
     def _evict(self, keep: Path) -> None:
         entries = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "trained"]

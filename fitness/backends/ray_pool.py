@@ -101,7 +101,13 @@ class RayBackend:
 
     # ---- contract ------------------------------------------------------------------
     def generate(self, requests: Sequence[Request], progress: ProgressCallback | None = None) -> list[Completion]:
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
+        from ray.exceptions import (
+            ActorDiedError,
+            ActorUnavailableError,
+            RayActorError,
+            RayTaskError,
+            WorkerCrashedError,
+        )
 
         requests = list(requests)
         if not requests:

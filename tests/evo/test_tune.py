@@ -300,3 +300,13 @@ heldout_per_family = 2
     assert row["state"] == "COMPLETE" and row["baseline"] and row["generations"] == 1
     assert row["heldout_accuracy"] in (0.0, 0.5, 1.0)
     assert [getattr(load_config(result.files["best_weights"]).loss, n) for n in WEIGHTS] == [1.0, 1.0, 0.2, 0.2]
+
+
+def test_a_damaged_study_database_is_one_line(tmp_path, capsys):
+    from evo.cli.main import main
+
+    db = tmp_path / "study.db"
+    db.write_bytes(bytes(range(256)) * 20)
+    assert main(["tune", "runs/tune.toml", "--trials", "0", "--storage", f"sqlite:///{db}", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("evo: error: tune.storage:") and "damaged" in err

@@ -73,3 +73,35 @@ def test_a_gene_without_weights_is_the_base_model(hf_backend):
     assert adapter_of(Strategy(lora=LoraGene(enabled=True)), hf_backend) is None  # B = 0: no-op adapter
     assert adapter_of(Strategy(lora=dataclasses.replace(GENE, enabled=False)), hf_backend) is None
     assert adapter_of(Strategy(lora=GENE), hf_backend).endswith(GENE.weights_hash())
+
+
+def test_a_damaged_cached_adapter_is_made_again(hf_backend, tmp_path, capsys):
+    path = AdapterStore(tmp_path).path_for(GENE, hf_backend.base_model)
+    good = (path / "adapter_model.safetensors").read_bytes()
+    damaged = bytearray(good)
+    damaged[-64:] = bytes(64)  # the last weights zeroed: still loads, silently wrong
+    (path / "adapter_model.safetensors").write_bytes(bytes(damaged))
+    again = AdapterStore(tmp_path).path_for(GENE, hf_backend.base_model)  # a new process's store
+    assert again == path and (path / "adapter_model.safetensors").read_bytes() == good
+    assert "cached adapter" in capsys.readouterr().err
+
+
+def test_a_damaged_trained_adapter_is_one_clear_error(hf_backend, tmp_path):
+    import dataclasses
+
+    from fitness.backends.lora_weights import adapter_hash
+    from genomes.errors import InputError
+
+    made = AdapterStore(tmp_path / "cache").path_for(GENE, hf_backend.base_model)
+    trained_hash = adapter_hash(made)
+    stored = tmp_path / "cache" / "trained" / trained_hash
+    stored.mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (stored / name).write_bytes((made / name).read_bytes())
+    gene = dataclasses.replace(GENE, source="trained", trained_hash=trained_hash, mutations=())
+    assert AdapterStore(tmp_path / "cache").path_for(gene, hf_backend.base_model) == stored
+    data = bytearray((stored / "adapter_model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (stored / "adapter_model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="is damaged"):
+        AdapterStore(tmp_path / "cache").path_for(gene, hf_backend.base_model)
