@@ -248,7 +248,9 @@ def test_rng_states_that_do_not_load_are_caught_without_a_manifest(tmp_path):
 
     run_evolution(config(tmp_path, run={"generations": 2}), backend=ArithmeticOracle(), show_progress=False)
     latest = tmp_path / "t" / "checkpoints" / "gen-000002"
-    (latest / "manifest.json").unlink()
+    (latest / "manifest.json").unlink()  # as version 1 wrote it
+    document = json.loads((latest / "state.json").read_text())
+    (latest / "state.json").write_text(json.dumps({**document, "version": 1}))
     _damage_rng(latest / "rng.safetensors", "random")
     warnings = []
     assert checkpoint.load_latest(tmp_path / "t", warn=warnings.append).generation == 1
