@@ -188,7 +188,7 @@ def kill_mode(args, work: Path) -> list[dict]:
     rng = random.Random(args.seed)
     moments = sorted([rng.uniform(created, first_checkpoint) for _ in range(args.early)]
                      + [rng.uniform(0.0, duration) for _ in range(args.kills - args.early)])
-    faults = [f"{point}@{g}" for g in range(2) for point in ("after-evaluate", "checkpoint-write")]
+    faults = [f"{point}@{g}" for g in range(args.fault_generations) for point in ("after-evaluate", "checkpoint-write")]
     rows = []
     for i, at in enumerate(moments):
         rows.append(kill_case(args, work, f"kill-{i:02d}", expected, expected_requests, at=at))
@@ -272,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("all", "kill", "damage"), default="all")
     parser.add_argument("--kills", type=int, default=20, help="random kill moments")
     parser.add_argument("--early", type=int, default=3, help="of them, before the first checkpoint")
+    parser.add_argument("--fault-generations", type=int, default=2,
+                        help="kill at each EVO_FAULT point of this many first generations")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments and the damage")
     parser.add_argument("--delay", type=float, default=0.01,
                         help="seconds per request added to the scripted backend, so a run lasts long enough to kill")

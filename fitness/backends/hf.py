@@ -19,7 +19,9 @@ How a call runs:
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -267,11 +269,19 @@ class HFBackend:
         logits = self._forward(suffix_ids, mask, positions, cache, extra)
         return cache, mask, logits
 
+    @functools.cached_property
+    def _cache_kwarg(self) -> str:
+        """The name the model's forward takes its KV cache by: ``cache`` in current
+        transformers (``past_key_values`` is deprecated there and warns on every call),
+        ``past_key_values`` in older releases."""
+        base = self.base_model
+        return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
     def _forward(self, ids, mask, positions, cache, extra: dict):
         """One model call; returns float32 CPU logits of each row's last position."""
         out = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
+            position_ids=positions.to(self.device), use_cache=True, **{self._cache_kwarg: cache},
             logits_to_keep=1, **extra,  # the full-vocab projection of every prompt position is wasted work
         )
         return out.logits[:, -1, :].float().cpu()

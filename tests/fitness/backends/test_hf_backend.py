@@ -88,3 +88,16 @@ def test_bad_model_path_is_a_clear_error(tmp_path):
         HFBackend(model=str(tmp_path / "nope"))
     with pytest.raises(InputError, match="config.json"):
         HFBackend(model=str(tmp_path))
+
+
+def test_generation_raises_no_deprecation_or_future_warning(hf_backend):
+    """The backend uses the installed transformers' current API (the KV cache passed
+    as ``cache``, not the deprecated ``past_key_values``): nothing it calls warns."""
+    import warnings
+
+    requests = [make_request(q, max_new_tokens=8) for q in QUESTIONS[:3]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hf_backend.generate(requests)
+    bad = [f"{w.category.__name__}: {w.message}" for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not bad, bad
