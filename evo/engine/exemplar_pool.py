@@ -64,8 +64,8 @@ class ExemplarPool:
                 held = self.bootstrapped.get(r.task_id)
                 if held is not None and held[0] <= r.chain_tokens:
                     continue
-                exemplar = self._make(r.question, r.steps, r.answer, r.response or "",
-                                      f"bootstrapped:{TRAIN}:{r.task_id}:#{ind.id}")
+                exemplar = make_exemplar(r.question, r.steps, r.answer, r.response or "",
+                                         f"bootstrapped:{TRAIN}:{r.task_id}:#{ind.id}", self.max_question_chars)
                 if exemplar is not None:
                     self.bootstrapped[r.task_id] = (r.chain_tokens, r.family, exemplar)
         return len(set(self.bootstrapped) - before)
@@ -81,17 +81,6 @@ class ExemplarPool:
             kept += [(tokens, family, ex) for tokens, _, ex in sorted(rows, key=lambda t: t[:2])[: self.per_family]]
         return kept
 
-    def _make(self, question: str, steps: Sequence[str], answer: str | None, response: str,
-              source: str) -> Exemplar | None:
-        """A valid exemplar, or None for material that makes a poor or invalid one."""
-        if not answer or len(question) > self.max_question_chars or len(answer) > MAX_ANSWER_CHARS:
-            return None
-        try:
-            return decode_exemplar({"question": question, "steps": list(steps), "answer": answer, "response": response,
-                              "source": source}, "exemplar")
-        except InputError:  # a format marker or a blank step inside: the model would copy it
-            return None
-
     # ---- checkpoint state -----------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         return {"bootstrapped": [[task_id, tokens, family, _encode(ex)]
@@ -102,16 +91,29 @@ class ExemplarPool:
                              for task_id, tokens, family, data in state["bootstrapped"]}
 
 
+def make_exemplar(question: str, steps: Sequence[str], answer: str | None, response: str, source: str,
+                  max_question_chars: int) -> Exemplar | None:
+    """A valid exemplar, or None for material that makes a poor or invalid one (no
+    answer, a question or answer too long, a format marker or a blank step inside,
+    which the model would copy)."""
+    if not answer or len(question) > max_question_chars or len(answer) > MAX_ANSWER_CHARS:
+        return None
+    try:
+        return decode_exemplar({"question": question, "steps": list(steps), "answer": answer, "response": response,
+                                "source": source})
+    except InputError:
+        return None
+
+
 def labeled_exemplars(tasks: Sequence[Task], max_question_chars: int) -> tuple[Exemplar, ...]:
     """Training tasks as exemplars: the question, the gold steps (or one step stating
     the answer), the gold answer and a one-line response."""
-    maker = ExemplarPool(("labeled",), max_question_chars=max_question_chars)
     out = []
     for task in tasks:
         answer = (task.answer or "").strip()
         steps = tuple(task.steps) if task.steps else (f"The answer is {answer}.",)
-        exemplar = maker._make(task.question, steps, answer, f"The answer is {answer}.",
-                               f"labeled:{TRAIN}:{task.id}")
+        exemplar = make_exemplar(task.question, steps, answer, f"The answer is {answer}.",
+                                 f"labeled:{TRAIN}:{task.id}", max_question_chars)
         if exemplar is not None:
             out.append(exemplar)
     return tuple(out)
