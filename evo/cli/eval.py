@@ -66,10 +66,9 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _evaluate_with_progress(strategy: Strategy, tasks, backend, seed: int) -> list[ExampleResult]:
-    from tqdm import tqdm
+    from evo.engine.progress import RequestProgress
 
-    total = len(tasks) * strategy.decoding.votes
-    with tqdm(total=total, desc="generating", unit="req", file=sys.stderr, disable=None) as bar:
+    with RequestProgress("generating", len(tasks) * strategy.decoding.votes) as bar:
         return evaluate(strategy, tasks, backend, seed=seed, progress=bar.update)
 
 

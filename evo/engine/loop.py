@@ -46,6 +46,7 @@ from evo.engine.backend import Counters
 from evo.engine.exemplar_pool import build_pool
 from evo.engine.individuals import make_individual, new_fitness
 from evo.engine.loop_state import individual_to_json
+from evo.engine.progress import RequestProgress
 from evo.engine.selection import Selection, same_genome
 from evo.engine.snapshot import Snapshot
 from evo.engine.task_pool import TaskPool
@@ -186,11 +187,8 @@ class Loop(Variation, Selection, Snapshot):
         return self.pool.training_batch(slots, generation=index)
 
     def generate(self, jobs, generation: int, label: str, heldout: bool = False):
-        from tqdm import tqdm
-
         total = sum(len(tasks) * s.decoding.votes for s, tasks in jobs)
-        with tqdm(total=total, desc=label, unit="req", file=sys.stderr, leave=False,
-                  disable=not self.show_progress or None) as bar:
+        with RequestProgress(label, total, enabled=self.show_progress) as bar:
             results, new, reused = evaluate_with_journal(jobs, self.backend, self.journal, self.config.run.seed,
                                                          generation, progress=bar.update)
         self.counters.rollouts += new
