@@ -89,7 +89,6 @@ def resume_evolution(run_dir: str | Path, generations: int | None = None, backen
         return loop.continue_from(population, saved.generation + 1)
 
 
-
 def _resumed_config(run: RunDir, saved, generations: int | None) -> RunConfig:
     """The run's config (from its checkpoint, else from config.json), with the new
     generation target (the caller writes it to config.json once every input is checked)."""
