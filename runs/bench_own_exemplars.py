@@ -26,15 +26,8 @@ from evo.engine.exemplar_pool import build_pool
 from evo.engine.task_pool import TaskPool
 from evo.report.stats import bootstrap_ci
 from fitness.journal import Journal, evaluate_with_journal
-from genomes.operators import pair_up_exemplars
+from genomes.operators import paired_up
 from genomes.strategy import Strategy
-
-
-def paired_seed(seed: Strategy, pool, rng: random.Random) -> Strategy:
-    from dataclasses import replace
-
-    prompt = pair_up_exemplars(replace(seed.prompt, exemplars=()), pool, rng)
-    return replace(seed, name=f"{seed.name}+pairs", prompt=prompt)
 
 
 def main() -> None:
@@ -54,7 +47,7 @@ def main() -> None:
     task_pool = TaskPool(config)
     pool = build_pool(config, task_pool).exemplars()
     seeds = [Strategy.load(name) for name in config.population.seeds]
-    paired = paired_seed(seeds[0], pool, random.Random(args.seed))
+    paired = paired_up(seeds[0], pool, random.Random(args.seed))
     print(f"pool: {len(pool)} exemplars; {paired.name} holds {len(paired.prompt.exemplars)}: "
           + "; ".join(e.source or "library" for e in paired.prompt.exemplars))
     heldout = task_pool.heldout(fewer_ok=True)

@@ -71,7 +71,6 @@ class RunResult:
     training_batches: list[list[Task]]  # in the order the frontier states were first met
 
 
-
 def make_curriculum(config: RunConfig, pool: TaskPool) -> Curriculum:
     c = config.curriculum
     curriculum = Curriculum(pool.levels(), start_level=0, up_threshold=c.up_threshold,

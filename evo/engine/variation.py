@@ -14,7 +14,7 @@ from genomes.operators import (
     apply_rewrite,
     cx_strategy,
     mut_strategy,
-    pair_up_exemplars,
+    paired_up,
     rewrite_messages,
 )
 from genomes.strategy import Strategy
@@ -55,9 +55,7 @@ class Variation:
         pool = self.exemplars.exemplars()
         if not self.config.exemplars.pair_up_seed or not pool:
             return None
-        bare = dataclasses.replace(seed.strategy.prompt, exemplars=())
-        prompt = pair_up_exemplars(bare, pool, self.rng)
-        return dataclasses.replace(seed.strategy, name=f"{seed.strategy.name}+pairs", prompt=prompt)
+        return paired_up(seed.strategy, pool, self.rng)
 
     def vary(self, population: list, gen: int) -> list:
         """DEAP's varOr with pure operators: each child comes from crossover, mutation

@@ -41,7 +41,12 @@ from genomes.operators.limits import (
 )
 from genomes.operators.prompt import cx_prompt, mut_prompt, pair_up_exemplars
 from genomes.operators.rewrite import apply_rewrite, rewrite_messages, sanitise_rewrite
-from genomes.operators.strategy import cx_strategy, mut_strategy, random_strategy
+from genomes.operators.strategy import (
+    cx_strategy,
+    mut_strategy,
+    paired_up,
+    random_strategy,
+)
 
 __all__ = [
     "DEFAULT_GENE_WEIGHTS",
@@ -66,6 +71,7 @@ __all__ = [
     "mut_prompt",
     "mut_strategy",
     "pair_up_exemplars",
+    "paired_up",
     "random_strategy",
     "rewrite_messages",
     "sanitise_rewrite",

@@ -31,7 +31,7 @@ from genomes.operators.limits import (
     _dedupe,
     _named,
 )
-from genomes.operators.prompt import cx_prompt, mut_prompt
+from genomes.operators.prompt import cx_prompt, mut_prompt, pair_up_exemplars
 from genomes.strategy import ChainGene, DecodingGene, Exemplar, PromptGene, Strategy
 
 
@@ -124,3 +124,11 @@ def random_strategy(rng: random.Random, models: Sequence[str] = ("default",),
         votes=votes,
     )
     return _named(Strategy(prompt=prompt, chain=chain, decoding=decoding))
+
+
+def paired_up(strategy: Strategy, pool: Sequence[Exemplar], rng: random.Random) -> Strategy:
+    """``strategy`` with none of its own exemplars but two of ``pool``'s of every kind
+    of task, shown ``nearest_two`` (:func:`pair_up_exemplars`), named ``<name>+pairs``:
+    the seed a run starts from on families its other seeds cannot answer."""
+    prompt = pair_up_exemplars(replace(strategy.prompt, exemplars=()), pool, rng)
+    return replace(strategy, name=f"{strategy.name}+pairs", prompt=prompt)
