@@ -10,7 +10,7 @@ import pytest
 def hf_backend():
     from fitness.backends.hf import HFBackend
 
-    return HFBackend()
+    return HFBackend(dtype="float32")
 
 
 @pytest.fixture(scope="session")

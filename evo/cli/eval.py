@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from fitness.backends.model_store import check_model
+from fitness.backends.model_store import DTYPES, check_model
 from fitness.evaluate import ExampleResult, FamilySummary, evaluate, summarise
 from fitness.tasks import load_tasks, parse_task_specs
 from genomes.errors import InputError
@@ -35,7 +35,9 @@ def add_parser(sub) -> None:
                                    "overrides the strategy's decoding.model")
     g.add_argument("--cache-dir", help="where the converted default model is cached (default $EVO_CACHE_DIR or ~/.cache/evo)")
     g.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    g.add_argument("--token-budget", type=int, default=16_384, help="padded tokens per batch chunk (default 16384)")
+    g.add_argument("--dtype", choices=DTYPES, default="auto",
+                   help="weights and activations (default auto: bfloat16 where the device multiplies it natively)")
+    g.add_argument("--token-budget", type=int, default=16_384, help="padded tokens in the running batch (default 16384)")
 
 
 def command(args: argparse.Namespace) -> int:
@@ -53,7 +55,8 @@ def command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from fitness.backends.hf import HFBackend
 
-    backend = HFBackend(model=model, cache_dir=args.cache_dir, device=args.device, token_budget=args.token_budget)
+    backend = HFBackend(model=model, cache_dir=args.cache_dir, device=args.device, dtype=args.dtype,
+                        token_budget=args.token_budget)
     _say(f"model ready in {time.perf_counter() - started:.1f}s")
     results = _evaluate_with_progress(strategy, tasks, backend, args.seed)
     elapsed = time.perf_counter() - started

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fitness.backends.factory import BACKEND_KINDS
+from fitness.backends.model_store import DTYPES
 from fitness.loss import DEFAULT_REFERENCE_TOKENS, LossWeights
 from fitness.tasks import TaskSpec
 from genomes.errors import InputError
@@ -129,6 +130,8 @@ class ModelSection:
                                                         "model.name (one model per run: the gene does not switch models)")
     cache_dir: str = setting("", "where the converted default model is cached (empty: $EVO_CACHE_DIR or ~/.cache/evo)")
     device: str = setting("cpu", "hf backend: torch device (cpu, cuda)")
+    dtype: str = setting("auto", "hf backend: weights and activations; auto = bfloat16 where the device multiplies it "
+                                 "natively (AMX / AVX512-BF16 CPUs, recent GPUs), else float32", choices=DTYPES)
     token_budget: int = setting(16_384, "hf backend: padded tokens per batch chunk", low=256)
     backend: str = setting("hf", "hf (transformers + PEFT, CPU or GPU) or vllm (pip install 'evo-reason[vllm]')",
                            choices=BACKEND_KINDS)
@@ -182,6 +185,17 @@ class RunConfig:
         check_ranges(config)
         _check_relations(config)
         return config
+
+    @classmethod
+    def from_saved(cls, data: Any, where: str) -> RunConfig:
+        """A config a run wrote (config.json, a checkpoint). Fields added since are
+        given the value that run actually used, not today's default: runs written
+        before ``model.dtype`` existed ran in float32, and resume them so."""
+        data = as_mapping(data, where)
+        model = data.get("model")
+        if isinstance(model, dict) and "dtype" not in model:
+            data = {**data, "model": {**model, "dtype": "float32"}}
+        return cls.from_dict(data, where)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -56,7 +56,7 @@ def backend_spec(config: RunConfig) -> BackendSpec:
         return BackendSpec("vllm", {**common, "max_loras": max_loras, "max_lora_rank": m.max_lora_rank,
                                     "gpu_memory_utilization": m.gpu_memory_utilization, "seed": config.run.seed,
                                     "batch_invariant": m.batch_invariant})
-    return BackendSpec("hf", {**common, "device": m.device, "token_budget": m.token_budget})
+    return BackendSpec("hf", {**common, "device": m.device, "dtype": m.dtype, "token_budget": m.token_budget})
 
 
 def build_backend(config: RunConfig) -> Backend:

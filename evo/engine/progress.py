@@ -2,8 +2,9 @@
 
 On a terminal: a live tqdm bar. Elsewhere (CI, a log file, ``nohup``), where a bar
 would print nothing until the end: a line when the batch starts, then one at least
-every :data:`LINE_EVERY_S` seconds, with requests done / total, requests per second
-and the ETA, so a long first generation is never silent.
+every :data:`LINE_EVERY_S` seconds, with requests done / total, requests per second,
+generated tokens per second (where the backend counts them) and the ETA, so a long
+first generation is never silent.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ LINE_EVERY_S = 30.0
 
 
 class RequestProgress:
-    """``update(n)`` after each finished slice of requests; use as a context manager.
+    """``update(n, tokens=k)`` after each finished slice of requests; use as a context manager.
     ``interactive`` None: decide by whether ``stream`` is a terminal."""
 
     def __init__(self, label: str, total: int, enabled: bool = True, stream: TextIO | None = None,
@@ -27,7 +28,7 @@ class RequestProgress:
         self.enabled = enabled and total > 0
         interactive = self.stream.isatty() if interactive is None else interactive
         self.bar = None
-        self.done = 0
+        self.done = self.tokens = 0
         self.started = self.last_line = clock()
         if self.enabled and interactive:
             from tqdm import tqdm
@@ -36,9 +37,12 @@ class RequestProgress:
         elif self.enabled:
             self._line()
 
-    def update(self, n: int) -> None:
+    def update(self, n: int, tokens: int = 0) -> None:
         self.done += n
+        self.tokens += tokens
         if self.bar is not None:
+            if self.tokens:
+                self.bar.set_postfix_str(f"{self.tokens / max(self.clock() - self.started, 1e-9):.1f} tok/s", refresh=False)
             self.bar.update(n)
         elif self.enabled and self.clock() - self.last_line >= self.every_s:
             self._line()
@@ -49,7 +53,9 @@ class RequestProgress:
         elapsed = now - self.started
         rate = self.done / elapsed if elapsed > 0 and self.done else 0.0
         eta = f"ETA {_duration((self.total - self.done) / rate)}" if rate else "ETA -"
-        print(f"{self.label}: {self.done}/{self.total} requests, {rate:.2f} req/s, {eta}", file=self.stream, flush=True)
+        tokens = f", {self.tokens / elapsed:.1f} tok/s" if self.tokens and elapsed > 0 else ""
+        print(f"{self.label}: {self.done}/{self.total} requests, {rate:.2f} req/s{tokens}, {eta}", file=self.stream,
+              flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

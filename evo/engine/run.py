@@ -93,7 +93,7 @@ def _resumed_config(run: RunDir, saved, generations: int | None) -> RunConfig:
     """The run's config (from its checkpoint, else from config.json), with the new
     generation target (the caller writes it to config.json once every input is checked)."""
     if saved is not None:
-        config = RunConfig.from_dict(saved.state["config"], where="checkpoint config")
+        config = RunConfig.from_saved(saved.state["config"], where="checkpoint config")
         done = saved.generation
     else:
         config, done = run.read_config(), -1

@@ -73,7 +73,7 @@ class RunDir:
             raise InputError(f"no checkpoint and no config.json in {self.path} (is it a run directory?)") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise InputError(f"{path}: unreadable ({e}); the run cannot be restarted from it") from None
-        return RunConfig.from_dict(data, where="config.json")
+        return RunConfig.from_saved(data, where="config.json")
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         with open(self.path / name, "a", encoding="utf-8") as f:

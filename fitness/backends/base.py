@@ -18,7 +18,7 @@ problems (a missing adapter directory, out of memory).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -51,7 +51,11 @@ class Completion:
     finish_reason: str  # "stop" (EOS) or "length" (hit max_new_tokens)
 
 
-ProgressCallback = Callable[[int], None]  # called with the number of requests just finished
+class ProgressCallback(Protocol):
+    """Called as requests finish: ``progress(requests_just_finished, tokens=their generated tokens)``.
+    ``tokens`` is 0 where a backend does not count them as it goes."""
+
+    def __call__(self, requests: int, tokens: int = 0) -> None: ...
 
 
 @runtime_checkable

@@ -138,7 +138,7 @@ class RayBackend:
             start, end = bounds[shard]
             results[start:end] = shard_out
             if progress:
-                progress(end - start)
+                progress(end - start, tokens=sum(c.completion_tokens for c in shard_out))
         return results  # type: ignore[return-value]
 
     def count_tokens(self, text: str) -> int:

@@ -189,7 +189,7 @@ class VLLMBackend:
                 text=r.prefill + o.text, prompt_tokens=len(out.prompt_token_ids),
                 completion_tokens=len(o.token_ids), finish_reason="length" if o.finish_reason == "length" else "stop"))
         if progress:
-            progress(len(requests))
+            progress(len(requests), tokens=sum(c.completion_tokens for c in completions))
         return completions
 
     def _generate_groups(self, requests: Sequence[Request]) -> list[list[int]]:

@@ -43,3 +43,11 @@ def test_on_a_terminal_a_live_bar():
     with RequestProgress("generation 1", 4, stream=out, interactive=True) as bar:
         bar.update(4)
     assert out.getvalue().startswith("\rgeneration 1:") and "0/4" in out.getvalue()  # a tqdm bar, redrawn in place
+
+
+def test_the_line_shows_tokens_per_second_when_the_backend_counts_them():
+    out, clock = io.StringIO(), Clock()
+    with RequestProgress("generation 2", 10, stream=out, interactive=False, clock=clock) as bar:
+        clock.now += 40
+        bar.update(4, tokens=1000)
+    assert out.getvalue().splitlines()[1] == "generation 2: 4/10 requests, 0.10 req/s, 25.0 tok/s, ETA 1 min 00 s"

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from fakes import ArithmeticOracle, config, read_jsonl
 
+from evo.config.sections import RunConfig
 from evo.rundir import checkpoint
+from evo.rundir.files import RunDir
 from evo.engine.run import resume_evolution, run_evolution
 from genomes.errors import InputError
 
@@ -157,6 +159,18 @@ def test_first_released_format_keeps_loading(tmp_path):
     assert saved.generation == 1 and len(saved.state["population"]) == 4
     resume_evolution(run_dir, generations=2, backend=ArithmeticOracle(), show_progress=False)
     assert checkpoint.load_latest(run_dir).generation == 2
+
+
+def test_runs_written_before_the_dtype_setting_resume_in_float32(tmp_path):
+    """A new default must not change a run half way: the fixture's config has no
+    model.dtype (it predates it) and ran in float32, so it resumes in float32."""
+    run_dir = tmp_path / "old"
+    shutil.copytree(FIXTURE_V1, run_dir)
+    assert "dtype" not in json.loads((run_dir / "config.json").read_text())["model"]
+    saved = checkpoint.load_latest(run_dir)
+    assert RunConfig.from_saved(saved.state["config"], "checkpoint").model.dtype == "float32"
+    assert RunDir(run_dir).read_config().model.dtype == "float32"
+    assert RunConfig.from_dict({}).model.dtype == "auto"  # new runs get today's default
 
 
 def test_resume_command_errors_are_one_line(tmp_path):

@@ -38,16 +38,50 @@ def test_greedy_matches_transformers_generate(hf_backend):
 def test_small_token_budget_gives_same_results(hf_backend):
     requests = [make_request(q, max_new_tokens=16) for q in QUESTIONS]
     wide = [c.text for c in hf_backend.generate(requests)]
-    chunks = hf_backend._chunks([hf_backend._encode(i, r) for i, r in enumerate(requests)])
-    assert len(chunks) == 1
     saved = hf_backend.token_budget
     try:
-        hf_backend.token_budget = 120  # forces one or two rows per chunk
-        assert len(hf_backend._chunks([hf_backend._encode(i, r) for i, r in enumerate(requests)])) >= 3
+        hf_backend.token_budget = 120  # room for one or two rows at a time
         narrow = [c.text for c in hf_backend.generate(requests)]
     finally:
         hf_backend.token_budget = saved
     assert narrow == wide
+
+
+def _forward_shapes(hf_backend, monkeypatch) -> list[tuple[int, int]]:
+    shapes: list[tuple[int, int]] = []
+    original = hf_backend._forward
+    monkeypatch.setattr(hf_backend, "_forward",
+                        lambda ids, *a, **k: shapes.append(tuple(ids.shape)) or original(ids, *a, **k))
+    return shapes
+
+
+def test_finished_rows_are_refilled_from_the_queue(hf_backend, monkeypatch):
+    """Continuous batching: with room for 4 rows, a short request that stops frees
+    its slot for the next queued ones while the long rows keep decoding, and every
+    output equals decoding that request alone."""
+    requests = [make_request(q, max_new_tokens=3 if i % 2 else 40) for i, q in enumerate(QUESTIONS * 2)]
+    singles = [hf_backend.generate([r])[0].text for r in requests]
+    shapes = _forward_shapes(hf_backend, monkeypatch)
+    saved = hf_backend.max_batch
+    try:
+        hf_backend.max_batch = 4
+        batched = hf_backend.generate(requests)
+    finally:
+        hf_backend.max_batch = saved
+    assert [c.text for c in batched] == singles
+    prefills = [i for i, (_, width) in enumerate(shapes) if width > 1]
+    decode_steps = len(shapes) - len(prefills)
+    assert any(i > 0 and shapes[i - 1][1] == 1 for i in prefills)  # a prefill between decode steps
+    assert decode_steps < sum(c.completion_tokens for c in batched) / 2  # rows really decoded together
+    assert [c.completion_tokens for c in batched[1::2]] == [3] * (len(requests) // 2)
+
+
+def test_progress_reports_each_request_and_its_tokens(hf_backend):
+    calls: list[tuple[int, int]] = []
+    requests = [make_request(q, max_new_tokens=6) for q in QUESTIONS]
+    out = hf_backend.generate(requests, progress=lambda n, tokens=0: calls.append((n, tokens)))
+    assert sum(n for n, _ in calls) == len(requests)
+    assert sum(t for _, t in calls) == sum(c.completion_tokens for c in out)
 
 
 def test_shared_prefix_is_computed_once(hf_backend, monkeypatch):
@@ -58,13 +92,11 @@ def test_shared_prefix_is_computed_once(hf_backend, monkeypatch):
         type(r)(({"role": "system", "content": long_system}, r.messages[1]), r.sampling)
         for r in (make_request(q, max_new_tokens=4) for q in QUESTIONS)
     ]
-    shapes = []
-    original = hf_backend._forward
-    monkeypatch.setattr(hf_backend, "_forward", lambda ids, *a, **k: shapes.append(tuple(ids.shape)) or original(ids, *a, **k))
+    shapes = _forward_shapes(hf_backend, monkeypatch)
     batched = [c.text for c in hf_backend.generate(requests)]
     assert shapes[0][0] == 1 and shapes[0][1] > 100  # the shared prefix, once
     assert shapes[1][0] == len(QUESTIONS) and shapes[1][1] < 40  # the suffixes only
-    monkeypatch.setattr(hf_backend, "_forward", original)
+    monkeypatch.undo()
     assert batched == [hf_backend.generate([r])[0].text for r in requests]
 
 
@@ -101,3 +133,28 @@ def test_generation_raises_no_deprecation_or_future_warning(hf_backend):
         hf_backend.generate(requests)
     bad = [f"{w.category.__name__}: {w.message}" for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
     assert not bad, bad
+
+
+def test_bfloat16_loads_in_bfloat16_and_is_deterministic():
+    """bf16 (the `auto` choice on AMX / AVX512-BF16 CPUs): weights really in bf16, the
+    same batch gives the same outputs twice, logits reach the sampler as float32."""
+    import torch
+
+    from fitness.backends.hf import HFBackend
+
+    backend = HFBackend(dtype="bfloat16")
+    assert backend.dtype == "bfloat16" and next(backend.model.parameters()).dtype == torch.bfloat16
+    requests = [make_request(q, max_new_tokens=12) for q in QUESTIONS]
+    first, second = backend.generate(requests), backend.generate(requests)
+    assert [c.text for c in first] == [c.text for c in second]
+    assert all(c.completion_tokens > 0 for c in first)
+
+
+def test_dtype_choice():
+    from fitness.backends.model_store import resolve_dtype
+    from genomes.errors import InputError
+
+    assert resolve_dtype("float32", "cpu") == "float32" and resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    assert resolve_dtype("auto", "cpu") in ("float32", "bfloat16")
+    with pytest.raises(InputError, match="dtype must be one of"):
+        resolve_dtype("float8", "cpu")

@@ -1,0 +1,68 @@
+"""KV-cache row surgery (fitness.backends.kv_rows) on small tensors: the growing
+layer holds exactly what transformers' DynamicLayer holds, and joining / cutting
+rows keeps every row's real columns right-aligned and untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from transformers.cache_utils import DynamicLayer  # noqa: E402
+
+from fitness.backends import kv_rows  # noqa: E402
+
+
+def states(rows: int, columns: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, 2, columns, 4, generator=g), torch.randn(rows, 2, columns, 4, generator=g)
+
+
+def test_growing_layer_equals_dynamic_layer_through_appends_selects_and_cuts():
+    grow, plain = kv_rows.growing_layer()(), DynamicLayer()
+    for step, columns in enumerate([7, 1, 1, 70, 1]):  # 70 overflows the spare room: a new buffer
+        k, v = states(3, columns, step)
+        a, b = grow.update(k, v), plain.update(k, v)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    index = torch.tensor([2, 0])
+    grow.batch_select_indices(index)
+    plain.batch_select_indices(index)
+    grow.cut_left(3)
+    plain.keys, plain.values = plain.keys[..., 3:, :], plain.values[..., 3:, :]
+    k, v = states(2, 1, 99)
+    a, b = grow.update(k, v), plain.update(k, v)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[0].shape == (2, 2, 78, 4)
+
+
+def test_appending_writes_in_place_instead_of_copying():
+    grow = kv_rows.growing_layer()()
+    grow.update(*states(2, 10, 0))
+    before = grow.keys.data_ptr()
+    grow.update(*states(2, 1, 1))
+    assert grow.keys.data_ptr() == before  # the same buffer, one more column
+
+
+def test_join_left_pads_the_narrower_cache():
+    first, second = kv_rows.growing_cache(), kv_rows.growing_cache()
+    k1, v1 = states(2, 5, 0)
+    k2, v2 = states(1, 8, 1)
+    first.update(k1, v1, 0)
+    second.update(k2, v2, 0)
+    assert kv_rows.joinable(first)
+    kv_rows.join_rows(first, second)
+    keys = first.layers[0].keys
+    assert keys.shape == (3, 2, 8, 4)
+    assert torch.equal(keys[:2, :, 3:], k1) and not keys[:2, :, :3].any() and torch.equal(keys[2:], k2)
+    first.update(*states(3, 1, 2), 0)  # a joined cache keeps growing
+    assert first.layers[0].keys.shape == (3, 2, 9, 4)
+    kv_rows.cut_left(first, 3)
+    assert torch.equal(first.layers[0].keys[:2, :, :5], k1)
+
+
+def test_other_layer_kinds_are_not_joinable():
+    from transformers.cache_utils import Cache, DynamicSlidingWindowLayer
+
+    cache = Cache(layers=[DynamicSlidingWindowLayer(sliding_window=4)])
+    cache.update(*states(1, 2, 0), 0)
+    assert not kv_rows.joinable(cache)
