@@ -33,7 +33,12 @@ from dataclasses import replace
 
 from fitness.backends.base import Request, SamplingParams
 from fitness.backends.hf import HFBackend
-from fitness.backends.roofline import Machine, ModelShape, forward_seconds, measure_machine
+from fitness.backends.roofline import (
+    Machine,
+    ModelShape,
+    forward_seconds,
+    measure_machine,
+)
 from fitness.evaluate import build_requests
 from fitness.tasks import TaskSpec, load_tasks
 from genomes.strategy import Strategy
@@ -164,7 +169,7 @@ def main() -> None:
             _record(result, f"generate-{dtype}", tokens, len(requests), gen_s)  # same greedy tokens as ours
             result["modes"][f"generate-{dtype}"]["identical_to_ours"] = \
                 f"{sum(t == c.text for t, c in zip(texts, ours))}/{len(requests)}"
-        del backend
+        backend = None  # free the model before the next dtype loads
     _vllm(requests, result)
     _print(result, dtypes)
 

@@ -127,8 +127,9 @@ class ContinuousDecoder:
         """Pick every row's next token, retire finished rows, run one forward."""
         torch = self.torch
         keep: list[int] = []
+        greedy = batch.logits.argmax(dim=-1).tolist()  # one call for every greedy row, not one per row
         for b, row in enumerate(batch.rows):
-            token = row.sampler.pick(batch.logits[b])
+            token = greedy[b] if row.sampler.greedy else row.sampler.pick(batch.logits[b])
             row.outputs.append(token)
             if token in self.stop_ids:
                 row.reason = "stop"

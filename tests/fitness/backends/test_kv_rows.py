@@ -9,9 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from transformers.cache_utils import DynamicLayer  # noqa: E402
+from transformers.cache_utils import DynamicLayer
 
-from fitness.backends import kv_rows  # noqa: E402
+from fitness.backends import kv_rows
 
 
 def states(rows: int, columns: int, seed: int):
