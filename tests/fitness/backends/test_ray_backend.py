@@ -34,7 +34,7 @@ def ray_backend(hf_backend):  # hf_backend first: the model cache exists before 
 
     from fitness.backends.ray_pool import RayBackend
 
-    backend = RayBackend(BackendSpec("hf", {}), actors=2)
+    backend = RayBackend(BackendSpec("hf", {"dtype": "float32"}), actors=2)  # as the hf_backend fixture
     yield backend
     backend.close()
     ray.shutdown()
@@ -44,7 +44,7 @@ def ray_backend(hf_backend):  # hf_backend first: the model cache exists before 
 def test_two_actors_equal_the_single_process_run(ray_backend, hf_backend, lora_adapters):
     requests = mixed_requests(lora_adapters, max_new_tokens=20)
     seen = []
-    sharded = ray_backend.generate(requests, progress=seen.append)
+    sharded = ray_backend.generate(requests, progress=lambda n, tokens=0: seen.append(n))
     single = hf_backend.generate(requests)
     assert [c.text for c in sharded] == [c.text for c in single]
     assert [(c.completion_tokens, c.finish_reason) for c in sharded] == [(c.completion_tokens, c.finish_reason) for c in single]
