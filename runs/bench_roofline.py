@@ -54,7 +54,7 @@ def main() -> None:
     for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
         machine = measure_machine(dtype)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True).eval()
-        shape = ModelShape.of(model, torch.finfo(getattr(torch, dtype)).bits // 8)
+        shape = ModelShape.of(model)
         print(f"\n{dtype}: matmul peak {machine.matmul_flops / 1e9:.0f} GFLOP/s, read bandwidth "
               f"{machine.read_bytes / 1e9:.1f} GB/s; model {shape.params / 1e6:.1f} M parameters = "
               f"{shape.params * shape.bytes_per_value / 1e6:.0f} MB, {2 * shape.matmul_params / 1e6:.0f} MFLOP/token "

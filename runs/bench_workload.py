@@ -33,6 +33,7 @@ from dataclasses import replace
 
 from fitness.backends.base import Request, SamplingParams
 from fitness.backends.hf import HFBackend
+from fitness.backends.hf_decode import left_pad
 from fitness.backends.roofline import (
     Machine,
     ModelShape,
@@ -103,11 +104,8 @@ def run_generate(backend: HFBackend, requests: list[Request]) -> list[str]:
     batch: list = []
 
     def flush():
-        width = max(len(q.ids) for q in batch)
-        ids = torch.full((len(batch), width), backend.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, q in enumerate(batch):
-            ids[row, width - len(q.ids):], mask[row, width - len(q.ids):] = torch.tensor(q.ids), 1
+        ids, mask = left_pad([q.ids for q in batch], backend.pad_id)
+        width = ids.shape[1]
         limit = max(q.request.sampling.max_new_tokens for q in batch)
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=limit, do_sample=False,
@@ -155,7 +153,7 @@ def main() -> None:
         log = ForwardLog(backend)
         ours, seconds = timed(f"ours ({dtype})", lambda: backend.generate(requests))
         log.restore(backend)
-        shape = ModelShape.of(backend.base_model, torch.finfo(getattr(torch, dtype)).bits // 8)
+        shape = ModelShape.of(backend.base_model)
         roof = log.roofline(shape, measure_machine(dtype))
         roof["share_of_roofline"] = round(roof["bound_s"] / seconds, 3)
         tokens = sum(c.completion_tokens for c in ours)

@@ -8,10 +8,12 @@ the running batch (:mod:`fitness.backends.kv_rows`). So a batch never waits for 
 longest member: real workloads mix answers that stop after 20 tokens with chains
 that run to the limit, and without refilling most steps would run nearly empty.
 
-Every row stays exactly what it would be alone: rows are left-padded, the mask hides
-the padding, positions count only real tokens, and each row samples from its own
-``torch.Generator``. Greedy outputs therefore equal one-request-at-a-time decoding
-(tests/fitness/backends/test_hf_backend.py checks it on the real model).
+Every row sees exactly its own tokens: rows are left-padded, the mask hides the
+padding, positions count only real tokens, and each row samples from its own
+``torch.Generator``. Greedy outputs equal one-request-at-a-time decoding up to the
+kernels' rounding, which depends on the batch's shape: equal on the tests' requests
+(tests/fitness/backends/test_hf_backend.py), while on long mixed workloads a near
+tie sometimes flips (docs/backends.md, "Batch invariance").
 
 Memory: ``rows x (longest projected row)`` stays under ``token_budget`` padded
 tokens, where a row's projection is its length so far plus the tokens it may still
@@ -20,6 +22,7 @@ generate; ``max_batch`` bounds the rows.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -104,7 +107,7 @@ class ContinuousDecoder:
         rows = len(batch.rows) if batch is not None else 0
         width = batch.projected_width() if batch is not None else 0
         count = 0
-        for item in queue[position:]:
+        for item in itertools.islice(queue, position, None):  # no copy of the queue on every step
             new_width = max(width, len(item.ids) + item.request.sampling.max_new_tokens)
             total = rows + count + 1
             if total > 1 and (total > self.max_batch or total * new_width > self.token_budget):
@@ -141,7 +144,7 @@ class ContinuousDecoder:
             return None
         if len(keep) < len(batch.rows):  # finished rows cost nothing more
             index = torch.tensor(keep, dtype=torch.long)
-            batch.cache.batch_select_indices(index.to(self._device(batch)))
+            batch.cache.batch_select_indices(index.to(_device(batch.cache)))
             batch.rows, batch.mask = [batch.rows[b] for b in keep], batch.mask[index]
             if self.can_join:  # columns that are padding in every remaining row
                 cut = batch.mask.shape[1] - max(r.span for r in batch.rows)
@@ -186,7 +189,7 @@ class ContinuousDecoder:
             names = [k[0] for k in keys] if self.with_names else None
             self.forward(prefix_ids, group_mask, (group_mask.cumsum(-1) - 1).clamp(min=0), cache, names)
             index = torch.tensor(group_of_row, dtype=torch.long)
-            cache.batch_select_indices(index.to(cache.layers[0].keys.device))  # repeated rows copy a group's KV
+            cache.batch_select_indices(index.to(_device(cache)))  # repeated rows copy a group's KV
             prefix_mask = group_mask[index]
         suffix_ids, suffix_mask = left_pad([item.ids[prefix_lens[group_of_row[row]]:] for row, item in enumerate(items)],
                                            self.pad_id)
@@ -204,9 +207,9 @@ class ContinuousDecoder:
     def _names(self, rows: list[_Row]) -> list[str] | None:
         return [r.item.adapter_name for r in rows] if self.with_names else None
 
-    @staticmethod
-    def _device(batch: _Batch):
-        return batch.cache.layers[0].keys.device
+
+def _device(cache):
+    return cache.layers[0].keys.device
 
 
 def left_pad(rows: list[list[int]], pad_id: int):
@@ -224,8 +227,9 @@ def left_pad(rows: list[list[int]], pad_id: int):
 
 
 class _RowSampler:
-    """Next-token choice for one row: greedy, or temperature + top-p from the row's
-    own generator, so a seeded sample never depends on the rest of the batch."""
+    """Next-token choice for one sampled row: temperature + top-p from the row's own
+    generator, so a seeded sample never depends on the rest of the batch. Greedy
+    rows (``greedy``) are picked for the whole batch at once, in ``_step``."""
 
     def __init__(self, request: Request, torch) -> None:
         self.torch = torch
@@ -237,8 +241,6 @@ class _RowSampler:
 
     def pick(self, logits) -> int:
         torch = self.torch
-        if self.greedy:
-            return int(torch.argmax(logits))
         probs = torch.softmax(logits / self.temperature, dim=-1)
         if self.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)

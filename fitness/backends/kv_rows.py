@@ -17,6 +17,8 @@ decoding one group at a time.
 
 from __future__ import annotations
 
+import functools
+
 
 def joinable(cache) -> bool:
     """True when every layer is an initialised ``DynamicLayer`` or ``GrowingLayer`` (nothing else)."""
@@ -53,10 +55,6 @@ def cut_left(cache, columns: int) -> None:
             layer.values = layer.values[..., columns:, :]
 
 
-def width(cache) -> int:
-    return cache.layers[0].keys.shape[-2]
-
-
 def _left_pad(tensor, width: int):
     import torch
 
@@ -67,8 +65,9 @@ def _left_pad(tensor, width: int):
     return torch.cat([pad, tensor], dim=-2)
 
 
-def _growing_layer_class():
-    """``GrowingLayer``: a ``DynamicLayer`` that appends in place (built lazily: transformers is a heavy import)."""
+@functools.cache
+def growing_layer():
+    """``GrowingLayer``, a ``DynamicLayer`` appending in place; built once, on first use (lazy transformers)."""
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
@@ -133,17 +132,7 @@ GROW_COLUMNS = 64  # least spare room a new buffer gets (a quarter of a typical 
 
 
 def growing_cache():
-    """An empty cache whose layers are ``GrowingLayer`` (see :func:`_growing_layer_class`)."""
+    """An empty cache whose layers are ``GrowingLayer`` (see :func:`growing_layer`)."""
     from transformers.cache_utils import Cache
 
     return Cache(layer_class_to_replicate=growing_layer())
-
-
-def growing_layer():
-    global _GROWING
-    if _GROWING is None:
-        _GROWING = _growing_layer_class()
-    return _GROWING
-
-
-_GROWING = None

@@ -40,8 +40,8 @@ class ModelShape:
     bytes_per_value: int
 
     @classmethod
-    def of(cls, model, dtype_bytes: int) -> ModelShape:
-        """The shape of a loaded transformers causal LM."""
+    def of(cls, model) -> ModelShape:
+        """The shape of a loaded transformers causal LM, in the dtype it is loaded in."""
         config = model.config
         params = sum(p.numel() for p in model.parameters())
         embedding = model.get_input_embeddings().weight.numel()
@@ -51,7 +51,7 @@ class ModelShape:
         return cls(params=params, matmul_params=params if tied else params - embedding,
                    layers=config.num_hidden_layers, heads=heads,
                    kv_heads=getattr(config, "num_key_value_heads", heads), head_dim=head_dim,
-                   bytes_per_value=dtype_bytes)
+                   bytes_per_value=next(model.parameters()).element_size())
 
     def kv_bytes_per_token(self) -> int:
         return self.layers * 2 * self.kv_heads * self.head_dim * self.bytes_per_value
