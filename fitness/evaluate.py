@@ -22,11 +22,13 @@ from fitness.backends.base import (
     Request,
     SamplingParams,
 )
+from fitness.constrain import format_grammar
 from fitness.format import ParsedCompletion, normalise_space, parse_completion
 from fitness.tasks import Task
 from fitness.verify import FULL_CREDIT, score_answer
 from genomes.errors import InputError
 from genomes.lora import LoraGene
+from genomes.chat_format import COT
 from genomes.strategy import Strategy
 
 
@@ -96,6 +98,7 @@ def build_requests(strategy: Strategy, task: Task, seed: int, adapter: str | Non
             sampling=SamplingParams(d.temperature, d.top_p, d.max_new_tokens, request_seed(seed, strategy_hash, task.id, v)),
             prefill=rendered.prefill,
             adapter=adapter,
+            grammar=format_grammar(d.constrain, task.answer_pattern, rendered.prefill.rstrip().endswith(COT), d.max_new_tokens),
         )
         for v in range(d.votes)
     ]

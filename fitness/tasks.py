@@ -12,13 +12,15 @@ Contract:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fitness.answer_patterns import infer_answer_pattern
 from genomes.errors import InputError
 from genomes.validation import read_jsonl_objects
 
@@ -29,6 +31,12 @@ JSONL_VERIFIERS = ("auto", "numeric", "math", "exact")
 # Families whose curricula have dozens of fine levels are capped so that one level
 # step is a visible change in difficulty.
 MAX_LEVELS = 8
+# Answer patterns are inferred from training answers at up to PATTERN_LEVELS levels
+# spread over a family's range, PATTERN_PER_LEVEL at each; fewer than
+# MIN_PATTERN_ANSWERS answers in all are too little evidence for any pattern.
+PATTERN_LEVELS = 4
+PATTERN_PER_LEVEL = 8
+MIN_PATTERN_ANSWERS = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +58,9 @@ class Task:
     steps: tuple[str, ...] | None = None
     entry: dict[str, Any] | None = field(default=None, repr=False)
     verifier: str = "auto"  # "reasoning_gym" | "numeric" | "math" | "exact" | "auto"
+    # the shape of the family's answers (fitness.answer_patterns), inferred from its
+    # training split; "" = none known. Used by constrained decoding in "answer" mode.
+    answer_pattern: str = ""
 
 
 def content_key(family: str, question: str) -> str:
@@ -258,7 +269,33 @@ def load_tasks(
     tasks: list[Task] = []
     for spec in specs:
         if spec.is_file:
-            tasks += jsonl_tasks(spec.source, n, split, seed, split_seed, heldout_fraction)
+            drawn = jsonl_tasks(spec.source, n, split, seed, split_seed, heldout_fraction)
         else:
-            tasks += reasoning_gym_tasks(spec.source, spec.level or 0, n, split, seed, split_seed, heldout_fraction)
+            drawn = reasoning_gym_tasks(spec.source, spec.level or 0, n, split, seed, split_seed, heldout_fraction)
+        tasks += with_answer_pattern(drawn, answer_pattern_of(spec.source, split_seed, heldout_fraction))
     return tasks
+
+
+# ---- answer patterns ---------------------------------------------------------------
+@functools.cache
+def answer_pattern_of(source: str, split_seed: int = 0, heldout_fraction: float = DEFAULT_HELDOUT_FRACTION) -> str:
+    """The answer pattern (:mod:`fitness.answer_patterns`) of a task source, a
+    reasoning-gym family or a ``.jsonl`` path, inferred from gold answers of its
+    *training* split only (held-out answers never shape it): a pure function of its
+    arguments. ``""`` when the answers fit no pattern or there are too few."""
+    if source.endswith(".jsonl"):
+        answers = [t.answer for t in jsonl_tasks(source, None, TRAIN, 0, split_seed, heldout_fraction)]
+    else:
+        n_levels = family_levels(source)
+        count = min(PATTERN_LEVELS, n_levels)
+        levels = sorted({round(i * (n_levels - 1) / max(1, count - 1)) for i in range(count)})
+        answers = [t.answer for level in levels
+                   for t in reasoning_gym_tasks(source, level, PATTERN_PER_LEVEL, TRAIN, seed=0, split_seed=split_seed,
+                                                heldout_fraction=heldout_fraction, fewer_ok=True)]
+    if sum(a is not None for a in answers) < MIN_PATTERN_ANSWERS:
+        return ""
+    return infer_answer_pattern(answers)
+
+
+def with_answer_pattern(tasks: Sequence[Task], pattern: str) -> list[Task]:
+    return [replace(task, answer_pattern=pattern) for task in tasks]

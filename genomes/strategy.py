@@ -28,6 +28,7 @@ from genomes.lora import LoraGene, decode_slot, encode_slot
 from genomes.validation import as_mapping, build_dataclass, read_structured, reject_unknown, str_tuple, typed
 
 SCHEMA_VERSION = 1
+CONSTRAIN_MODES = ("off", "structure", "answer")  # DecodingGene.constrain
 SEEDS_DIR = Path(__file__).parent / "seeds"
 
 
@@ -98,6 +99,10 @@ class DecodingGene:
     top_p: float = 1.0
     max_new_tokens: int = 128
     votes: int = 1  # 1: single pass; k > 1: self-consistency, majority of k samples
+    # constrained decoding of the reasoning format (fitness.constrain): off, structure
+    # (steps, one answer block, a response block) or answer (structure + the family's
+    # answer pattern)
+    constrain: str = "off"
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,8 @@ class Strategy:
         # keeps its content hash (journal caches and checkpoints are keyed by it).
         if data["prompt"]["exemplar_choice"] == FIXED:
             del data["prompt"]["exemplar_choice"]
+        if data["decoding"]["constrain"] == "off":
+            del data["decoding"]["constrain"]
         for exemplar in data["prompt"]["exemplars"]:  # library exemplars: hashes as before
             if not exemplar["source"]:
                 del exemplar["source"]
@@ -231,6 +238,7 @@ def _check_ranges(s: Strategy, where: str) -> None:
         (1 <= d.max_new_tokens <= 8192, "decoding.max_new_tokens", "must be in [1, 8192]"),
         (1 <= d.votes <= 64, "decoding.votes", "must be in [1, 64]"),
         (d.votes == 1 or d.temperature > 0, "decoding.votes", "self-consistency needs temperature > 0"),
+        (d.constrain in CONSTRAIN_MODES, "decoding.constrain", f"must be one of {', '.join(CONSTRAIN_MODES)}"),
         (1 <= c.max_steps <= 64, "chain.max_steps", "must be in [1, 64]"),
         (s.prompt.exemplar_choice in EXEMPLAR_CHOICES, "prompt.exemplar_choice", f"must be one of {', '.join(EXEMPLAR_CHOICES)}"),
     ]

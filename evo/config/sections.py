@@ -22,6 +22,7 @@ from fitness.tasks import TaskSpec
 from genomes.errors import InputError
 from genomes.lora import DEFAULT_SIGMAS, sigma_is_valid
 from genomes.operators import GENE_WEIGHTS
+from genomes.strategy import CONSTRAIN_MODES
 from genomes.validation import (
     as_mapping,
     build_dataclass,
@@ -73,6 +74,10 @@ class PopulationSection:
                                       low=0, high=1)
     lora_sigmas: tuple[float, ...] = setting(DEFAULT_SIGMAS, "mut_lora: noise scales a perturbation draws from "
                                                              "(two significant digits, in [1e-10, 9.9])")
+    constrain_modes: tuple[str, ...] = setting(
+        CONSTRAIN_MODES, "constrained decoding modes mut_decoding may give a strategy (off: free; structure: steps, "
+                         "one answer block, a response; answer: structure + the family's answer pattern); needs llguidance",
+        choices=CONSTRAIN_MODES)
 
 
 @dataclass(frozen=True)
@@ -191,11 +196,15 @@ class RunConfig:
     def from_saved(cls, data: Any, where: str) -> RunConfig:
         """A config a run wrote (config.json, a checkpoint). Fields added since are
         given the value that run actually used, not today's default: runs written
-        before ``model.dtype`` existed ran in float32, and resume them so."""
+        before ``model.dtype`` existed ran in float32, and those written before
+        ``population.constrain_modes`` never constrained decoding; resume them so."""
         data = as_mapping(data, where)
         model = data.get("model")
         if isinstance(model, dict) and "dtype" not in model:
             data = {**data, "model": {**model, "dtype": "float32"}}
+        population = data.get("population")
+        if isinstance(population, dict) and "constrain_modes" not in population:
+            data = {**data, "population": {**population, "constrain_modes": ["off"]}}
         return cls.from_dict(data, where)
 
 
@@ -255,6 +264,7 @@ def _check_relations(c: RunConfig) -> None:
     checks = [
         (c.run.name.strip() != "" and "/" not in c.run.name, "run.name", "must be a non-empty name without '/'"),
         (len(p.seeds) >= 1, "population.seeds", "needs at least one strategy"),
+        (len(p.constrain_modes) >= 1, "population.constrain_modes", "needs at least one mode (off: never constrain)"),
         (p.crossover_prob + p.mutation_prob <= 1 + 1e-9, "population.mutation_prob",
          "crossover_prob + mutation_prob must be <= 1"),
         (p.hall_min_batches == 1 or t.rotate_every >= 1, "population.hall_min_batches",

@@ -52,6 +52,7 @@ from evo.engine.snapshot import Snapshot
 from evo.engine.task_pool import TaskPool
 from evo.engine.variation import Variation
 from evo.rundir.faults import maybe_crash
+from fitness.backends import grammar_rows
 from evo.rundir.files import RunDir
 from fitness.curriculum import Curriculum
 from fitness.journal import Journal, evaluate_with_journal
@@ -69,6 +70,26 @@ class RunResult:
     metrics: list[dict[str, Any]]
     best: Strategy
     training_batches: list[list[Task]]  # in the order the frontier states were first met
+
+
+def usable_constrain_modes(config: RunConfig, pool: TaskPool, show_progress: bool) -> tuple[str, ...]:
+    """``population.constrain_modes``, less what this environment or these tasks
+    cannot do, each said in one line: without llguidance only "off" is left (the run
+    goes on unconstrained); a family whose training answers fit no answer pattern is
+    constrained in structure only under "answer"."""
+    modes = config.population.constrain_modes
+    if modes == ("off",):
+        return modes
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if show_progress else (lambda line: None)
+    if not grammar_rows.available():
+        say(f"population.constrain_modes: {grammar_rows.MISSING}; evolving without constrained decoding")
+        return ("off",)
+    if "answer" in modes:
+        for family in pool.specs:
+            if not pool.answer_pattern(family):
+                say(f"tasks: {family}: its training answers fit no answer pattern; constrain=answer constrains "
+                    "its format only")
+    return modes
 
 
 def make_curriculum(config: RunConfig, pool: TaskPool) -> Curriculum:
@@ -89,6 +110,7 @@ class Loop(Variation, Selection, Snapshot):
         self.curriculum = make_curriculum(config, self.pool)
         self.heldout_tasks = self.pool.heldout()
         self.exemplars = build_pool(config, self.pool, show_progress)  # what mut_prompt adds and swaps in
+        self.constrain_modes = usable_constrain_modes(config, self.pool, show_progress)  # what mut_decoding may set
         self.weights = config.loss_weights()
         self.mode = config.population.mode
         self.hall: list = []  # best unique individuals by -L_total, both modes

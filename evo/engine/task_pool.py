@@ -19,9 +19,11 @@ from fitness.tasks import (
     TRAIN,
     Task,
     TaskSpec,
+    answer_pattern_of,
     family_levels,
     jsonl_tasks,
     reasoning_gym_tasks,
+    with_answer_pattern,
 )
 from genomes.exemplar_choice import matching_exemplars
 from genomes.fragments import EXEMPLARS
@@ -90,11 +92,18 @@ class TaskPool:
                                 fewer_ok=fewer_ok)
         return tasks
 
+    def answer_pattern(self, family: str) -> str:
+        """The family's answer pattern, from its training split (constrained decoding)."""
+        t = self.config.tasks
+        return answer_pattern_of(self.specs[family].source, t.split_seed, t.heldout_fraction)
+
     def _draw(self, family: str, level: int, n: int, split: str, seed: int, fewer_ok: bool = False) -> list[Task]:
         spec, t = self.specs[family], self.config.tasks
         if spec.is_file:  # a file split smaller than n always gives what it has
-            return jsonl_tasks(spec.source, n, split, seed, t.split_seed, t.heldout_fraction)
-        return reasoning_gym_tasks(spec.source, level, n, split, seed, t.split_seed, t.heldout_fraction, fewer_ok)
+            tasks = jsonl_tasks(spec.source, n, split, seed, t.split_seed, t.heldout_fraction)
+        else:
+            tasks = reasoning_gym_tasks(spec.source, level, n, split, seed, t.split_seed, t.heldout_fraction, fewer_ok)
+        return with_answer_pattern(tasks, self.answer_pattern(family))
 
 
 def _stem(path: str) -> str:

@@ -128,7 +128,8 @@ class Variation:
         weights = self.config.gene_weights() or {"prompt": 1.0}
         return mut_strategy(strategy, self.rng, models=self.config.model.models, gene_weights=weights,
                             exemplar_pool=self.exemplars.exemplars(),
-                            lora_options={"sigmas": self.config.population.lora_sigmas})
+                            lora_options={"sigmas": self.config.population.lora_sigmas},
+                            constrain_modes=self.constrain_modes)
 
     def llm_rewrite(self, rewrites: list, gen: int) -> list:
         """The model rewrites one instruction slot per chosen parent, in one batched call."""

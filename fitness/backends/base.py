@@ -9,7 +9,9 @@ its own sampling parameters with a seed:
 - ``temperature == 0`` is greedy decoding: the output is a function of the request
   alone, equal to generating it by itself;
 - with ``temperature > 0`` the sample is a function of (request, seed): the backend
-  draws from a generator seeded per request, never from global RNG state.
+  draws from a generator seeded per request, never from global RNG state;
+- with a ``grammar`` the generated text follows it (tokens it forbids are never
+  picked) and ends when it is complete.
 
 Generation failures that are the model's doing (garbage, no EOS before the token
 limit) are data in the completion. ``generate`` raises only for environment
@@ -41,6 +43,9 @@ class Request:
     sampling: SamplingParams = SamplingParams()
     prefill: str = ""  # text the assistant turn starts with; part of the completion
     adapter: str | None = None  # path of a PEFT LoRA adapter directory; None = base model
+    # constrained decoding: the Lark grammar (llguidance dialect) the generated text
+    # must follow (fitness.constrain.format_grammar); None = free decoding
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ How a call runs:
    computed once, and each row samples from its own ``torch.Generator``. We do not
    use ``model.generate``: one batch mixes temperatures, top-p, token limits, seeds
    and adapters;
-4. requests with different adapters share a batch through PEFT's ``adapter_names``;
+4. a request with a grammar (constrained decoding) is masked by it at every step
+   (:mod:`fitness.backends.grammar_rows`);
+5. requests with different adapters share a batch through PEFT's ``adapter_names``;
    adapters are loaded once, named by content hash, and evicted least-recently-used
    beyond ``max_loaded_adapters``.
 
@@ -84,6 +86,7 @@ class HFBackend:
         self._prefix_cache: dict[tuple[str, str | None], list[int]] = {}
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.stop_ids = self._stop_token_ids()
+        self._grammars = None  # grammar_rows.GrammarCompiler, on the first constrained request
 
     # ---- contract ------------------------------------------------------------------
     def materialise_lora(self, gene) -> str:
@@ -108,7 +111,7 @@ class HFBackend:
                 progress(1, tokens=len(ids))
 
         decoder = ContinuousDecoder(self._forward, self.pad_id, self.stop_ids, self.token_budget, self.max_batch,
-                                    with_names=self.model is not self.base_model)
+                                    with_names=self.model is not self.base_model, grammars=self._grammar_compiler)
         decoder.run(queue, finish)
         return results  # type: ignore[return-value]
 
@@ -169,6 +172,15 @@ class HFBackend:
             name = self._adapters.pop(victim)
             if name not in self._adapters.values():
                 self.model.delete_adapter(name)
+
+    def _grammar_compiler(self):
+        """The llguidance view of the tokenizer, made when a request first needs it."""
+        if self._grammars is None:
+            from fitness.backends.grammar_rows import GrammarCompiler
+
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self._grammars = GrammarCompiler(self.tokenizer, vocab, self.stop_ids)
+        return self._grammars
 
     @functools.cached_property
     def _cache_kwarg(self) -> str:

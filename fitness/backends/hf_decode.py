@@ -10,7 +10,10 @@ that run to the limit, and without refilling most steps would run nearly empty.
 
 Every row sees exactly its own tokens: rows are left-padded, the mask hides the
 padding, positions count only real tokens, and each row samples from its own
-``torch.Generator``. Greedy outputs equal one-request-at-a-time decoding up to the
+``torch.Generator``. A request with a grammar (constrained decoding) has the tokens
+its grammar forbids masked before its token is picked
+(:mod:`fitness.backends.grammar_rows`) and stops when the grammar is complete.
+Greedy outputs equal one-request-at-a-time decoding up to the
 kernels' rounding, which depends on the batch's shape: equal on the tests' requests
 (tests/fitness/backends/test_hf_backend.py), while on long mixed workloads a near
 tie sometimes flips (docs/backends.md, "Batch invariance").
@@ -55,6 +58,7 @@ class _Row:
     item: Queued
     sampler: _RowSampler
     span: int  # cache columns from this row's first real token to the end
+    grammar: object = None  # a grammar_rows.RowGrammar for constrained requests
     outputs: list[int] = field(default_factory=list)
     reason: str = "length"
 
@@ -76,14 +80,17 @@ class _Batch:
 
 class ContinuousDecoder:
     """Runs a queue of requests to completion; see the module docstring.
-    ``with_names``: pass each row's adapter name to ``forward`` (a PEFT model)."""
+    ``with_names``: pass each row's adapter name to ``forward`` (a PEFT model).
+    ``grammars``: a :class:`fitness.backends.grammar_rows.GrammarCompiler`, needed
+    only when some request carries a grammar (made on first need by ``grammars()``)."""
 
     def __init__(self, forward: Forward, pad_id: int, stop_ids: frozenset[int], token_budget: int,
-                 max_batch: int, with_names: bool) -> None:
+                 max_batch: int, with_names: bool, grammars: Callable[[], object] | None = None) -> None:
         import torch
 
         self.torch, self.forward, self.pad_id, self.stop_ids = torch, forward, pad_id, stop_ids
         self.token_budget, self.max_batch, self.with_names = token_budget, max_batch, with_names
+        self.grammars = grammars
         self.can_join: bool | None = None  # known after the first prefill (kv_rows.joinable)
 
     def run(self, queue: list[Queued], on_finish: Callable[[Queued, list[int], str], None]) -> None:
@@ -130,13 +137,17 @@ class ContinuousDecoder:
         """Pick every row's next token, retire finished rows, run one forward."""
         torch = self.torch
         keep: list[int] = []
+        constrained = [(b, row.grammar) for b, row in enumerate(batch.rows) if row.grammar is not None]
+        if constrained:
+            self.grammars().mask_rows(batch.logits, constrained)
         greedy = batch.logits.argmax(dim=-1).tolist()  # one call for every greedy row, not one per row
         for b, row in enumerate(batch.rows):
             token = greedy[b] if row.sampler.greedy else row.sampler.pick(batch.logits[b])
             row.outputs.append(token)
-            if token in self.stop_ids:
+            complete = row.grammar is not None and row.grammar.advance(token)
+            if token in self.stop_ids or complete:
                 row.reason = "stop"
-            if token in self.stop_ids or row.left <= 0:
+            if token in self.stop_ids or complete or row.left <= 0:
                 on_finish(row.item, row.outputs, row.reason)
             else:
                 keep.append(b)
@@ -195,7 +206,7 @@ class ContinuousDecoder:
                                            self.pad_id)
         mask = torch.cat([prefix_mask, suffix_mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_mask.shape[1]:]
-        rows = [_Row(item, _RowSampler(item.request, torch), 0) for item in items]
+        rows = [_Row(item, _RowSampler(item.request, torch), 0, self._grammar(item.request)) for item in items]
         logits = self.forward(suffix_ids, mask, positions, cache, self._names(rows))
         if self.can_join is None:
             self.can_join = kv_rows.joinable(cache)
@@ -203,6 +214,9 @@ class ContinuousDecoder:
         for row, first in zip(rows, first_real.tolist()):
             row.span = mask.shape[1] - first
         return _Batch(rows, cache, mask, logits)
+
+    def _grammar(self, request: Request):
+        return self.grammars().matcher(request.grammar) if request.grammar else None
 
     def _names(self, rows: list[_Row]) -> list[str] | None:
         return [r.item.adapter_name for r in rows] if self.with_names else None

@@ -7,7 +7,10 @@ How a call runs: every request of the call goes into one ``LLM.generate``:
 - prompts are rendered with the model's chat template plus the prefill and passed
   as token ids (so no second BOS is added);
 - each request has its own ``vllm.SamplingParams`` (temperature, top-p, max tokens,
-  and its seed when sampling: a sample depends on the request alone);
+  and its seed when sampling: a sample depends on the request alone; a request's
+  grammar, constrained decoding, goes in as structured outputs with vLLM's
+  "guidance" backend, llguidance as in the hf backend: not yet run on vLLM, as
+  no vLLM install was at hand when it was written);
 - each request with an adapter has its own ``LoRARequest``. Every distinct adapter
   gets a name and an integer id derived from the content of its files (vLLM caches
   adapters by id: reusing a name or id for other weights would serve stale ones);
@@ -148,7 +151,9 @@ class VLLMBackend:
         self.llm = LLM(model=str(path), tokenizer=str(path), enable_lora=True, max_loras=max(1, max_loras),
                        max_lora_rank=vllm_max_lora_rank(max_lora_rank), enable_prefix_caching=True,
                        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=seed,
-                       dtype=dtype, enforce_eager=enforce_eager)
+                       dtype=dtype, enforce_eager=enforce_eager,
+                       # our grammars are llguidance Lark (fitness.constrain): vLLM's "guidance" backend reads them
+                       structured_outputs_config={"backend": "guidance"})
         self.tokenizer = self.llm.get_tokenizer()
         self.registry = AdapterRegistry()
         run_store = Path(adapter_store) if adapter_store else None
@@ -160,6 +165,7 @@ class VLLMBackend:
     def generate(self, requests: Sequence[Request], progress: ProgressCallback | None = None) -> list[Completion]:
         from vllm import SamplingParams as VSamplingParams
         from vllm.lora.request import LoRARequest
+        from vllm.sampling_params import StructuredOutputsParams
 
         if not requests:
             return []
@@ -170,7 +176,8 @@ class VLLMBackend:
             s = r.sampling
             params.append(VSamplingParams(
                 n=1, temperature=max(s.temperature, 0.0), top_p=s.top_p if not s.greedy else 1.0,
-                max_tokens=s.max_new_tokens, seed=None if s.greedy else s.seed, skip_special_tokens=True))
+                max_tokens=s.max_new_tokens, seed=None if s.greedy else s.seed, skip_special_tokens=True,
+                structured_outputs=StructuredOutputsParams(grammar=r.grammar) if r.grammar else None))
             if r.adapter:
                 name, ident = self.registry.name_and_id(r.adapter)
                 loras.append(LoRARequest(name, ident, str(r.adapter)))

@@ -24,11 +24,13 @@ from genomes.strategy import DecodingGene
 
 
 # ---- decoding gene ---------------------------------------------------------------
-def mut_decoding(gene: DecodingGene, rng: random.Random, models: Sequence[str] = ("default",)) -> DecodingGene:
+def mut_decoding(gene: DecodingGene, rng: random.Random, models: Sequence[str] = ("default",),
+                 constrain_modes: Sequence[str] = ("off",)) -> DecodingGene:
     """One change: temperature (Gaussian step clipped to TEMPERATURE_RANGE, or a
     jump to 0 = greedy), top_p (Gaussian step in TOP_P_RANGE), max_new_tokens (a
-    neighbour on TOKEN_GRID), votes (another of VOTES) or the model (another of
-    ``models``). Votes and temperature are repaired together: votes > 1 raises the
+    neighbour on TOKEN_GRID), votes (another of VOTES), the model (another of
+    ``models``) or the constrained-decoding mode (another of ``constrain_modes``;
+    with one mode this option is off and the rng is drawn from as without it). Votes and temperature are repaired together: votes > 1 raises the
     temperature to at least MIN_VOTING_TEMPERATURE, greedy decoding sets votes to 1."""
     models = tuple(models)
     if not models:
@@ -65,12 +67,18 @@ def mut_decoding(gene: DecodingGene, rng: random.Random, models: Sequence[str] =
     def model() -> DecodingGene:
         return replace(gene, model=rng.choice([m for m in models if m != gene.model]))
 
+    other_modes = [m for m in constrain_modes if m != gene.constrain]
+
+    def constrain() -> DecodingGene:
+        return replace(gene, constrain=rng.choice(other_modes))
+
     out = _mutate_until_changed(gene, rng, [
         (True, temperature),
         (True, top_p),
         (True, max_new_tokens),
         (True, votes),
         (any(m != gene.model for m in models), model),
+        (bool(other_modes), constrain),
     ])
     return _repair_votes(out)
 
@@ -78,11 +86,16 @@ def mut_decoding(gene: DecodingGene, rng: random.Random, models: Sequence[str] =
 def cx_decoding(a: DecodingGene, b: DecodingGene, rng: random.Random) -> tuple[DecodingGene, DecodingGene]:
     """Uniform crossover per field, then votes set to 1 where the child is greedy.
     A greedy child's temperature came from a greedy parent, whose votes is 1, so
-    with valid parents every child field still comes from one of them."""
+    with valid parents every child field still comes from one of them. The
+    ``constrain`` field draws only where the parents differ, so parents without
+    constrained decoding cross exactly as before the field existed."""
     kw1: dict[str, Any] = {}
     kw2: dict[str, Any] = {}
     for f in fields(DecodingGene):
         x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "constrain" and x == y:
+            kw1[f.name] = kw2[f.name] = x
+            continue
         if rng.random() < 0.5:
             x, y = y, x
         kw1[f.name], kw2[f.name] = x, y

@@ -43,12 +43,14 @@ def mut_strategy(
     gene_weights: Mapping[str, float] | None = None,
     exemplar_pool: Sequence[Exemplar] = EXEMPLARS,
     lora_options: Mapping[str, Any] | None = None,
+    constrain_modes: Sequence[str] = ("off",),
 ) -> tuple[Strategy, str]:
     """Mutate ONE gene, picked with ``gene_weights`` (keys prompt / chain / decoding /
     lora; default DEFAULT_GENE_WEIGHTS, where lora is off so default runs draw from the
     rng exactly as before). Returns the new strategy, named after its content hash,
     and the operator used ("mut_prompt", "mut_chain", "mut_decoding" or "mut_lora").
-    A strategy whose lora slot is a fixed adapter dict never mutates it (a copy is kept)."""
+    A strategy whose lora slot is a fixed adapter dict never mutates it (a copy is kept).
+    ``constrain_modes``: the constrained-decoding modes mut_decoding may switch to."""
     weights = dict(DEFAULT_GENE_WEIGHTS if gene_weights is None else gene_weights)
     unknown = sorted(set(weights) - set(GENES))
     if unknown:
@@ -63,7 +65,7 @@ def mut_strategy(
     elif gene == "chain":
         out = replace(s, chain=mut_chain(s.chain, rng))
     elif gene == "decoding":
-        out = replace(s, decoding=mut_decoding(s.decoding, rng, models))
+        out = replace(s, decoding=mut_decoding(s.decoding, rng, models, constrain_modes))
     else:
         new_lora, _ = mut_lora(lora, rng, **dict(lora_options or {}))
         return _named(replace(s, lora=new_lora)), "mut_lora"
@@ -84,9 +86,11 @@ def cx_strategy(a: Strategy, b: Strategy, rng: random.Random) -> tuple[Strategy,
 
 
 def random_strategy(rng: random.Random, models: Sequence[str] = ("default",),
-                    exemplar_pool: Sequence[Exemplar] = EXEMPLARS) -> Strategy:
+                    exemplar_pool: Sequence[Exemplar] = EXEMPLARS,
+                    constrain_modes: Sequence[str] = ("off",)) -> Strategy:
     """A random valid strategy from the fragment library, with up to two exemplars of
-    ``exemplar_pool`` (random-search baselines, diversifying an initial population).
+    ``exemplar_pool`` (random-search baselines, diversifying an initial population)
+    and one of ``constrain_modes`` (drawn only when there are several).
     Deterministic in the rng state."""
     models = tuple(models)
     if not models:
@@ -122,6 +126,7 @@ def random_strategy(rng: random.Random, models: Sequence[str] = ("default",),
         top_p=rng.choice((0.8, 0.9, 0.95, 1.0)),
         max_new_tokens=rng.choice(TOKEN_GRID),
         votes=votes,
+        constrain=rng.choice(tuple(constrain_modes)) if len(constrain_modes) > 1 else constrain_modes[0],
     )
     return _named(Strategy(prompt=prompt, chain=chain, decoding=decoding))
 

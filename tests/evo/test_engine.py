@@ -414,3 +414,28 @@ def test_mutation_draws_exemplars_that_fit_the_runs_tasks(tmp_path):
             brought |= set(child.prompt.exemplars) - own
         assert brought <= set(EXEMPLARS[:2]) | set(loop.exemplars.labeled)
         assert brought & set(EXEMPLARS[:2]) and brought & set(loop.exemplars.labeled)
+
+
+def test_without_llguidance_the_run_goes_on_unconstrained(tmp_path, monkeypatch, capsys):
+    from evo.engine import loop
+    from fitness.backends import grammar_rows
+
+    monkeypatch.setattr(grammar_rows, "available", lambda: False)
+    cfg = config(tmp_path, run={"generations": 3},
+                 population={"operators": ["mut_decoding"], "mutation_prob": 1.0, "crossover_prob": 0.0})
+    modes = loop.usable_constrain_modes(cfg, loop.TaskPool(cfg), show_progress=True)
+    assert modes == ("off",)
+    err = capsys.readouterr().err.strip()
+    assert "llguidance" in err and "\n" not in err  # one line
+    run_evolution(cfg, backend=ArithmeticOracle(), show_progress=False)
+    strategies = [row["strategy"] for row in read_jsonl(tmp_path / "t" / "lineage.jsonl")]
+    assert all("constrain" not in s["decoding"] for s in strategies)
+
+
+def test_mut_decoding_gives_strategies_constrained_decoding(tmp_path):
+    pytest.importorskip("llguidance")
+    cfg = config(tmp_path, run={"generations": 3},
+                 population={"operators": ["mut_decoding"], "mutation_prob": 1.0, "crossover_prob": 0.0})
+    run_evolution(cfg, backend=ArithmeticOracle(), show_progress=False)
+    strategies = [row["strategy"] for row in read_jsonl(tmp_path / "t" / "lineage.jsonl")]
+    assert len({s["decoding"].get("constrain", "off") for s in strategies}) >= 2

@@ -171,6 +171,9 @@ def test_runs_written_before_the_dtype_setting_resume_in_float32(tmp_path):
     assert RunConfig.from_saved(saved.state["config"], "checkpoint").model.dtype == "float32"
     assert RunDir(run_dir).read_config().model.dtype == "float32"
     assert RunConfig.from_dict({}).model.dtype == "auto"  # new runs get today's default
+    # ... and it never constrained decoding, so its mutations go on never doing so
+    assert RunDir(run_dir).read_config().population.constrain_modes == ("off",)
+    assert RunConfig.from_dict({}).population.constrain_modes == ("off", "structure", "answer")
 
 
 def test_resume_command_errors_are_one_line(tmp_path):

@@ -496,6 +496,30 @@ def test_cx_chain_children_take_every_field_from_a_parent():
         assert (c1.prefill, c2.prefill) == (True, False)
 
 
+def test_constrain_mode_comes_from_the_configured_modes():
+    rng = random.Random(5)
+    modes = {mut_decoding(DecodingGene(), rng, constrain_modes=("off", "structure", "answer")).constrain
+             for _ in range(300)}
+    assert modes == {"off", "structure", "answer"}
+    # with one mode the option is off and the rng is drawn exactly as without the field
+    one, other = random.Random(6), random.Random(6)
+    assert [mut_decoding(DecodingGene(), one) for _ in range(50)] == \
+           [mut_decoding(DecodingGene(), other, constrain_modes=("off",)) for _ in range(50)]
+    assert random_strategy(random.Random(1), MODELS) == random_strategy(random.Random(1), MODELS, constrain_modes=("off",))
+    assert {random_strategy(random.Random(i), MODELS, constrain_modes=("off", "answer")).decoding.constrain
+            for i in range(40)} == {"off", "answer"}
+
+
+def test_cx_decoding_draws_for_constrain_only_where_the_parents_differ():
+    a, b = DecodingGene(temperature=0.5), DecodingGene(top_p=0.9)
+    before = random.Random(3)
+    children = cx_decoding(a, b, before)
+    assert before.random() == (lambda r: ([r.random() for _ in range(5)], r.random())[1])(random.Random(3))
+    assert all(c.constrain == "off" for c in children)
+    mixed = cx_decoding(DecodingGene(constrain="answer"), DecodingGene(), random.Random(3))
+    assert sorted(c.constrain for c in mixed) == ["answer", "off"]
+
+
 def test_cx_decoding_children_take_every_field_from_a_parent_and_stay_valid():
     rng = random.Random(23)
     for _ in range(300):

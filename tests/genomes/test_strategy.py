@@ -144,6 +144,13 @@ def test_exemplar_choice_is_encoded_only_when_not_the_default():
     assert Strategy.decode(with_field("prompt.exemplar_choice", "fixed")).content_hash() == FULL_HASH
 
 
+def test_constrain_is_encoded_only_when_on():
+    # strategies written before the field existed keep their hash
+    assert "constrain" not in full().encode()["decoding"]
+    assert Strategy.decode(with_field("decoding.constrain", "off")).content_hash() == FULL_HASH
+    assert Strategy.decode(with_field("decoding.constrain", "answer")).encode()["decoding"]["constrain"] == "answer"
+
+
 def test_content_hash_ignores_the_name():
     assert replace(full(), name="renamed").content_hash() == full().content_hash()
     assert Strategy(name="a").content_hash() == Strategy(name="b").content_hash()
@@ -168,6 +175,8 @@ GENE_CHANGES = [
     ("decoding.top_p", 0.95),
     ("decoding.max_new_tokens", 255),
     ("decoding.votes", 3),
+    ("decoding.constrain", "structure"),
+    ("decoding.constrain", "answer"),
     ("lora", None),
     ("lora", {"rank": 16, "alpha": 16, "targets": ["q_proj", "v_proj"]}),
 ]
@@ -404,6 +413,7 @@ def test_wrong_type_at_the_top():
     ("chain.max_steps", 0, "must be in [1, 64]"),
     ("chain.max_steps", 65, "must be in [1, 64]"),
     ("prompt.exemplar_choice", "nearest", "must be one of fixed, nearest_last, nearest_only"),
+    ("decoding.constrain", "strict", "must be one of off, structure, answer"),
 ])
 def test_out_of_range_values_name_the_field(path, value, why):
     raises_naming(with_field(path, value), f"strategy.{path}", why)
