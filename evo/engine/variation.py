@@ -26,8 +26,9 @@ NOVELTY_TRIES = 8
 
 class Variation:
     def initial_population(self, seeds: list[Strategy]) -> list:
-        """The seeds, the paired-up seed (``exemplars.pair_up_seed``), then mutants of
-        the seeds (new genomes where the tries allow) until the population is full."""
+        """The seeds, the paired-up seed (``exemplars.pair_up_seed``), its constrained
+        twin (:meth:`constrained_seed`), then mutants of the seeds (new genomes where
+        the tries allow) until the population is full."""
         size = self.config.population.size
         population = [self.new_individual(s, (), "seed", 0) for s in seeds[:size]]
         known = {ind.strategy.content_hash() for ind in population}
@@ -35,6 +36,11 @@ class Variation:
         if paired is not None and paired.content_hash() not in known:
             known.add(paired.content_hash())
             population.append(self.new_individual(paired, (population[0].id,), "pair_up", 0))
+        parent = population[-1]
+        constrained = self.constrained_seed(parent.strategy) if len(population) < size else None
+        if constrained is not None and constrained.content_hash() not in known:
+            known.add(constrained.content_hash())
+            population.append(self.new_individual(constrained, (parent.id,), "constrain", 0))
 
         def mutant() -> tuple[str, Any]:
             parent = population[self.rng.randrange(len(seeds[:size]))]
@@ -56,6 +62,18 @@ class Variation:
         if not self.config.exemplars.pair_up_seed or not pool:
             return None
         return paired_up(seed.strategy, pool, self.rng)
+
+    def constrained_seed(self, strategy: Strategy) -> Strategy | None:
+        """``strategy`` under the strictest usable constrained decoding ("answer",
+        else "structure"; None when only "off" is usable). A model that rarely writes
+        the answer block scores 0 whatever its prompt; constrained, it always writes
+        one (docs/benchmarks.md), so the search starts with a strategy that scores.
+        Draws nothing from the rng."""
+        mode = next((m for m in ("answer", "structure") if m in self.constrain_modes), None)
+        if mode is None or strategy.decoding.constrain == mode:
+            return None
+        decoding = dataclasses.replace(strategy.decoding, constrain=mode)
+        return dataclasses.replace(strategy, name=f"{strategy.name}+{mode}", decoding=decoding)
 
     def vary(self, population: list, gen: int) -> list:
         """DEAP's varOr with pure operators: each child comes from crossover, mutation

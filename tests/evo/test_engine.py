@@ -33,7 +33,7 @@ def test_selection_finds_the_signal_and_writes_the_run_dir(tmp_path):
     assert (run_dir / "journal.sqlite").exists() and (run_dir / "best.json").exists()
     ids = {row["id"] for row in lineage}
     for row in lineage:  # every child names parents that exist, and how it was made
-        assert row["op"] in {"seed", "pair_up", "mut_prompt", "mut_chain", "mut_decoding", "cx_strategy"}
+        assert row["op"] in {"seed", "pair_up", "constrain", "mut_prompt", "mut_chain", "mut_decoding", "cx_strategy"}
         assert all(p in ids for p in row["parents"])
         assert (row["op"] == "seed") == (row["parents"] == [])
 
@@ -439,3 +439,21 @@ def test_mut_decoding_gives_strategies_constrained_decoding(tmp_path):
     run_evolution(cfg, backend=ArithmeticOracle(), show_progress=False)
     strategies = [row["strategy"] for row in read_jsonl(tmp_path / "t" / "lineage.jsonl")]
     assert len({s["decoding"].get("constrain", "off") for s in strategies}) >= 2
+
+
+def test_the_initial_population_has_a_constrained_twin_of_the_paired_seed(tmp_path):
+    pytest.importorskip("llguidance")
+    backend = ArithmeticOracle()
+    run_evolution(config(tmp_path, run={"generations": 1}), backend=backend, show_progress=False)
+    lineage = {row["id"]: row for row in read_jsonl(tmp_path / "t" / "lineage.jsonl")}
+    twins = [row for row in lineage.values() if row["op"] == "constrain"]
+    assert len(twins) == 1
+    twin, parent = twins[0], lineage[twins[0]["parents"][0]]
+    assert parent["op"] == "pair_up" and twin["strategy"]["decoding"]["constrain"] == "answer"
+    assert twin["strategy"]["prompt"] == parent["strategy"]["prompt"]
+    assert any(r.grammar for r in backend.requests) and any(r.grammar is None for r in backend.requests)
+    # "off" alone: no twin, and no request carries a grammar
+    backend = ArithmeticOracle()
+    run_evolution(config(tmp_path / "off", run={"generations": 1}, population={"constrain_modes": ["off"]}),
+                  backend=backend, show_progress=False)
+    assert not any(r.grammar for r in backend.requests)
