@@ -1,23 +1,27 @@
 """Benchmark: does evolution find better strategies than the baselines?
 
-    python runs/bench_search.py                       # the quickstart recipe
+    python runs/bench_search.py                       # the quickstart recipe, one run seed
     python runs/bench_search.py --config runs/search.toml --heldout 250 --seed 1
-    python runs/bench_search.py --config runs/search.toml --heldout 250 --seed 1 --resume   # after a kill
+    python runs/bench_search.py --config runs/any_family.toml --seeds 3 --heldout 150
+    python runs/bench_search.py ... --resume          # after a kill: finished seeds are not rerun
 
-On one shared backend and one enlarged held-out set (drawn from the held-out split,
-never used for selection), compares the held-out accuracy of:
+For each run seed (``--seeds N``: seeds S, S+1, ..., S+N-1 with S = ``--seed`` or the
+config's), on one shared backend and one enlarged held-out set of that seed (drawn
+from the held-out split, never used for selection), compares the held-out accuracy of:
 
-  (a) the best seed strategy   (the seed with the best training fitness),
-  (b) random search            (random prompt and chain genes from the fragment
-                                library with a seed's decoding gene, scored on the
-                                run's first training batch until the same number of
-                                training rollouts as (c) is spent; the best by
-                                training fitness is kept),
+  (a) the best seed strategy   (of ``population.seeds``, by training fitness on the
+                                run's first batch),
+  (b) random search            (random prompt, chain and constrained-decoding genes,
+                                exemplars from the run's own pool, a seed's decoding,
+                                scored on the run's first training batch until as many
+                                training rollouts as (c) spent are spent, each vote
+                                counted; the best by training fitness is kept),
   (c) evolution                (the config's run; the hall of fame's best).
 
-Prints each with a 95 % bootstrap confidence interval over held-out tasks, the
-paired bootstrap CI of (c) minus each baseline, and the share of generation wall
-time spent outside the backend (target < 3 %). Targets: (c) beats (a) and (b).
+Per seed and pooled over seeds, per family and overall: accuracy of each, the mean
+held-out gain of (c) over (a) and over (b) with a 95 % paired bootstrap CI (the
+per-task differences of every seed pooled), and the share of well-formed answers of
+(c). Each seed's figures are saved in ``--out-dir/seed<S>/result.json``.
 """
 
 from __future__ import annotations
@@ -31,17 +35,45 @@ from pathlib import Path
 
 from evo.config.sections import RunConfig, load_config
 from evo.engine.backend import build_backend
+from evo.engine.exemplar_pool import build_pool
+from evo.engine.loop import usable_constrain_modes
 from evo.engine.run import resume_evolution, run_evolution
-from evo.report.stats import bootstrap_ci
 from evo.engine.task_pool import TaskPool
+from evo.report.stats import bootstrap_ci
 from fitness.curriculum import estimate_ability
 from fitness.journal import Journal, evaluate_with_journal
 from fitness.loss import individual_loss
 from genomes.operators import random_strategy
 from genomes.strategy import Strategy
 
+METHODS = ("best seed", "random search", "evolution")
+
 
 def main() -> None:
+    args = parse_args()
+    config = load_config(args.config, {"run": {"out_dir": args.out_dir}})
+    first = args.seed if args.seed is not None else config.run.seed
+    backend = None
+    results = []
+    for seed in range(first, first + args.seeds):
+        out_dir = Path(args.out_dir) / f"seed{seed}"
+        saved = out_dir / "result.json"
+        if args.resume and saved.is_file():
+            print(f"seed {seed}: finished before, read from {saved}")
+            results.append(json.loads(saved.read_text()))
+            continue
+        seed_config = seeded_config(args, seed, out_dir)
+        backend = backend or build_backend(seed_config)
+        result = run_seed(args, seed_config, backend, out_dir)
+        saved.write_text(json.dumps(result) + "\n")
+        results.append(result)
+        print_seed(result)
+    report = pooled(results)
+    print_pooled(report)
+    print(json.dumps(report))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="runs/quickstart.toml")
     parser.add_argument("--heldout", type=int, default=24,
@@ -49,105 +81,150 @@ def main() -> None:
                              "is smaller gives all of it: chain_sum level 0 has 39)")
     parser.add_argument("--out-dir", default="runs/out/bench_search")
     parser.add_argument("--generations", type=int, default=None, help="override run.generations of the config")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="override run.seed of the config: other training batches, variation and held-out "
-                             "draws (a design tuned on one seed's held-out set is measured on another)")
+    parser.add_argument("--seed", type=int, default=None, help="first run seed (default: the config's run.seed)")
+    parser.add_argument("--seeds", type=int, default=1, help="run seeds to pool (default 1)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted or finished benchmark in --out-dir: evolution resumes from "
-                             "its last checkpoint (a finished run is reused), random-search and held-out scores "
-                             "already in the benchmark journal are not recomputed. Pass the same --config, "
-                             "--seed and --generations; --heldout may grow")
+                        help="continue in --out-dir: finished seeds are read back, an interrupted evolution resumes "
+                             "from its last checkpoint, journaled scores are not recomputed. Pass the same --config, "
+                             "--seed and --generations")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
+    return args
 
-    run = {"name": "evolution", "out_dir": args.out_dir}
+
+def seeded_config(args, seed: int, out_dir: Path) -> RunConfig:
+    run = {"name": "evolution", "out_dir": str(out_dir), "seed": seed}
     if args.generations is not None:
         run["generations"] = args.generations
-    if args.seed is not None:
-        run["seed"] = args.seed
-    config = load_config(args.config, {"run": run})
+    return load_config(args.config, {"run": run})
+
+
+def run_seed(args, config: RunConfig, backend, out_dir: Path) -> dict:
+    """Evolution, the best seed and random search at equal rollouts, scored on one held-out set."""
     weights = config.loss_weights()
-    backend = build_backend(config)
     big = dataclasses.replace(config, tasks=dataclasses.replace(config.tasks, heldout_per_family=args.heldout))
     pool = TaskPool(big)
     heldout = pool.heldout(fewer_ok=True)
-    journal = Journal(Path(args.out_dir) / "bench_journal.sqlite")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(out_dir / "bench_journal.sqlite")
 
     def score(strategies: list[Strategy], tasks) -> list[list]:
-        results, _, _ = evaluate_with_journal([(s, tasks) for s in strategies], backend, journal, config.run.seed, 0)
-        return results
+        return evaluate_with_journal([(s, tasks) for s in strategies], backend, journal, config.run.seed, 0)[0]
 
     def train_fitness(results, tasks) -> float:
         return -individual_loss(results, tasks, estimate_ability(results), weights, config.loss.reference_tokens)[0]
 
-    # (c) evolution
     started = time.perf_counter()
-    if args.resume and (config.run_dir / "checkpoints").is_dir():
-        # through from_dict: fields added since the run was saved take their defaults
-        saved = RunConfig.from_dict(json.loads((config.run_dir / "config.json").read_text())).to_dict()
-        if saved != config.to_dict():  # another --config or --seed: its batches and picks would not match
-            raise SystemExit(f"--resume: {config.run_dir} holds a run of another config; "
-                             "pass the --config, --seed and --generations it was started with")
-        evo = resume_evolution(config.run_dir, config.run.generations, backend=backend)
-    else:
-        evo = run_evolution(config, backend=backend, overwrite=True)
+    evo = evolve(args, config, backend)
     evo_s = time.perf_counter() - started  # with --resume: this session's share only
     last = evo.metrics[-1]
     train_rollouts = last["rollouts"] - last["heldout_rollouts"]
-    outside = 1 - last["backend_s"] / last["wall_s"]
-
     first_batch = evo.training_batches[0]  # what every individual of generation 0 was scored on
 
-    # (a) seeds, picked on training fitness
     seeds = [Strategy.load(s) for s in config.population.seeds]
     seed_train = score(seeds, first_batch)
     best_seed = max(zip(seeds, seed_train), key=lambda p: train_fitness(p[1], first_batch))[0]
 
-    # (b) random search with the same training rollouts
-    rng = random.Random(config.run.seed + 1)
-    n_random = max(1, train_rollouts // len(first_batch))
-    # random prompts and chains from the fragment library; decoding from a random seed
-    # (greedy, <= 128 tokens) so that a candidate costs what the seeds cost: random
-    # self-consistency with 5 votes x 256 tokens would take hours on a CPU. Exemplars
-    # come from the pool evolution mutates with (those that fit the run's tasks).
-    exemplars = pool.exemplar_pool()
-    candidates = [dataclasses.replace(random_strategy(rng, config.model.models, exemplars),
-                                      decoding=rng.choice(seeds).decoding)
-                  for _ in range(n_random)]
+    candidates = random_candidates(config, pool, seeds, len(first_batch), train_rollouts)
     random_train = score(candidates, first_batch)
     best_random = max(zip(candidates, random_train), key=lambda p: train_fitness(p[1], first_batch))[0]
 
-    picks = {"best seed": best_seed, "random search": best_random, "evolution": evo.best}
-    per_task = {name: [float(r.correct) for r in results] for name, results in zip(picks, score(list(picks.values()), heldout))}
-
-    ci_rng = random.Random(0)
-    report = {"heldout_tasks": len(heldout), "train_rollouts_each": train_rollouts, "random_candidates": n_random,
-              "evolution_s": round(evo_s, 1), "outside_backend_share": round(outside, 4), "methods": {}}
-    print(f"\nheld-out tasks: {len(heldout)}; training rollouts: evolution {train_rollouts}, "
-          f"random search {n_random} x {len(first_batch)} = {n_random * len(first_batch)}")
-    for name, values in per_task.items():
-        acc = sum(values) / len(values)
-        low, high = bootstrap_ci(values, ci_rng)
-        report["methods"][name] = {"accuracy": acc, "ci95": [low, high], "strategy": picks[name].content_hash()}
-        print(f"{name:<14} held-out accuracy {acc:6.1%}  95% CI [{low:.1%}, {high:.1%}]")
-    families = sorted({task.family for task in heldout})
-    report["per_family"] = {name: {} for name in per_task}
-    print("per family:    " + "".join(f"{family:>18}" for family in families))
-    print("  tasks        " + "".join(f"{sum(t.family == family for t in heldout):>18}" for family in families))
-    for name, values in per_task.items():
-        cells = []
-        for family in families:
-            mine = [v for v, task in zip(values, heldout) if task.family == family]
-            report["per_family"][name][family] = acc = sum(mine) / len(mine)
-            cells.append(f"{acc:>18.1%}")
-        print(f"{name:<14}" + "".join(cells))
-    for base in ("best seed", "random search"):
-        diffs = [e - b for e, b in zip(per_task["evolution"], per_task[base])]
-        low, high = bootstrap_ci(diffs, ci_rng)
-        report[f"evolution_minus_{base.replace(' ', '_')}"] = {"mean": sum(diffs) / len(diffs), "ci95": [low, high]}
-        print(f"evolution - {base:<13} {sum(diffs) / len(diffs):+6.1%}  95% CI [{low:+.1%}, {high:+.1%}]")
-    print(f"share of generation wall time outside the backend: {outside:.2%} (target < 3%)")
-    print(json.dumps(report))
+    picks = dict(zip(METHODS, (best_seed, best_random, evo.best)))
+    scored = dict(zip(picks, score(list(picks.values()), heldout)))
     journal.close()
+    return {
+        "seed": config.run.seed,
+        "families": [t.family for t in heldout],
+        "correct": {m: [float(r.correct) for r in rs] for m, rs in scored.items()},
+        "well_formed": {m: [float(bool(r.steps) and r.answer is not None and r.response is not None) for r in rs]
+                        for m, rs in scored.items()},
+        "strategies": {m: s.content_hash() for m, s in picks.items()},
+        "evolved_constrain": evo.best.decoding.constrain,
+        "train_rollouts": train_rollouts,
+        "random_candidates": len(candidates),
+        "random_rollouts": sum(len(first_batch) * c.decoding.votes for c in candidates),
+        "evolution_s": round(evo_s, 1),
+        "outside_backend_share": round(1 - last["backend_s"] / last["wall_s"], 4),
+    }
+
+
+def evolve(args, config: RunConfig, backend):
+    if args.resume and (config.run_dir / "checkpoints").is_dir():
+        saved = RunConfig.from_saved(json.loads((config.run_dir / "config.json").read_text()), "config.json")
+        if saved.to_dict() != config.to_dict():  # another --config or --seed: its batches would not match
+            raise SystemExit(f"--resume: {config.run_dir} holds a run of another config; "
+                             "pass the --config, --seed and --generations it was started with")
+        return resume_evolution(config.run_dir, config.run.generations, backend=backend)
+    return run_evolution(config, backend=backend, overwrite=True)
+
+
+def random_candidates(config: RunConfig, pool: TaskPool, seeds: list[Strategy], batch: int, rollouts: int) -> list:
+    """Random strategies until their rollouts on a ``batch``-task batch reach ``rollouts``
+    (at least one): prompts and chains from the fragment library, exemplars from the
+    run's own pool (library and labeled; evolution adds bootstrapped ones as it goes),
+    constrained decoding from the run's modes, a seed's decoding otherwise (greedy,
+    <= 128 tokens: random self-consistency with 5 votes x 256 tokens would take hours
+    on a CPU)."""
+    rng = random.Random(config.run.seed + 1)
+    exemplars = build_pool(config, pool, show_progress=False).exemplars()
+    modes = usable_constrain_modes(config, pool, show_progress=False)
+    candidates: list[Strategy] = []
+    spent = 0
+    while not candidates or spent < rollouts:
+        s = random_strategy(rng, config.model.models, exemplars, constrain_modes=modes)
+        decoding = dataclasses.replace(rng.choice(seeds).decoding, constrain=s.decoding.constrain)
+        candidates.append(dataclasses.replace(s, decoding=decoding))
+        spent += batch * decoding.votes
+    return candidates
+
+
+# ---- figures -----------------------------------------------------------------------
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def pooled(results: list[dict]) -> dict:
+    """Per family and overall, pooled over seeds: accuracy per method, gains of
+    evolution with paired bootstrap CIs, well-formed share of evolution."""
+    rng = random.Random(0)
+    families = sorted({f for r in results for f in r["families"]})
+    report: dict = {"seeds": [r["seed"] for r in results], "groups": {}}
+    for group in [*families, "all"]:
+        rows = [(r, i) for r in results for i, f in enumerate(r["families"]) if group in (f, "all")]
+        entry = {"tasks": len(rows)}
+        for method in METHODS:
+            entry[method] = _mean([r["correct"][method][i] for r, i in rows])
+        for base in ("best seed", "random search"):
+            diffs = [r["correct"]["evolution"][i] - r["correct"][base][i] for r, i in rows]
+            low, high = bootstrap_ci(diffs, rng)
+            entry[f"gain over {base}"] = {"mean": _mean(diffs), "ci95": [low, high]}
+        entry["evolution well-formed"] = _mean([r["well_formed"]["evolution"][i] for r, i in rows])
+        entry["best seed well-formed"] = _mean([r["well_formed"]["best seed"][i] for r, i in rows])
+        report["groups"][group] = entry
+    report["train_rollouts"] = [r["train_rollouts"] for r in results]
+    report["random_rollouts"] = [r["random_rollouts"] for r in results]
+    return report
+
+
+def print_seed(result: dict) -> None:
+    accs = ", ".join(f"{m} {_mean(result['correct'][m]):.1%}" for m in METHODS)
+    print(f"seed {result['seed']}: {len(result['families'])} held-out tasks; {accs}; rollouts evolution "
+          f"{result['train_rollouts']}, random {result['random_rollouts']} ({result['random_candidates']} candidates); "
+          f"evolved constrain={result['evolved_constrain']}; outside backend {result['outside_backend_share']:.2%}")
+
+
+def print_pooled(report: dict) -> None:
+    print(f"\npooled over run seeds {report['seeds']} (95% paired bootstrap CIs over tasks):")
+    print(f"{'family':<22}{'tasks':>6}{'seed':>8}{'random':>8}{'evolved':>8}   {'gain over seed':<26}"
+          f"{'gain over random':<26}{'well-formed (seed -> evolved)'}")
+    for group, e in report["groups"].items():
+        gains = []
+        for base in ("best seed", "random search"):
+            g = e[f"gain over {base}"]
+            gains.append(f"{g['mean'] * 100:+5.1f} [{g['ci95'][0] * 100:+5.1f}, {g['ci95'][1] * 100:+5.1f}]")
+        print(f"{group:<22}{e['tasks']:>6}{e['best seed']:>8.1%}{e['random search']:>8.1%}{e['evolution']:>8.1%}   "
+              f"{gains[0]:<26}{gains[1]:<26}{e['best seed well-formed']:.0%} -> {e['evolution well-formed']:.0%}")
 
 
 if __name__ == "__main__":

@@ -43,4 +43,8 @@ def summarise(result) -> None:
     last = result.metrics[-1]
     print(f"best strategy {result.best.content_hash()}: train accuracy {result.hall_of_fame[0]['accuracy']:.1%}, "
           f"held-out accuracy {last['heldout_accuracy']:.1%}, fitness {last['best_fitness']:+.3f}")
-    print(f"{last['rollouts']} rollouts, {last['tokens']:,} tokens; results in {result.run_dir}")
+    limit = last.get("budget_rollouts") or 0
+    budget = f" of a budget of {limit}" if limit else ""
+    search = last.get("search_rollouts", last["rollouts"] - last.get("heldout_rollouts", 0))
+    print(f"{search} search rollouts{budget} (+{last.get('heldout_rollouts', 0)} held-out), {last['tokens']:,} tokens; "
+          f"results in {result.run_dir}")

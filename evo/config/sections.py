@@ -74,6 +74,11 @@ class PopulationSection:
                                       low=0, high=1)
     lora_sigmas: tuple[float, ...] = setting(DEFAULT_SIGMAS, "mut_lora: noise scales a perturbation draws from "
                                                              "(two significant digits, in [1e-10, 9.9])")
+    race_share: float = setting(0.0, "racing: share of the training batch a new child is scored on first "
+                                     "(0: off, every child sees the whole batch)", low=0, high=1)
+    race_keep: float = setting(0.5, "racing: share of those children, the best by loss on that part, scored on the "
+                                    "rest of the batch; the others are raced out (never selected)", low=0, high=1,
+                               low_open=True)
     constrain_modes: tuple[str, ...] = setting(
         CONSTRAIN_MODES, "constrained decoding modes mut_decoding may give a strategy (off: free; structure: steps, "
                          "one answer block, a response; answer: structure + the family's answer pattern); needs llguidance",
@@ -92,6 +97,12 @@ class TasksSection:
     heldout_top: int = setting(1, "best individuals scored on the held-out set each generation", low=1)
     split_seed: int = setting(0, "salt of the train/held-out partition of every task source")
     heldout_fraction: float = setting(0.2, "share of each task source held out", low=0, high=1, low_open=True)
+
+
+@dataclass(frozen=True)
+class BudgetSection:
+    rollouts: int = setting(0, "hard limit on search rollouts (training completions, each vote counted; held-out "
+                               "scoring is reported apart); 0: no limit", low=0)
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,7 @@ class RunConfig:
     run: RunSection = field(default_factory=RunSection)
     population: PopulationSection = field(default_factory=PopulationSection)
     tasks: TasksSection = field(default_factory=TasksSection)
+    budget: BudgetSection = field(default_factory=BudgetSection)
     exemplars: ExemplarsSection = field(default_factory=ExemplarsSection)
     loss: LossSection = field(default_factory=LossSection)
     curriculum: CurriculumSection = field(default_factory=CurriculumSection)

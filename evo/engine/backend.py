@@ -21,6 +21,8 @@ class Counters:
     tokens: int = 0
     backend_s: float = 0.0
     evaluated: int = 0  # individuals evaluated in the current generation
+    raced_out: int = 0  # ... of which raced out (evo.engine.racing)
+    left_out: int = 0  # children of the current generation the budget left unscored
     started: float = field(default_factory=time.perf_counter)
 
 

@@ -47,6 +47,7 @@ from evo.engine.exemplar_pool import build_pool
 from evo.engine.individuals import make_individual, new_fitness
 from evo.engine.loop_state import individual_to_json
 from evo.engine.progress import RequestProgress
+from evo.engine.racing import BudgetExhausted, Racing
 from evo.engine.selection import Selection, same_genome
 from evo.engine.snapshot import Snapshot
 from evo.engine.task_pool import TaskPool
@@ -100,7 +101,7 @@ def make_curriculum(config: RunConfig, pool: TaskPool) -> Curriculum:
     return curriculum
 
 
-class Loop(Variation, Selection, Snapshot):
+class Loop(Variation, Selection, Racing, Snapshot):
     def __init__(self, config: RunConfig, backend, run_dir: RunDir, counters: Counters, show_progress: bool,
                  on_generation: GenerationCallback | None = None) -> None:
         self.config, self.backend, self.run_dir, self.counters = config, backend, run_dir, counters
@@ -120,23 +121,38 @@ class Loop(Variation, Selection, Snapshot):
         self.journal: Journal | None = None
         self.batches: dict[tuple, list] = {}  # (frontier state, epoch) -> training tasks
         self.frontier_moved = False
+        self.stopped_by_budget = False
 
     # ---- the loop ----------------------------------------------------------------------
     def run(self, seeds: list[Strategy]) -> RunResult:
         self.counters.started = time.perf_counter()  # model loading is not the loop's time
         population = self.initial_population(seeds)
-        self.evaluate(population, generation=0)
-        population = self.select(population, self.config.population.size)
+        candidates = self.evaluate(population, generation=0)  # an unaffordable generation 0 is an InputError
+        population = self.select(candidates, self.config.population.size)
         self.end_generation(0, population)
         return self.continue_from(population, 1)
 
     def continue_from(self, population: list, first_generation: int) -> RunResult:
         for gen in range(first_generation, self.config.run.generations + 1):
+            if self.budget_left() == 0:
+                self.stop_budget(gen)
+                break
             offspring = self.vary(population, gen)
-            self.evaluate(population + offspring, generation=gen)
-            population = self.select(population + offspring, self.config.population.size)
+            try:
+                candidates = self.evaluate(population + offspring, generation=gen)
+            except BudgetExhausted:
+                self.stop_budget(gen)
+                break
+            population = self.select(candidates, self.config.population.size)
             self.end_generation(gen, population)
         return self.finish()
+
+    def stop_budget(self, gen: int) -> None:
+        """The run ends before generation ``gen``: the budget cannot pay for it."""
+        self.stopped_by_budget = True
+        if self.show_progress:
+            print(f"budget.rollouts reached: {self.search_rollouts()} of {self.config.budget.rollouts} search rollouts "
+                  f"used; stopping before generation {gen}", file=sys.stderr, flush=True)
 
     def end_generation(self, gen: int, population: list) -> None:
         self.record(gen, population)
@@ -144,9 +160,13 @@ class Loop(Variation, Selection, Snapshot):
         if self.on_generation:
             self.on_generation(self.metrics[-1])
 
-    def evaluate(self, individuals: Sequence, generation: int) -> None:
+    def evaluate(self, individuals: Sequence, generation: int) -> list:
         """Score, on this generation's batch, the individuals without a valid fitness
-        and those not yet scored on it (a rotated batch; see the module docstring)."""
+        and those not yet scored on it (a rotated batch; see the module docstring),
+        racing the children and keeping to the budget (:mod:`evo.engine.racing`).
+        Returns ``individuals`` less the children raced out or left out by the
+        budget: what selection may choose from. Raises BudgetExhausted."""
+        candidates = list(individuals)
         individuals = list(individuals)
         epoch = self.batch_epoch(generation)
         batch_changed = self.frontier_moved or any(ind.fitness.valid and epoch not in ind.scored_on
@@ -162,24 +182,60 @@ class Loop(Variation, Selection, Snapshot):
                 ind.scored_on = ()
             self.frontier_moved = False
         scored = [ind for ind in individuals if not ind.fitness.valid or epoch not in ind.scored_on]
-        self.counters.evaluated = len(scored)
+        self.counters.evaluated, self.counters.raced_out, self.counters.left_out = len(scored), 0, 0
         if not scored:
-            return
+            return candidates
         evidence = [(*ind.scored_on, epoch) if ind.fitness.valid else (epoch,) for ind in scored]
         jobs = [(ind.strategy, self.evidence_tasks(epochs)) for ind, epochs in zip(scored, evidence)]
-        per_ind = self.generate(jobs, generation, "generation %d" % generation)
+        scored, evidence, jobs, excluded = self.within_budget(scored, evidence, jobs, generation)
+        per_ind, tasks_scored, raced_out = self.generate_raced(scored, jobs, generation)
         maybe_crash("after-evaluate", generation)
-        for ind, epochs, (_, tasks), results in zip(scored, evidence, jobs, per_ind):
+        for i, (ind, epochs, tasks, results) in enumerate(zip(scored, evidence, tasks_scored, per_ind)):
             ind.scored_on = epochs
             self.assign_fitness(ind, results, tasks)
-            self.run_dir.append("lineage.jsonl", self.lineage_record(ind))
+            if i in raced_out:  # scored on its race slice only: never selected
+                excluded.add(id(ind))
+            self.run_dir.append("lineage.jsonl", {**self.lineage_record(ind), **({"raced_out": True} if i in raced_out else {})})
         self.exemplars.harvest(scored, {task.id for tasks in self.batches.values() for task in tasks})
-        best = max(scored, key=lambda ind: -ind.l_total)
-        self.update_hall(scored, rebuild_pareto=batch_changed)
+        competing = [ind for i, ind in enumerate(scored) if i not in raced_out]
+        best = max(competing, key=lambda ind: -ind.l_total)
+        self.update_hall(competing, rebuild_pareto=batch_changed)
         current = {task.id for task in self.training_batch(epoch)}
         before = dict(self.curriculum.frontier)
         # only this batch's outcomes: older ones were counted when their batch was new
         self.frontier_moved = self.curriculum.update([r for r in best.results if r.task_id in current]) != before
+        return [ind for ind in candidates if id(ind) not in excluded]
+
+    def within_budget(self, scored: list, evidence: list, jobs: list, generation: int):
+        """The scoring that fits the budget, as (scored, evidence, jobs, ids left out)."""
+        children = [i for i, ind in enumerate(scored) if ind.generation == generation and not ind.fitness.valid]
+        racers = set(self.racers(scored, generation))
+        first = [(s, self.race_slice(t)) if i in racers else (s, t) for i, (s, t) in enumerate(jobs)]
+        dropped = self.affordable(first, children, generation)
+        if children and len(dropped) == len(children) and generation > 0:
+            raise BudgetExhausted()  # not one child fits: the search cannot go on
+        self.counters.left_out = len(dropped)
+        keep = [i for i in range(len(scored)) if i not in dropped]
+        return ([scored[i] for i in keep], [evidence[i] for i in keep], [jobs[i] for i in keep],
+                {id(scored[i]) for i in dropped})
+
+    def generate_raced(self, scored: list, jobs: list, generation: int) -> tuple[list, list, set[int]]:
+        """(results per individual, the tasks they cover, the raced-out indices):
+        the race slice for those raced out, the whole of their tasks for the others."""
+        label = "generation %d" % generation
+        racers = self.racers(scored, generation)
+        if not racers:
+            return self.generate(jobs, generation, label), [tasks for _, tasks in jobs], set()
+        sliced = [(s, self.race_slice(t)) if i in racers else (s, t) for i, (s, t) in enumerate(jobs)]
+        per_ind = self.generate(sliced, generation, label + " (race)")
+        ranked = self.race(racers, sliced, per_ind)  # best first
+        unaffordable = self.affordable([jobs[i] for i in ranked], range(len(ranked)), generation)
+        kept = [i for n, i in enumerate(ranked) if n not in unaffordable]
+        for i, results in zip(kept, self.generate([jobs[i] for i in kept], generation, label)):
+            per_ind[i], sliced[i] = results, jobs[i]
+        raced_out = set(racers) - set(kept)
+        self.counters.raced_out = len(raced_out)
+        return per_ind, [tasks for _, tasks in sliced], raced_out
 
     def batch_epoch(self, generation: int) -> int:
         every = self.config.tasks.rotate_every
@@ -261,6 +317,10 @@ class Loop(Variation, Selection, Snapshot):
             "frontier": dict(self.curriculum.frontier),
             "rollouts": self.counters.rollouts,
             "heldout_rollouts": self.counters.heldout_rollouts,
+            "search_rollouts": self.search_rollouts(),
+            "budget_rollouts": self.config.budget.rollouts,  # 0: no limit
+            "raced_out": self.counters.raced_out,
+            "left_out": self.counters.left_out,  # children the budget left unscored
             "reused": self.counters.reused,
             "tokens": self.counters.tokens,
             "backend_s": round(self.counters.backend_s, 3),
@@ -286,6 +346,8 @@ class Loop(Variation, Selection, Snapshot):
         if self.pareto is not None:
             summary["pareto_front"] = [self.lineage_record(ind) for ind in self.pareto]
         summary["curriculum_history"] = self.curriculum.history
+        summary["budget"] = {"rollouts": self.config.budget.rollouts, "search_rollouts_used": self.search_rollouts(),
+                             "heldout_rollouts": self.counters.heldout_rollouts, "stopped_by_budget": self.stopped_by_budget}
         self.run_dir.write_json("best.json", summary)
         return RunResult(str(self.run_dir.path), hall, self.metrics, self.hall[0].strategy, list(self.batches.values()))
 

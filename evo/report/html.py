@@ -65,6 +65,11 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
     best = run.best or {}
     rollouts = f"{fmt.count(last.get('rollouts'))} new (of which {fmt.count(last.get('heldout_rollouts'))} held-out), " \
                f"{fmt.count(last.get('reused'))} reused from the journal"
+    if last.get("budget_rollouts"):
+        rollouts += f"; search {fmt.count(last.get('search_rollouts'))} of a budget of {fmt.count(last['budget_rollouts'])}"
+    raced = sum(m.get("raced_out") or 0 for m in run.metrics)
+    if raced:
+        rollouts += f"; {fmt.count(raced)} children raced out"
     return [
         ("run", run.name),
         ("directory", str(run.path)),

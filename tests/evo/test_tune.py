@@ -132,7 +132,7 @@ def test_trials_share_completions_without_changing_results(tmp_path):
 
 
 def without_costs(runs: list[list[dict]]) -> list[list[dict]]:
-    costs = ("rollouts", "reused", "heldout_rollouts", "wall_s", "backend_s")
+    costs = ("rollouts", "search_rollouts", "reused", "heldout_rollouts", "wall_s", "backend_s")
     return [[{k: v for k, v in m.items() if k not in costs} for m in run] for run in runs]
 
 

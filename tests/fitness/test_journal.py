@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fitness.backends.base import Completion
-from fitness.journal import Journal, evaluate_with_journal
+from fitness.journal import Journal, evaluate_with_journal, planned_rollouts
 from fitness.tasks import Task
 from genomes.chat_format import format_completion
 from genomes.strategy import DecodingGene, Strategy
@@ -52,6 +52,20 @@ def test_only_missing_pairs_are_generated_and_duplicates_once(tmp_path):
         assert new == 2
         assert [len(r) for r in per_job] == [2, 3, 1]
         assert [r.task_id for r in per_job[1]] == [t.id for t in TASKS]
+
+
+def test_a_voting_strategy_costs_one_rollout_per_vote_and_the_plan_says_so(tmp_path):
+    backend = CountingBackend()
+    voter = Strategy(decoding=DecodingGene(temperature=0.7, votes=3))
+    with Journal(tmp_path / "j.sqlite") as journal:
+        jobs = [(voter, TASKS[:2]), (Strategy(), TASKS)]
+        assert planned_rollouts(jobs, journal, seed=0) == 3 * 2 + 3
+        _, new, reused = evaluate_with_journal(jobs, backend, journal, seed=0, generation=0)
+        assert (new, reused, backend.requests) == (9, 0, 9)
+        assert planned_rollouts(jobs, journal, seed=0) == 0
+        assert planned_rollouts([(voter, TASKS)], journal, seed=0) == 3  # only the missing task, 3 votes
+        _, new, reused = evaluate_with_journal([(voter, TASKS)], backend, journal, seed=0, generation=1)
+        assert (new, reused) == (3, 6)
 
 
 def test_another_seed_is_another_key(tmp_path):
