@@ -198,13 +198,16 @@ class Loop(Variation, Selection, Racing, Snapshot):
             self.run_dir.append("lineage.jsonl", {**self.lineage_record(ind), **({"raced_out": True} if i in raced_out else {})})
         self.exemplars.harvest(scored, {task.id for tasks in self.batches.values() for task in tasks})
         competing = [ind for i, ind in enumerate(scored) if i not in raced_out]
-        best = max(competing, key=lambda ind: -ind.l_total)
-        self.update_hall(competing, rebuild_pareto=batch_changed)
+        if competing:  # none when the budget raced out every child of a generation with no re-scoring
+            self.update_hall(competing, rebuild_pareto=batch_changed)
+            self.update_frontier(max(competing, key=lambda ind: -ind.l_total), epoch)
+        return [ind for ind in candidates if id(ind) not in excluded]
+
+    def update_frontier(self, best, epoch: int) -> None:
         current = {task.id for task in self.training_batch(epoch)}
         before = dict(self.curriculum.frontier)
         # only this batch's outcomes: older ones were counted when their batch was new
         self.frontier_moved = self.curriculum.update([r for r in best.results if r.task_id in current]) != before
-        return [ind for ind in candidates if id(ind) not in excluded]
 
     def within_budget(self, scored: list, evidence: list, jobs: list, generation: int):
         """The scoring that fits the budget, as (scored, evidence, jobs, ids left out)."""

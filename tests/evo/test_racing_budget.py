@@ -117,3 +117,25 @@ def test_budget_and_race_settings_are_checked():
         config("/tmp", population={"race_keep": 0.0})
     with pytest.raises(InputError, match="population.race_share"):
         config("/tmp", population={"race_share": 1.5})
+
+
+def test_a_budget_that_races_out_every_child_keeps_the_run_valid(tmp_path):
+    """Without rotation (and on one level, so the frontier cannot move) only children
+    are scored after generation 0; a budget that pays for some race slices but for no
+    full batch races every child out and leaves the population as it was."""
+    rows = [{"question": f"Solve this problem: {a} + {b} =", "answer": str(a + b)} for a in range(1, 12) for b in range(1, 6)]
+    tasks_file = tmp_path / "sums.jsonl"
+    tasks_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = {"families": [str(tasks_file)], "per_family": 6}
+    cfg = config(tmp_path, run={"generations": 3}, population=RACE, tasks=tasks)
+    run_evolution(cfg, backend=ArithmeticOracle(), show_progress=False)
+    generation0 = read_jsonl(tmp_path / "t" / "metrics.jsonl")[0]["search_rollouts"]
+    # room for generation 0 and the race slices of four children (3 tasks each), not one full batch more
+    tight = config(tmp_path / "tight", run={"generations": 3}, population=RACE, tasks=tasks,
+                   budget={"rollouts": generation0 + 4 * 3 + 1})
+    run_evolution(tight, backend=ArithmeticOracle(), show_progress=False)
+    metrics = read_jsonl(tmp_path / "tight" / "t" / "metrics.jsonl")
+    assert (metrics[1]["left_out"], metrics[1]["raced_out"]) == (2, 4)  # 4 slices fit, no full batch does
+    assert metrics[-1]["search_rollouts"] <= generation0 + 13
+    summary = json.loads((tmp_path / "tight" / "t" / "best.json").read_text())
+    assert summary["hall_of_fame"] and summary["budget"]["stopped_by_budget"]
