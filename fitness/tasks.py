@@ -3,9 +3,15 @@
 Contract:
 - a :class:`Task` has a stable ``id`` derived from its source, level and content, so
   the same question gets the same id in every process and run;
-- the train / held-out split is decided per question by a salted content hash
-  (``split_seed``), so the two splits are disjoint by construction, whatever seeds
-  are used to draw from them, and stay disjoint as the curriculum moves;
+- the split of a question (``train``, ``validation`` or ``test``) is decided by a
+  salted content hash (``split_seed``), so the splits are disjoint by construction,
+  whatever seeds are used to draw from them, and stay disjoint as the curriculum
+  moves. ``train`` feeds selection and training data; ``validation`` every choice the
+  tool makes (tuning, pruning, picking the best); ``test`` is reported only.
+  ``heldout_fraction`` of a source is held out of training and ``test_share`` of that
+  part is test; the training split does not depend on ``test_share``, and with
+  ``test_share = 0`` validation is exactly the old two-way held-out split (runs made
+  before the third split resume with the tasks they had);
 - bad specs (unknown family, missing file, answer-less JSONL row, level out of
   range) raise :class:`~genomes.errors.InputError` naming the problem.
 """
@@ -24,8 +30,11 @@ from fitness.answer_patterns import infer_answer_pattern
 from genomes.errors import InputError
 from genomes.validation import read_jsonl_objects
 
-TRAIN, HELDOUT = "train", "heldout"
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+HELDOUT = "heldout"  # a draw from every question outside training: validation and test
+SPLITS = (TRAIN, VALIDATION, TEST, HELDOUT)
 DEFAULT_HELDOUT_FRACTION = 0.2
+DEFAULT_TEST_SHARE = 0.5
 JSONL_PREFIX = "jsonl:"
 JSONL_VERIFIERS = ("auto", "numeric", "math", "exact")
 # Families whose curricula have dozens of fine levels are capped so that one level
@@ -67,11 +76,27 @@ def content_key(family: str, question: str) -> str:
     return hashlib.sha256(f"{family}\n{question}".encode()).hexdigest()
 
 
-def split_of(family: str, question: str, split_seed: int, heldout_fraction: float) -> str:
-    """Which split a question belongs to: a pure function of its content and the seed."""
+def split_of(family: str, question: str, split_seed: int, heldout_fraction: float,
+             test_share: float = DEFAULT_TEST_SHARE) -> str:
+    """Which split (train, validation or test) a question belongs to: a pure function
+    of its content, the seed and the two fractions."""
     digest = hashlib.sha256(f"{split_seed}\n{family}\n{question}".encode()).digest()
     bucket = int.from_bytes(digest[:8], "big") / 2**64
-    return HELDOUT if bucket < heldout_fraction else TRAIN
+    if bucket >= heldout_fraction:
+        return TRAIN
+    # the held-out part is cut once more: its low end validates, its high end tests
+    return VALIDATION if bucket < heldout_fraction * (1 - test_share) else TEST
+
+
+def in_split(split: str, wanted: str) -> bool:
+    """Whether a question of ``split`` belongs to a draw from ``wanted`` (``heldout``
+    takes validation and test alike)."""
+    return split != TRAIN if wanted == HELDOUT else split == wanted
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise InputError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
 
 
 def make_task_id(family: str, level: int, question: str) -> str:
@@ -134,16 +159,19 @@ def _reasoning_gym_items(family: str, level: int, seed: int, size: int) -> Itera
 
 def reasoning_gym_tasks(
     family: str, level: int, n: int, split: str, seed: int, split_seed: int = 0,
-    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, fewer_ok: bool = False,
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, fewer_ok: bool = False, *,
+    test_share: float = DEFAULT_TEST_SHARE,
 ) -> list[Task]:
     """Draw ``n`` distinct tasks of one family and level from ``split``.
 
-    Deterministic in (family, level, n, split, seed, split_seed, fewer_ok). When the
+    Deterministic in (family, level, n, split, seed, split_seed, heldout_fraction,
+    test_share, fewer_ok). When the
     generator cannot produce ``n`` distinct questions in that split (small levels of
     some families have few: chain_sum level 0 has 200 in all), raises InputError, or
     with ``fewer_ok`` returns every distinct one it found (the whole split of a small
     level: the last draw is 32 times ``n`` questions).
     """
+    check_split(split)
     n_levels = family_levels(family)
     if not 0 <= level < n_levels:
         raise InputError(f"{family}: level {level} out of range (levels 0..{n_levels - 1})")
@@ -153,7 +181,7 @@ def reasoning_gym_tasks(
         draw_seed = random.Random(f"{seed}/{attempt}").randrange(2**31)
         for item in _reasoning_gym_items(family, level, draw_seed, size):
             question = str(item["question"])
-            if split_of(family, question, split_seed, heldout_fraction) != split:
+            if not in_split(split_of(family, question, split_seed, heldout_fraction, test_share), split):
                 continue
             task_id = make_task_id(family, level, question)
             if task_id not in tasks:
@@ -198,14 +226,15 @@ def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 def jsonl_tasks(
     path: str | Path, n: int | None, split: str, seed: int, split_seed: int = 0,
-    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, *, test_share: float = DEFAULT_TEST_SHARE,
 ) -> list[Task]:
     """Tasks of a user file in ``split``; a seeded sample of ``n`` (all when None)."""
+    check_split(split)
     family = JSONL_PREFIX + Path(path).stem
     tasks = []
     for row in load_jsonl(path):
         question = str(row["question"])
-        if split_of(family, question, split_seed, heldout_fraction) != split:
+        if not in_split(split_of(family, question, split_seed, heldout_fraction, test_share), split):
             continue
         difficulty = float(row.get("difficulty", 0.0))
         tasks.append(Task(
@@ -250,12 +279,11 @@ def parse_task_specs(text: str) -> list[TaskSpec]:
 
 
 def load_tasks(
-    specs: list[TaskSpec], n: int, split: str = HELDOUT, seed: int = 0, split_seed: int = 0,
-    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
+    specs: list[TaskSpec], n: int, split: str = TEST, seed: int = 0, split_seed: int = 0,
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, *, test_share: float = DEFAULT_TEST_SHARE,
 ) -> list[Task]:
-    """``n`` tasks per spec (a family without a level gets level 0)."""
-    if split not in (TRAIN, HELDOUT):
-        raise InputError(f"split must be {TRAIN!r} or {HELDOUT!r}, got {split!r}")
+    """``n`` tasks per spec (a family without a level gets level 0) from ``split``."""
+    check_split(split)
     if n < 1:
         raise InputError(f"n must be >= 1, got {n}")
     for spec in specs:  # validate every spec before generating anything
@@ -269,9 +297,10 @@ def load_tasks(
     tasks: list[Task] = []
     for spec in specs:
         if spec.is_file:
-            drawn = jsonl_tasks(spec.source, n, split, seed, split_seed, heldout_fraction)
+            drawn = jsonl_tasks(spec.source, n, split, seed, split_seed, heldout_fraction, test_share=test_share)
         else:
-            drawn = reasoning_gym_tasks(spec.source, spec.level or 0, n, split, seed, split_seed, heldout_fraction)
+            drawn = reasoning_gym_tasks(spec.source, spec.level or 0, n, split, seed, split_seed, heldout_fraction,
+                                        test_share=test_share)
         tasks += with_answer_pattern(drawn, answer_pattern_of(spec.source, split_seed, heldout_fraction))
     return tasks
 

@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
     p = d.add_argument_group("pairs")
     defaults = PairRules()
     p.add_argument("--top-lineages", type=int, default=defaults.top_lineages,
-                   help=f"hall-of-fame members whose lineages may give the chosen side (default {defaults.top_lineages})")
+                   help="hall-of-fame members whose lineages may give the chosen side "
+                        f"(default {defaults.top_lineages}: every individual of every generation)")
     p.add_argument("--per-task", type=int, default=defaults.rejected_per_task,
                    help=f"pairs per task, each with another rejected completion (default {defaults.rejected_per_task})")
     p.add_argument("--long-ratio", type=float, default=defaults.long_ratio,
@@ -50,6 +51,8 @@ def add_parser(sub) -> None:
                    help=f"comma-separated target modules (default {','.join(s.targets)})")
     t.add_argument("--dpo-beta", type=float, default=s.dpo_beta,
                    help=f"DPO temperature, TRL's beta; not the loss weight β (default {s.dpo_beta})")
+    t.add_argument("--sft", type=float, default=s.sft,
+                   help=f"weight of the SFT term on chosen completions; 0: preferences only (default {s.sft})")
     t.add_argument("--max-length", type=int, default=s.max_length,
                    help=f"prompt + completion tokens kept per pair (default {s.max_length})")
     t.add_argument("--seed", type=int, default=s.seed, help=f"training seed (default {s.seed})")
@@ -62,7 +65,7 @@ def command(args: argparse.Namespace) -> int:
     settings = TrainSettings(
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate, rank=args.rank,
         lora_alpha=args.lora_alpha, targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
-        dpo_beta=args.dpo_beta, max_length=args.max_length, seed=args.seed)
+        dpo_beta=args.dpo_beta, sft=args.sft, max_length=args.max_length, seed=args.seed)
     if args.train:
         settings.check()
         require_trl()
@@ -79,8 +82,9 @@ def command(args: argparse.Namespace) -> int:
         model = config["model"]
         print(f"training a rank-{settings.rank} LoRA adapter on {len(rows)} pairs ({settings.steps} steps)...",
               file=sys.stderr, flush=True)
+        weights = frontier_weights(run_dir, result.pairs, loss["delta"])
         trained = train_adapter(rows, run_dir, loss, settings, model=model["name"], cache_dir=model["cache_dir"] or None,
-                                device=model["device"], log=True)
+                                device=model["device"], log=True, example_weights=weights)
         summary["adapter"] = {"path": str(trained.path), "trained_hash": trained.trained_hash,
                               "train_loss": trained.record["train_loss"], "sft_weight": trained.record["sft_weight"],
                               "steps": settings.steps, "wall_s": trained.record["wall_s"]}
@@ -90,6 +94,28 @@ def command(args: argparse.Namespace) -> int:
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     print(result.pairs_path)
     return 0
+
+
+def frontier_weights(run_dir: Path, pairs, delta: float) -> list[float]:
+    """δ's weight of each pair (:func:`evo.distill.token_weights.example_weights`): the
+    model's ability per family is the run's last curriculum frontier, a task's
+    difficulty its level, both normalised by the family's number of levels."""
+    from evo.config.sections import RunConfig
+    from evo.distill.token_weights import example_weights
+    from evo.engine.task_pool import TaskPool
+    from evo.rundir import checkpoint
+
+    saved = checkpoint.load_latest(run_dir, warn=lambda m: None)
+    levels = TaskPool(RunConfig.from_saved(saved.state["config"], "checkpoint")).levels()
+    frontier = (saved.state["metrics"][-1] if saved.state["metrics"] else {}).get("frontier", {})
+    norm = lambda family, level: level / (levels.get(family, 1) - 1) if levels.get(family, 1) > 1 else 0.0  # noqa: E731
+    weights: list[tuple[int, float]] = []
+    for family in sorted({p.family for p in pairs}):  # one ability per family, examples weighted within it
+        mine = [i for i, p in enumerate(pairs) if p.family == family]
+        ability = norm(family, frontier.get(family, 0))
+        for i, w in zip(mine, example_weights([norm(family, pairs[i].level) for i in mine], ability, delta)):
+            weights.append((i, w))
+    return [w for _, w in sorted(weights)]
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:

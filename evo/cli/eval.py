@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fitness.backends.model_store import DTYPES, check_model
 from fitness.evaluate import ExampleResult, FamilySummary, evaluate, summarise
-from fitness.tasks import load_tasks, parse_task_specs
+from fitness.tasks import SPLITS, TEST, load_tasks, parse_task_specs
 from genomes.errors import InputError
 from genomes.strategy import Strategy
 
@@ -26,9 +26,11 @@ def add_parser(sub) -> None:
     ev.add_argument("--tasks", required=True,
                     help="comma-separated: reasoning-gym family, family@LEVEL, or a .jsonl file (e.g. chain_sum@1,letter_counting)")
     ev.add_argument("--n", type=int, default=16, help="tasks per entry of --tasks (default 16)")
-    ev.add_argument("--split", choices=("heldout", "train"), default="heldout", help="task split (default heldout)")
+    ev.add_argument("--split", choices=SPLITS, default=TEST,
+                    help="task split: test (reported only; the default), validation (what a run's choices read), "
+                         "train, or heldout (validation and test)")
     ev.add_argument("--seed", type=int, default=0, help="task draw and sampling seed (default 0)")
-    ev.add_argument("--split-seed", type=int, default=0, help="salt of the train/held-out partition (default 0)")
+    ev.add_argument("--split-seed", type=int, default=0, help="salt of the train/validation/test partition (default 0, as in a run config)")
     ev.add_argument("--out", help="per-example JSONL output (default runs/out/eval-<strategy>.jsonl)")
     g = ev.add_argument_group("model and backend")
     g.add_argument("--model", help="'default' (bundled SmolLM2-135M-Instruct) or a local HF model directory; "
@@ -50,7 +52,7 @@ def command(args: argparse.Namespace) -> int:
     _check_writable(out)
     check_model(model)
     tasks = load_tasks(specs, n=args.n, split=args.split, seed=args.seed, split_seed=args.split_seed)
-    _say(f"strategy {strategy.name} ({strategy.content_hash()}), {len(tasks)} tasks, model {model}")
+    _say(f"strategy {strategy.name} ({strategy.content_hash()}), {len(tasks)} {args.split} tasks, model {model}")
 
     started = time.perf_counter()
     from fitness.backends.hf import HFBackend

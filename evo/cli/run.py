@@ -41,10 +41,11 @@ def command(args: argparse.Namespace) -> int:
 def summarise(result) -> None:
     """The closing lines of `evo run` and `evo resume`."""
     last = result.metrics[-1]
+    validation = "n/a" if last["heldout_accuracy"] is None else f"{last['heldout_accuracy']:.1%}"
     print(f"best strategy {result.best.content_hash()}: train accuracy {result.hall_of_fame[0]['accuracy']:.1%}, "
-          f"held-out accuracy {last['heldout_accuracy']:.1%}, fitness {last['best_fitness']:+.3f}")
+          f"validation accuracy {validation}, fitness {last['best_fitness']:+.3f}")
     limit = last.get("budget_rollouts") or 0
     budget = f" of a budget of {limit}" if limit else ""
     search = last.get("search_rollouts", last["rollouts"] - last.get("heldout_rollouts", 0))
-    print(f"{search} search rollouts{budget} (+{last.get('heldout_rollouts', 0)} held-out), {last['tokens']:,} tokens; "
+    print(f"{search} search rollouts{budget} (+{last.get('heldout_rollouts', 0)} validation), {last['tokens']:,} tokens; "
           f"results in {result.run_dir}")

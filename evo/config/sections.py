@@ -92,11 +92,15 @@ class TasksSection:
     per_family: int = setting(3, "training tasks per family per generation", low=1)
     rotate_every: int = setting(0, "draw a fresh training batch every N generations; survivors are scored on it "
                                    "too (0: keep one batch until the frontier moves)", low=0)
-    heldout_per_family: int = setting(8, "held-out tasks per family (reported, never selected on)", low=1)
-    heldout_level: int = setting(0, "level of the fixed held-out set", low=0)
-    heldout_top: int = setting(1, "best individuals scored on the held-out set each generation", low=1)
-    split_seed: int = setting(0, "salt of the train/held-out partition of every task source")
-    heldout_fraction: float = setting(0.2, "share of each task source held out", low=0, high=1, low_open=True)
+    heldout_per_family: int = setting(8, "validation tasks per family, scored each generation (choices read it; "
+                                         "selection never does)", low=1)
+    heldout_level: int = setting(0, "level of the fixed validation set", low=0)
+    heldout_top: int = setting(1, "best individuals scored on the validation set each generation", low=1)
+    split_seed: int = setting(0, "salt of the train/validation/test partition of every task source")
+    heldout_fraction: float = setting(0.2, "share of each task source held out of training (validation + test)",
+                                      low=0, high=1, low_open=True)
+    test_share: float = setting(0.5, "share of the held-out part that is the test split (reported only, never read "
+                                     "by a choice); the rest is validation", low=0, high=0.9)
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,9 @@ class RunConfig:
         """A config a run wrote (config.json, a checkpoint). Fields added since are
         given the value that run actually used, not today's default: runs written
         before ``model.dtype`` existed ran in float32, and those written before
-        ``population.constrain_modes`` never constrained decoding; resume them so."""
+        ``population.constrain_modes`` never constrained decoding, and those written
+        before ``tasks.test_share`` had no test split (their held-out set is all
+        validation, the same tasks as before); resume them so."""
         data = as_mapping(data, where)
         model = data.get("model")
         if isinstance(model, dict) and "dtype" not in model:
@@ -217,6 +223,9 @@ class RunConfig:
         population = data.get("population")
         if isinstance(population, dict) and "constrain_modes" not in population:
             data = {**data, "population": {**population, "constrain_modes": ["off"]}}
+        tasks = data.get("tasks")
+        if isinstance(tasks, dict) and "test_share" not in tasks:
+            data = {**data, "tasks": {**tasks, "test_share": 0.0}}
         return cls.from_dict(data, where)
 
 

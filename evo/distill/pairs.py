@@ -4,9 +4,10 @@ For each training task the journal holds completions of many strategies. A pair 
 
     prompt    the canonical prompt of the task: the format rule and the question,
               no evolved instruction, exemplar or chain hint (:func:`canonical_strategy`)
-    chosen    a verified-correct completion from the fittest lineages (the best
-              ``top_lineages`` of the hall of fame and all their ancestors), the one
-              with the shortest chain (ties: not truncated, better response block,
+    chosen    a verified-correct completion of any individual of the run, every
+              generation (``top_lineages = 0``, the default), or of the fittest
+              lineages only (the best ``top_lineages`` of the hall of fame and all
+              their ancestors), the one with the shortest chain (ties: not truncated, better response block,
               shorter text, then genome hash, so the choice is deterministic)
     rejected  an incorrect completion of the same task from any strategy (with an
               answer block first: a wrong answer teaches more than a broken format),
@@ -64,7 +65,7 @@ def canonical_strategy(max_new_tokens: int = 128) -> Strategy:
 class PairRules:
     """How pairs are chosen; see the module docstring."""
 
-    top_lineages: int = 5  # hall-of-fame members whose lineages may provide the chosen side
+    top_lineages: int = 0  # hall-of-fame members whose lineages may provide the chosen side (0: every individual)
     rejected_per_task: int = 2  # pairs per task, each with a different rejected completion
     long_ratio: float = 2.0  # a correct completion is "much longer" at this chain-length ratio...
     min_extra_tokens: int = 8  # ...and at least this many more chain tokens
@@ -72,8 +73,8 @@ class PairRules:
     use_longer: bool = True  # pairs against much longer correct chains (the α preference)
 
     def check(self) -> None:
-        if self.top_lineages < 1:
-            raise InputError(f"--top-lineages must be >= 1, got {self.top_lineages}")
+        if self.top_lineages < 0:
+            raise InputError(f"--top-lineages must be >= 0 (0: every individual), got {self.top_lineages}")
         if self.rejected_per_task < 1:
             raise InputError(f"--per-task must be >= 1, got {self.rejected_per_task}")
         if not self.long_ratio > 1.0:
@@ -118,15 +119,21 @@ def completion_text(result: ExampleResult) -> str:
 
 @dataclass(frozen=True)
 class Lineages:
-    """The fittest lineages of a run: genome hash -> hall-of-fame ranks it descends to."""
+    """The fittest lineages of a run: genome hash -> hall-of-fame ranks it descends to;
+    ``top = 0``: every genome qualifies."""
 
     ranks_of: dict[str, tuple[int, ...]]
     top: int
 
+    def admits(self, strategy_hash: str) -> bool:
+        return self.top == 0 or strategy_hash in self.ranks_of
+
 
 def fittest_lineages(run_dir: Path, top: int) -> Lineages:
     """The best ``top`` hall-of-fame members of the latest checkpoint and all their
-    ancestors (from ``lineage.jsonl``), by genome hash."""
+    ancestors (from ``lineage.jsonl``), by genome hash; ``top = 0``: every genome."""
+    if top == 0:
+        return Lineages({}, 0)
     saved = checkpoint.load_latest(run_dir)
     rows = saved.state["individuals"]
     hall = [rows[i] for i in saved.state["hall"]][:top]
@@ -153,7 +160,7 @@ def build_pairs(results: Iterable[ExampleResult], lineages: Lineages, rules: Pai
     seen: set[tuple[str, str, str]] = set()
     for task_id in sorted(by_task):
         candidates = _unique_texts(by_task[task_id])
-        chosen = _best_chosen([r for r in candidates if r.correct and r.strategy_hash in lineages.ranks_of])
+        chosen = _best_chosen([r for r in candidates if r.correct and lineages.admits(r.strategy_hash)])
         if chosen is None:
             continue
         prompt = canonical.render(chosen.question).messages
@@ -287,8 +294,8 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
             raise InputError(f"{path}:{n}: a pair needs exactly the keys prompt, chosen, rejected")
         rows.append(row)
     if not rows:
-        raise InputError(f"{path}: no pairs (the run has no task with both a correct completion from the fittest "
-                         "lineages and a rejected one; run more generations or raise --top-lineages)")
+        raise InputError(f"{path}: no pairs (the run has no training task with both a correct completion and a "
+                         "rejected one; run more generations, or lower --top-lineages to 0: every individual)")
     return rows
 
 

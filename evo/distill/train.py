@@ -1,21 +1,22 @@
-"""`evo distill --train`: TRL ``DPOTrainer`` + a PEFT LoRA on the base model.
+"""`evo distill --train`: TRL's DPOTrainer + a PEFT LoRA on the base model, trained
+with the unified loss on the tokens of the reasoning format.
 
-How the loss weights of evolution map onto the training loss::
+How the loss weights of evolution become the training loss
+(:mod:`evo.distill.weighted_trainer` has the formula)::
 
-    loss = L_DPO(chosen ≻ rejected)  +  w_sft · L_SFT(chosen)      w_sft = γ / ((α + β) / 2)
+    loss = mean_pairs  e · ( L_pref(chosen ≻ rejected; w) + s · L_SFT(chosen; w) )
 
-- β (L_constrained, a verified answer) and α (L_reason, correct and short chains)
-  decide which preferences exist: β > 0 makes pairs against wrong answers, α > 0
-  pairs against much longer correct chains, and α picks the chosen side (the
-  shortest correct chain). Their common weight is DPO's sigmoid loss (TRL
-  ``loss_type="sigmoid"``, weight 1).
-- γ (L_response, a well-formed explanation) becomes the SFT (negative log-likelihood)
-  term on the chosen completion, which carries the well-formed response block:
-  TRL ``loss_type="sft"`` weighted relative to the mean of α and β, so the defaults
-  (α = β = 1, γ = 0.2) give w_sft = 0.2 and γ = 0 trains pure DPO.
-- δ (L_diff, working at the edge of ability) has no training counterpart: the tasks in
-  the journal were already drawn around the curriculum frontier, which is what δ
-  rewarded; every pair counts once.
+- α, β, γ weight the tokens of each segment of a completion: α the ``<cot>`` chain,
+  β the answer block, γ the response block (:mod:`evo.distill.token_weights`). They
+  weight the log-likelihoods inside the preference term (sigmoid DPO on weighted
+  sequence log-probabilities) and the SFT term on the chosen completion alike.
+- δ weights whole pairs by how close their task's difficulty is to the model's
+  frontier (the run's curriculum level per family, the curriculum's D_model vs
+  D_task): ``e = 1 + δ · (closeness − mean closeness)``, so δ = 0 weighs all alike.
+- β and α also decide which preferences exist: β > 0 makes pairs against wrong
+  answers, α > 0 pairs against much longer correct chains (:mod:`evo.distill.pairs`).
+- ``s`` (``TrainSettings.sft``, default 1) is the SFT term's weight: it is what lets a
+  small model learn the format from the chosen completions at all.
 
 DPO's own temperature (TRL ``beta``) is ``TrainSettings.dpo_beta``: a different β
 from the loss weight. The reference model is the base model with the adapter
@@ -45,6 +46,7 @@ from fitness.backends.lora_weights import (
     _shape_fields,
     adapter_hash,
 )
+from evo.distill.token_weights import SegmentWeights
 from genomes.errors import InputError
 from genomes.lora import KNOWN_TARGETS, RANK_RANGE, LoraGene
 
@@ -60,6 +62,7 @@ class TrainSettings:
     lora_alpha: float = 16.0
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     dpo_beta: float = 0.1  # DPO's temperature (TRL `beta`), not the loss weight β
+    sft: float = 1.0  # weight of the SFT term on chosen completions (0: preferences only)
     max_length: int = 768  # prompt + completion tokens; longer pairs are truncated
     seed: int = 0
 
@@ -72,17 +75,19 @@ class TrainSettings:
         for name in ("learning_rate", "lora_alpha", "dpo_beta"):
             if not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not self.sft >= 0:
+            raise InputError(f"--sft must be >= 0, got {self.sft}")
         unknown = [t for t in self.targets if t not in KNOWN_TARGETS]
         if not self.targets or unknown:
             raise InputError(f"--targets: unknown module {', '.join(unknown) or '(none given)'}; "
                              f"choose from {', '.join(KNOWN_TARGETS)}")
 
 
-def sft_weight(alpha: float, beta: float, gamma: float) -> float:
-    """w_sft = γ / ((α + β) / 2); see the module docstring."""
-    if alpha + beta <= 0:
-        raise InputError("loss weights: α + β must be > 0 to train on preferences")
-    return gamma / ((alpha + beta) / 2)
+def segment_weights(weights: dict[str, float]) -> SegmentWeights:
+    """α, β, γ as per-token weights of the chain, answer and response segments."""
+    if weights["alpha"] + weights["beta"] + weights["gamma"] <= 0:
+        raise InputError("loss weights: α + β + γ must be > 0: every token would weigh nothing")
+    return SegmentWeights.from_loss(weights)
 
 
 def require_trl() -> None:
@@ -101,28 +106,34 @@ class TrainedAdapter:
 
 def train_adapter(rows: list[dict[str, Any]], run_dir: str | Path, weights: dict[str, float],
                   settings: TrainSettings = TrainSettings(), model: str = "default", cache_dir: str | None = None,
-                  device: str = "cpu", log=None) -> TrainedAdapter:
-    """Train a LoRA adapter with DPO (+ SFT) on TRL preference ``rows`` and store it in
-    ``run_dir``'s adapter store. Deterministic for a given ``settings.seed`` on CPU."""
+                  device: str = "cpu", log=None, example_weights: list[float] | None = None) -> TrainedAdapter:
+    """Train a LoRA adapter with the unified loss (weighted DPO + SFT) on TRL preference
+    ``rows`` and store it in ``run_dir``'s adapter store; ``example_weights`` (δ, one
+    per row; default all 1) weight the pairs. Deterministic for ``settings.seed`` on CPU."""
     settings.check()
     require_trl()
     if not rows:
         raise InputError("no pairs to train on")
+    if example_weights is not None and len(example_weights) != len(rows):
+        raise InputError(f"{len(example_weights)} example weights for {len(rows)} pairs")
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOTrainer
 
+    from evo.distill.weighted_trainer import EXAMPLE_WEIGHT, weighted_trainer
     from fitness.backends.model_store import resolve_model
 
-    w_sft = sft_weight(weights["alpha"], weights["beta"], weights["gamma"])
+    segments = segment_weights(weights)
     model_dir = resolve_model(model, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     torch.manual_seed(settings.seed)  # the LoRA A initialisation
     base = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    if example_weights is not None:
+        rows = [{**row, EXAMPLE_WEIGHT: float(w)} for row, w in zip(rows, example_weights)]
     lora = LoraConfig(r=settings.rank, lora_alpha=settings.lora_alpha, target_modules=list(settings.targets),
                       lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
     adapters = Path(run_dir) / "adapters"
@@ -130,8 +141,9 @@ def train_adapter(rows: list[dict[str, Any]], run_dir: str | Path, weights: dict
     work = Path(tempfile.mkdtemp(prefix=".train-", dir=adapters))
     started = time.perf_counter()
     try:
-        trainer = DPOTrainer(model=base, args=_dpo_config(settings, w_sft, work, device, quiet=log is None),
-                             train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=lora)
+        trainer = weighted_trainer(tokenizer, segments, settings.sft, model=base,
+                                   args=_dpo_config(settings, work, device, quiet=log is None),
+                                   train_dataset=Dataset.from_list(rows), peft_config=lora)
         output = trainer.train()
         staging = work / "adapter"
         trainer.model.save_pretrained(str(staging))
@@ -139,8 +151,10 @@ def train_adapter(rows: list[dict[str, Any]], run_dir: str | Path, weights: dict
         trained_hash = adapter_hash(staging)
         record = {
             "trained_hash": trained_hash, "pairs": len(rows), "settings": asdict(settings),
-            "loss_weights": dict(weights), "training_loss": ["sigmoid (DPO)"] + (["sft"] if w_sft > 0 else []),
-            "sft_weight": w_sft, "train_loss": output.training_loss,
+            "loss_weights": dict(weights),
+            "training_loss": "weighted sigmoid DPO + SFT (evo.distill.weighted_trainer)",
+            "token_weights": asdict(segments), "sft_weight": settings.sft,
+            "example_weights": _spread(example_weights), "train_loss": output.training_loss,
             "wall_s": round(time.perf_counter() - started, 1), "log": history,
             "base_model": str(model_dir),
         }
@@ -150,19 +164,22 @@ def train_adapter(rows: list[dict[str, Any]], run_dir: str | Path, weights: dict
     return TrainedAdapter(target, trained_hash, trained_gene(target, trained_hash), record)
 
 
-def _dpo_config(settings: TrainSettings, w_sft: float, work: Path, device: str, quiet: bool):
-    """TRL's DPOConfig for the sigmoid DPO loss (+ SFT weighted by ``w_sft``), constant
+def _spread(values: list[float] | None) -> dict[str, float] | None:
+    return None if not values else {"min": min(values), "max": max(values)}
+
+
+def _dpo_config(settings: TrainSettings, work: Path, device: str, quiet: bool):
+    """TRL's DPOConfig (its loss is replaced by ours; see the module doc): constant
     learning rate, no checkpoints, deterministic for ``settings.seed``."""
     from trl import DPOConfig
 
     return DPOConfig(
         output_dir=str(work / "trainer"), max_steps=settings.steps, per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=1, learning_rate=settings.learning_rate, lr_scheduler_type="constant",
-        warmup_steps=0, beta=settings.dpo_beta, loss_type=["sigmoid"] + (["sft"] if w_sft > 0 else []),
-        loss_weights=[1.0, w_sft] if w_sft > 0 else None, max_length=settings.max_length,
+        warmup_steps=0, beta=settings.dpo_beta, loss_type=["sigmoid"], max_length=settings.max_length,
         seed=settings.seed, data_seed=settings.seed, logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=device == "cpu", bf16=False, fp16=False, dataloader_num_workers=0,
-        disable_tqdm=quiet, gradient_checkpointing=False,
+        disable_tqdm=quiet,
     )
 
 
@@ -199,7 +216,7 @@ tags: [lora, dpo, trl, evo-reason]
 ---
 # Distilled reasoning adapter {record['trained_hash']}
 
-LoRA adapter trained by `evo distill --train` with TRL's DPOTrainer on {record['pairs']} preference
+LoRA adapter trained by `evo distill --train` (TRL's DPOTrainer, the unified loss) on {record['pairs']} preference
 pairs mined from an evolution run's journal: chosen = the shortest verified-correct chain of the
 fittest lineages, rejected = a wrong or much longer completion, all under the canonical prompt
 (the answer-format rules and the question, no evolved instruction).
@@ -207,7 +224,8 @@ fittest lineages, rejected = a wrong or much longer completion, all under the ca
 - base model: `{record['base_model']}`
 - rank {s['rank']}, alpha {s['lora_alpha']}, targets {', '.join(s['targets'])}
 - {s['steps']} steps, batch {s['batch_size']}, learning rate {s['learning_rate']}, DPO beta {s['dpo_beta']}, seed {s['seed']}
-- loss: DPO sigmoid + {record['sft_weight']:.3f} x SFT on chosen (from α={w['alpha']}, β={w['beta']}, γ={w['gamma']}, δ={w['delta']})
+- loss: weighted sigmoid DPO + {record['sft_weight']:.3f} x SFT on chosen; tokens weighted α={w['alpha']} (chain),
+  β={w['beta']} (answer), γ={w['gamma']} (response); pairs weighted by δ={w['delta']} (frontier)
 - final training loss {record['train_loss']:.4f}; {record['wall_s']} s
 
 Load with `PeftModel.from_pretrained(base, this_dir)`, or put it into an evolution with

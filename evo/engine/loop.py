@@ -101,6 +101,10 @@ def make_curriculum(config: RunConfig, pool: TaskPool) -> Curriculum:
     return curriculum
 
 
+def fmt_share(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:5.1%}"
+
+
 class Loop(Variation, Selection, Racing, Snapshot):
     def __init__(self, config: RunConfig, backend, run_dir: RunDir, counters: Counters, show_progress: bool,
                  on_generation: GenerationCallback | None = None) -> None:
@@ -109,7 +113,10 @@ class Loop(Variation, Selection, Racing, Snapshot):
         self.rng = random.Random(config.run.seed)
         self.pool = TaskPool(config)
         self.curriculum = make_curriculum(config, self.pool)
-        self.heldout_tasks = self.pool.heldout()
+        self.heldout_tasks = self.pool.validation()  # scored each generation; choices read it, selection never
+        if not self.heldout_tasks and show_progress:
+            print("evo: note: no validation tasks (the task files are too small to hold any: raise "
+                  "tasks.heldout_fraction); validation accuracy is not measured", file=sys.stderr)
         self.exemplars = build_pool(config, self.pool, show_progress)  # what mut_prompt adds and swaps in
         self.constrain_modes = usable_constrain_modes(config, self.pool, show_progress)  # what mut_decoding may set
         self.weights = config.loss_weights()
@@ -297,14 +304,17 @@ class Loop(Variation, Selection, Racing, Snapshot):
         child.fitness.values = parent.fitness.values
         return child
 
-    def heldout_accuracy(self, gen: int) -> float:
-        top = self.hall[: self.config.tasks.heldout_top]
-        per_ind = self.generate([(ind.strategy, self.heldout_tasks) for ind in top], gen, "held-out", heldout=True)
-        accuracies = [sum(r.correct for r in results) / len(results) for results in per_ind]
-        return accuracies[0] if accuracies else 0.0
+    def validation_scores(self, gen: int) -> dict[str, float]:
+        """Validation accuracy of the ``tasks.heldout_top`` best of the hall, by
+        strategy hash, in hall order: what export ranks by (selection never reads it)."""
+        top = self.hall[: self.config.tasks.heldout_top] if self.heldout_tasks else []
+        per_ind = self.generate([(ind.strategy, self.heldout_tasks) for ind in top], gen, "validation", heldout=True)
+        return {ind.strategy.content_hash(): sum(r.correct for r in results) / len(results)
+                for ind, results in zip(top, per_ind)}
 
     def record(self, gen: int, population: list) -> None:
-        heldout = self.heldout_accuracy(gen)
+        scores = self.validation_scores(gen)
+        heldout = next(iter(scores.values()), None)
         best = self.hall[0]
         record = {
             "generation": gen,
@@ -315,7 +325,9 @@ class Loop(Variation, Selection, Racing, Snapshot):
             "mean_fitness": sum(-ind.l_total for ind in population) / len(population),
             "mean_accuracy": sum(ind.accuracy for ind in population) / len(population),
             "mean_chain_tokens": sum(ind.chain_tokens for ind in population) / len(population),
-            "heldout_accuracy": heldout,
+            "heldout_accuracy": heldout,  # on the validation split (key kept: older runs' metrics read the same)
+            "heldout_split": "validation",
+            "validation_scores": scores,
             "best_hash": best.strategy.content_hash(),
             "frontier": dict(self.curriculum.frontier),
             "rollouts": self.counters.rollouts,
@@ -335,7 +347,7 @@ class Loop(Variation, Selection, Racing, Snapshot):
         if self.show_progress:
             print(
                 f"gen {gen:>3}/{self.config.run.generations}  rollouts {record['rollouts']:>5} (+{record['reused']} reused)  "
-                f"best {record['best_fitness']:+.3f}  train acc {best.accuracy:5.1%}  held-out acc {heldout:5.1%}  "
+                f"best {record['best_fitness']:+.3f}  train acc {best.accuracy:5.1%}  val acc {fmt_share(heldout)}  "
                 f"tokens {record['tokens']:,}  {record['wall_s']:.0f}s",
                 file=sys.stderr, flush=True,
             )

@@ -1,8 +1,9 @@
 """Where a run's tasks come from: per-generation training batches around the
-curriculum frontier, and one fixed held-out set.
+curriculum frontier, one fixed validation set, and test sets for reports.
 
-Training draws come from the ``train`` split and the held-out set from the
-``heldout`` split, so no held-out question is ever used for selection. Draws are
+Training draws come from the ``train`` split, the validation set (scored each
+generation, read by every choice: tuning, pruning, the exported best) from
+``validation``, and test sets from ``test``, which no choice ever reads. Draws are
 seeded by (run seed, generation, family, level): a rerun sees the same tasks.
 """
 
@@ -14,9 +15,10 @@ from collections.abc import Sequence
 
 from evo.config.sections import RunConfig
 from fitness.tasks import (
-    HELDOUT,
     JSONL_PREFIX,
+    TEST,
     TRAIN,
+    VALIDATION,
     Task,
     TaskSpec,
     answer_pattern_of,
@@ -25,6 +27,7 @@ from fitness.tasks import (
     reasoning_gym_tasks,
     with_answer_pattern,
 )
+from genomes.errors import InputError
 from genomes.exemplar_choice import matching_exemplars
 from genomes.fragments import EXEMPLARS
 from genomes.strategy import Exemplar
@@ -79,17 +82,27 @@ class TaskPool:
                                   fewer_ok=True)
                 for family, level in self.start_levels().items()}
 
-    def heldout(self, fewer_ok: bool = False) -> list[Task]:
-        """``tasks.heldout_per_family`` held-out tasks per family; with ``fewer_ok`` a
-        family whose held-out split is smaller gives all of it instead of an error
-        (benchmarks ask for large sets)."""
+    def validation(self, fewer_ok: bool = False) -> list[Task]:
+        """``tasks.heldout_per_family`` validation tasks per family at
+        ``tasks.heldout_level``; with ``fewer_ok`` a family whose split is smaller gives
+        all of it instead of an error."""
+        return self.held_out(VALIDATION, self.config.tasks.heldout_per_family, fewer_ok)
+
+    def test(self, per_family: int, fewer_ok: bool = False) -> list[Task]:
+        """``per_family`` test tasks per family at ``tasks.heldout_level``: for reports
+        only. Raises InputError for a run made before the test split existed."""
+        if self.config.tasks.test_share == 0:
+            raise InputError("this run has no test split (tasks.test_share = 0: it was made before the split "
+                             "existed); score it on validation, or set tasks.test_share in a new run")
+        return self.held_out(TEST, per_family, fewer_ok)
+
+    def held_out(self, split: str, per_family: int, fewer_ok: bool = False) -> list[Task]:
         t = self.config.tasks
         levels = self.levels()
         tasks: list[Task] = []
         for family in self.specs:
             level = min(t.heldout_level, levels[family] - 1)
-            tasks += self._draw(family, level, t.heldout_per_family, HELDOUT, seed=self.config.run.seed,
-                                fewer_ok=fewer_ok)
+            tasks += self._draw(family, level, per_family, split, seed=self.config.run.seed, fewer_ok=fewer_ok)
         return tasks
 
     def answer_pattern(self, family: str) -> str:
@@ -100,9 +113,10 @@ class TaskPool:
     def _draw(self, family: str, level: int, n: int, split: str, seed: int, fewer_ok: bool = False) -> list[Task]:
         spec, t = self.specs[family], self.config.tasks
         if spec.is_file:  # a file split smaller than n always gives what it has
-            tasks = jsonl_tasks(spec.source, n, split, seed, t.split_seed, t.heldout_fraction)
+            tasks = jsonl_tasks(spec.source, n, split, seed, t.split_seed, t.heldout_fraction, test_share=t.test_share)
         else:
-            tasks = reasoning_gym_tasks(spec.source, level, n, split, seed, t.split_seed, t.heldout_fraction, fewer_ok)
+            tasks = reasoning_gym_tasks(spec.source, level, n, split, seed, t.split_seed, t.heldout_fraction, fewer_ok,
+                                        test_share=t.test_share)
         return with_answer_pattern(tasks, self.answer_pattern(family))
 
 

@@ -6,9 +6,9 @@
 Files written in the output directory:
 
     fitness.png     best / mean fitness (-L_total) per generation, and best train,
-                    mean train and held-out accuracy of the best
+                    mean train and validation accuracy of the best
     cost.png        mean chain tokens per generation, cumulative rollouts (new,
-                    held-out share, reused from the journal) and generated tokens
+                    validation share, reused from the journal) and generated tokens
     pareto.png      every evaluated individual, accuracy against chain tokens, the
                     non-dominated ones (max accuracy, min tokens) highlighted
     lineage.png     the best individual and all its ancestors, generation on the x axis
@@ -63,7 +63,7 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
                if not math.isnan(_num(m.get("heldout_accuracy")))]
     best_heldout = max(heldout, key=lambda gv: (gv[1], -gv[0])) if heldout else None
     best = run.best or {}
-    rollouts = f"{fmt.count(last.get('rollouts'))} new (of which {fmt.count(last.get('heldout_rollouts'))} held-out), " \
+    rollouts = f"{fmt.count(last.get('rollouts'))} new (of which {fmt.count(last.get('heldout_rollouts'))} validation), " \
                f"{fmt.count(last.get('reused'))} reused from the journal"
     if last.get("budget_rollouts"):
         rollouts += f"; search {fmt.count(last.get('search_rollouts'))} of a budget of {fmt.count(last['budget_rollouts'])}"
@@ -83,8 +83,8 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
                             f"{best.get('generation', '–')} · from {run.best_source or '–'}"),
         ("best fitness (−L_total)", fmt.fitness(-_num(best["l_total"]) if "l_total" in best else last.get("best_fitness"))),
         ("best train accuracy", fmt.pct(best.get("accuracy", last.get("best_accuracy")))),
-        ("held-out accuracy, last generation", fmt.pct(last.get("heldout_accuracy"))),
-        ("held-out accuracy, best", f"{fmt.pct(best_heldout[1])} (generation {best_heldout[0]})" if best_heldout else "–"),
+        ("validation accuracy, last generation", fmt.pct(last.get("heldout_accuracy"))),
+        ("validation accuracy, best", f"{fmt.pct(best_heldout[1])} (generation {best_heldout[0]})" if best_heldout else "–"),
         ("rollouts", rollouts),
         ("tokens generated", fmt.count(last.get("tokens"))),
         ("wall time", f"{fmt.duration(last.get('wall_s'))} (backend {fmt.duration(last.get('backend_s'))})"),
@@ -124,7 +124,7 @@ def render_html(run: RunData, plots: dict[str, str | None]) -> str:
     summary = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>\n" for k, v in summary_rows(run))
     parts.append(f"<h2>Summary</h2>\n<table class=\"summary\">\n{summary}</table>\n")
     captions = {
-        "fitness.png": "Fitness and accuracy per generation (held-out: the best individual on the fixed held-out set, reported only)",
+        "fitness.png": "Fitness and accuracy per generation (validation: the best individual on the fixed validation set; selection never reads it)",
         "cost.png": "Chain length and cumulative cost per generation",
         "pareto.png": "All evaluated individuals: accuracy against chain tokens; the non-dominated front in red",
         "lineage.png": "Lineage of the best individual",
@@ -150,7 +150,7 @@ def render_html(run: RunData, plots: dict[str, str | None]) -> str:
                               f"{_num(r.get('chain_tokens')):.1f}", len(r.get("scored_on") or []))
                              for k, r in enumerate(run.hall))))
     parts.append("\n<h2>Per generation</h2>\n<details open><summary>metrics.jsonl</summary>\n")
-    parts.append(_table(("gen", "evaluated", "best fitness", "mean fitness", "best acc", "mean acc", "held-out acc",
+    parts.append(_table(("gen", "evaluated", "best fitness", "mean fitness", "best acc", "mean acc", "validation acc",
                          "mean chain tokens", "rollouts", "reused", "tokens", "wall", "best hash", "frontier"),
                         ((m["generation"], fmt.count(m.get("evaluated")), fmt.fitness(m.get("best_fitness")), fmt.fitness(m.get("mean_fitness")),
                           fmt.pct(m.get("best_accuracy")), fmt.pct(m.get("mean_accuracy")), fmt.pct(m.get("heldout_accuracy")),

@@ -101,10 +101,10 @@ def plot_fitness(run: RunData, path: Path) -> None:
     _generation_axis(ax_fit, generations)
     ax_fit.legend(loc="best", fontsize="small")
 
-    # equal values would hide each other: held-out as open squares over filled train dots
+    # equal values would hide each other: validation as open squares over filled train dots
     for key, label, style in (("best_accuracy", "best: train", dict(color="#1f77b4", marker="o", markersize=big, linewidth=2.2)),
                               ("mean_accuracy", "population mean: train", dict(color="#555555", marker=".", linestyle="--")),
-                              ("heldout_accuracy", "best: held-out", dict(color="#d62728", marker="s", markersize=big * 1.4,
+                              ("heldout_accuracy", "best: validation", dict(color="#d62728", marker="s", markersize=big * 1.4,
                                                                            markerfacecolor="none", markeredgewidth=1.6,
                                                                            linestyle=(0, (6, 3)), linewidth=1.4))):
         xs, ys = _series(run.metrics, key)
@@ -133,7 +133,7 @@ def plot_cost(run: RunData, path: Path) -> None:
     _generation_axis(ax_chain, generations)
 
     for key, label, style in (("rollouts", "new rollouts (all)", dict(color="#1f77b4", marker="o", markersize=ms)),
-                              ("heldout_rollouts", "of which held-out", dict(color="#d62728", marker="s", markersize=ms, linestyle="--")),
+                              ("heldout_rollouts", "of which validation", dict(color="#d62728", marker="s", markersize=ms, linestyle="--")),
                               ("reused", "reused from the journal", dict(color="#2ca02c", marker="^", markersize=ms, linestyle=":"))):
         xs, ys = _series(run.metrics, key)
         ax_roll.plot(xs, ys, label=label, **style)

@@ -1,7 +1,9 @@
 """`evo export RUN_DIR --top K --out DIR`: take the best strategies away.
 
 For each of the best K of the latest checkpoint's hall of fame (a killed run exports
-as well as a finished one)::
+as well as a finished one), ranked by validation accuracy where the last generation
+scored it (``tasks.heldout_top`` members) and by training fitness after those, so
+the choice of what to export reads the validation split, never the test split::
 
     DIR/index.json                      rank, hash, fitness, accuracy per exported strategy
     DIR/rank-1-<hash>/strategy.json     the strategy file (`evo eval` and seeds accept it)
@@ -41,9 +43,10 @@ def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
         raise InputError(f"run directory not found: {run_dir}")
     saved = checkpoint.load_latest(run_dir)
     individuals = saved.state["individuals"]
-    hall = [individuals[i] for i in saved.state["hall"]][:top]
-    lineage = {row["id"]: row for row in RunDir(run_dir).read_jsonl("lineage.jsonl")}
     last_metrics = saved.state["metrics"][-1] if saved.state["metrics"] else {}
+    scores = validation_scores(last_metrics)
+    hall = rank_by_validation([individuals[i] for i in saved.state["hall"]], scores)[:top]
+    lineage = {row["id"]: row for row in RunDir(run_dir).read_jsonl("lineage.jsonl")}
     out.mkdir(parents=True, exist_ok=True)
     written, index = [], []
     for rank, row in enumerate(hall, 1):
@@ -57,7 +60,7 @@ def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
             "rank": rank, "hash": genome_hash, "run": str(run_dir), "generation": saved.generation,
             "fitness": row["fitness"], "l_total": row["l_total"], "train_accuracy": row["accuracy"],
             "mean_chain_tokens": row["chain_tokens"], "loss_terms": row["terms"],
-            "heldout_accuracy": last_metrics.get("heldout_accuracy") if last_metrics.get("best_hash") == genome_hash else None,
+            "validation_accuracy": scores.get(genome_hash),
             "lineage": ancestry(lineage, row["id"]),
             "run_config": saved.state["config"],
         }
@@ -65,11 +68,32 @@ def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
         source = adapter_source(strategy, run_dir, saved.state["config"])
         if source is not None:
             export_adapter(source, target / "adapter", card)
-        index.append({k: card[k] for k in ("rank", "hash", "fitness", "train_accuracy", "heldout_accuracy")}
+        index.append({k: card[k] for k in ("rank", "hash", "fitness", "train_accuracy", "validation_accuracy")}
                      | {"path": target.name, "adapter": (target / "adapter").is_dir()})
         written.append(target)
     (out / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return written
+
+
+def validation_scores(metrics: dict[str, Any]) -> dict[str, float]:
+    """Validation accuracy by strategy hash in one generation's metrics (runs made
+    before ``validation_scores`` was recorded scored only the best)."""
+    if "validation_scores" in metrics:
+        return dict(metrics["validation_scores"])
+    if metrics.get("best_hash") and metrics.get("heldout_accuracy") is not None:
+        return {metrics["best_hash"]: metrics["heldout_accuracy"]}
+    return {}
+
+
+def rank_by_validation(hall: list[dict[str, Any]], scores: dict[str, float]) -> list[dict[str, Any]]:
+    """The hall's rows, those with a validation score first (highest first, hall order
+    breaking ties), the rest after them in hall order."""
+    def key(item: tuple[int, dict[str, Any]]) -> tuple[int, float, int]:
+        position, row = item
+        score = scores.get(Strategy.decode(row["strategy"], where="hall of fame").content_hash())
+        return (0, -score, position) if score is not None else (1, 0.0, position)
+
+    return [row for _, row in sorted(enumerate(hall), key=key)]
 
 
 def adapter_source(strategy: Strategy, run_dir: Path, config: dict[str, Any]) -> Path | None:
@@ -137,7 +161,7 @@ def model_card(card: dict[str, Any], adapter_config: dict[str, Any]) -> str:
     lineage = "\n".join(f"- #{a['id']} (generation {a['generation']}, {a['op']}, parents {a['parents']})"
                         for a in card["lineage"])
     terms = ", ".join(f"{k} {v:+.3f}" for k, v in (card["loss_terms"] or {}).items())
-    heldout = "n/a" if card["heldout_accuracy"] is None else f"{card['heldout_accuracy']:.1%}"
+    validation = "n/a" if card["validation_accuracy"] is None else f"{card['validation_accuracy']:.1%}"
     return f"""---
 library_name: peft
 base_model: {base}
@@ -152,7 +176,7 @@ Strategy hash `{card['hash']}`, from generation {card['generation']} of the run.
 |---|---|
 | fitness (−L_total) | {-card['l_total']:+.4f} |
 | train accuracy | {card['train_accuracy']:.1%} |
-| held-out accuracy | {heldout} |
+| validation accuracy | {validation} |
 | mean chain tokens | {card['mean_chain_tokens']:.1f} |
 | loss terms | {terms} |
 

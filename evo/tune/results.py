@@ -30,10 +30,11 @@ class TuneResult:
     baseline: dict[str, Any] | None
     stale_failed: list[int] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    test: dict[str, Any] | None = None  # the best's one score on the test split (evo.tune.on_test)
 
 
 def trial_rows(study) -> list[dict[str, Any]]:
-    """One dict per trial: number, state, the weights, held-out accuracy and mean chain
+    """One dict per trial: number, state, the weights, validation accuracy and mean chain
     tokens (final for COMPLETE trials, last reported otherwise; None if none),
     generations reached, duration in seconds, baseline flag, run directory."""
     rows = []
@@ -61,7 +62,7 @@ def pick_best(rows: list[dict[str, Any]], baseline: bool = False) -> dict[str, A
 
 def format_table(rows: list[dict[str, Any]], best: dict[str, Any] | None) -> str:
     """A Markdown table of the trials."""
-    head = ["trial", "state", *(SYMBOLS[n] for n in WEIGHTS), "held-out acc", "chain tokens", "gens", "time", ""]
+    head = ["trial", "state", *(SYMBOLS[n] for n in WEIGHTS), "validation acc", "chain tokens", "gens", "time", ""]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         note = ", ".join(x for x, on in (("best", best is not None and r["number"] == best["number"]),
@@ -82,11 +83,11 @@ def _weights_text(weights: dict[str, float]) -> str:
 
 
 def headline(result_best: dict[str, Any] | None, baseline: dict[str, Any] | None, n_trials: int) -> str:
-    """One line: the best weights and their held-out score against the baseline's."""
+    """One line: the best weights and their validation score against the baseline's."""
     if result_best is None:
         return f"no complete trial yet ({n_trials} trials in the study)"
     text = (f"best: trial {result_best['number']}  {_weights_text(result_best)}  "
-            f"held-out accuracy {result_best['heldout_accuracy']:.1%}")
+            f"validation accuracy {result_best['heldout_accuracy']:.1%}")
     if result_best["baseline"]:
         text += "  (the config's own weights: no sampled weights beat them)"
     elif baseline is not None:
@@ -101,7 +102,7 @@ def write_best(setup: TuneSetup, best: dict[str, Any]) -> dict[str, Path]:
     fragment = setup.tune_dir / "best_weights.toml"
     full = setup.tune_dir / "best_config.json"
     fragment.write_text(
-        f"# Best loss weights of Optuna study {setup.section.study_name!r}: trial {best['number']}, held-out accuracy "
+        f"# Best loss weights of Optuna study {setup.section.study_name!r}: trial {best['number']}, validation accuracy "
         f"{best['heldout_accuracy']:.1%}\n# after {best['generations']} generations. Paste this section into a run "
         f"config, or run the whole tuned config:\n#   evo run {full}\n[loss]\n"
         + "".join(f"{n} = {weights[n]!r}\n" for n in WEIGHTS), encoding="utf-8")
@@ -140,7 +141,7 @@ def plot_trials(rows: list[dict[str, Any]], path: Path) -> Path | None:
         ax.step(xs, ys, where="post", color="black", lw=1, label="best so far")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
-    ax.set_ylabel("held-out accuracy")
+    ax.set_ylabel("validation accuracy")
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize="small")
     fig.savefig(path, facecolor="white")
@@ -155,7 +156,7 @@ def plot_optuna(study, tune_dir: Path, multi: bool) -> dict[str, Path]:
         return {}
     from optuna import visualization as vis
 
-    wanted = {"pareto_front": lambda: vis.plot_pareto_front(study, target_names=["held-out accuracy", "chain tokens"])} \
+    wanted = {"pareto_front": lambda: vis.plot_pareto_front(study, target_names=["validation accuracy", "chain tokens"])} \
         if multi else {"optimization_history": lambda: vis.plot_optimization_history(study),
                        "param_importances": lambda: vis.plot_param_importances(study)}
     written = {}

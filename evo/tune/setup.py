@@ -31,13 +31,14 @@ class TuneSection:
     delta: tuple[float, float] = (0.0, 1.0)
     study_name: str = ""  # default run.name + "-tune"; also the folder under run.out_dir
     storage: str = ""  # Optuna storage URL; default sqlite:///TUNE_DIR/study.db
-    objective: str = "accuracy"  # accuracy: max held-out accuracy; multi: also min mean chain tokens
+    objective: str = "accuracy"  # accuracy: max validation accuracy; multi: also min mean chain tokens
     sampler_seed: int | None = None  # default run.seed
     startup_trials: int = 5  # random trials before TPE models the results, and before the pruner compares
     pruner: str = "median"  # median: stop a trial below the median of earlier ones at the same generation
     generations: int | None = None  # per trial; default run.generations
     baseline: bool = True  # the study's first trial uses the config's [loss] weights
     share_rollouts: bool = True  # trials reuse each other's completions (TUNE_DIR/rollouts-seed<N>.sqlite)
+    test_per_family: int = 16  # test tasks per family the final best is scored on once (0: none)
 
 
 def parse_tune_section(data: Any, run: RunSection) -> TuneSection:
@@ -60,6 +61,7 @@ def parse_tune_section(data: Any, run: RunSection) -> TuneSection:
         (section.pruner in PRUNERS, "tune.pruner", f"must be one of {', '.join(PRUNERS)}"),
         (section.startup_trials >= 0, "tune.startup_trials", "must be >= 0"),
         (section.generations is None or section.generations >= 1, "tune.generations", "must be >= 1"),
+        (section.test_per_family >= 0, "tune.test_per_family", "must be >= 0"),
     ]
     for ok, name, why in checks:
         if not ok:

@@ -2,9 +2,9 @@
 
 Each trial samples the four weights from the ranges of the config's ``[tune]``
 section, runs a short evolution with them in its own run directory
-(``TUNE_DIR/trial-NNNN``) and returns the held-out accuracy of the run's best
+(``TUNE_DIR/trial-NNNN``) and returns the validation accuracy of the run's best
 individual after its last generation — or, with ``objective = "multi"``, the pair
-(held-out accuracy ↑, mean chain tokens ↓). The held-out score is reported after
+(validation accuracy ↑, mean chain tokens ↓). The validation score is reported after
 every generation, so the pruner can stop hopeless trials early (single objective
 only: Optuna does not prune multi-objective studies).
 
@@ -36,10 +36,14 @@ without repeating the first call's draws. The first trial of a study uses the
 config's own ``[loss]`` weights (``baseline = true``), so the table always compares
 the tuned weights with the ones you started from.
 
-The best trial is the COMPLETE trial with the highest held-out accuracy; ties go to
+The best trial is the COMPLETE trial with the highest validation accuracy; ties go to
 fewer mean chain tokens, then to the earlier trial (so the baseline wins a tie: tuned
 weights must be strictly better to replace yours). In a multi-objective study this
-picks the most accurate point of the Pareto front.
+picks the most accurate point of the Pareto front. Pruning and this pick read only
+the validation split; once the study has made them, the best trial's best strategy
+is scored once on ``tune.test_per_family`` test tasks per family
+(:mod:`evo.tune.on_test`), printed and appended to ``summary.md``: the figure to
+report, which nothing chooses by.
 
 Failures: an exception inside a trial (a bug, a backend error) marks that trial FAIL
 and stops the study — Optuna's default, kept on purpose: such errors almost always hit
@@ -69,6 +73,7 @@ from evo.tune.results import (
     headline,
     write_outputs,
 )
+from evo.tune.on_test import on_test_line, score_best_on_test
 from evo.tune.setup import WEIGHTS, TuneSetup, load_tune_config, trial_config
 from genomes.errors import InputError
 
@@ -198,8 +203,8 @@ def enqueue_baseline(study, setup: TuneSetup) -> bool:
 
 def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: bool) -> Callable:
     """The Optuna objective: sample the weights, run the trial's evolution, report the
-    held-out accuracy after each generation (pruning the trial when the pruner says
-    so), return the last held-out accuracy — or (accuracy, mean chain tokens) in a
+    validation accuracy after each generation (pruning the trial when the pruner says
+    so), return the last validation accuracy — or (accuracy, mean chain tokens) in a
     multi-objective study. ``backend()`` gives the shared backend."""
     import optuna
 
@@ -217,10 +222,10 @@ def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: 
             gen = record["generation"]
             trial.set_user_attr("progress", {"generation": gen, "heldout_accuracy": record["heldout_accuracy"],
                                              "mean_chain_tokens": record["mean_chain_tokens"]})
-            if single:
+            if single and record["heldout_accuracy"] is not None:
                 trial.report(record["heldout_accuracy"], step=gen)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"held-out accuracy {record['heldout_accuracy']:.1%} at generation {gen}")
+                    raise optuna.TrialPruned(f"validation accuracy {record['heldout_accuracy']:.1%} at generation {gen}")
 
         if show_progress:
             print(f"trial {trial.number}: " + _weights_text(weights) + f" -> {config.run_dir}", file=sys.stderr, flush=True)
@@ -234,7 +239,8 @@ def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: 
             if shared is not None:
                 copy_journal(config.run_dir / "journal.sqlite", shared, seed)
         last = result.metrics[-1]
-        return last["heldout_accuracy"] if single else (last["heldout_accuracy"], last["mean_chain_tokens"])
+        accuracy = last["heldout_accuracy"] or 0.0  # None: the task files hold no validation task
+        return accuracy if single else (accuracy, last["mean_chain_tokens"])
 
     return objective
 
@@ -303,22 +309,37 @@ def tune(config_path: str | Path, trials: int, backend: Any = None, show_progres
                 shared["backend"] = build_backend(setup.config)
             return shared["backend"]
 
+        finished = False
         try:
             study.optimize(make_objective(setup, get_backend, show_progress), n_trials=trials,
                            callbacks=[_report_trial] if show_progress else None)
+            finished = True
         finally:
             result = write_outputs(study, setup, stale)
+            if finished and result.best is not None:  # every choice is made: the one look at test
+                result.test = score_best_on_test(setup, result.best, get_backend)
+                write_test_line(result)
             if show_progress:
                 print(headline(result.best, result.baseline, len(result.trials)))
                 print(format_table(result.trials, result.best))
+                if result.best is not None:
+                    print(on_test_line(result.test))
                 print(f"results in {setup.tune_dir}")
         return result
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
+def write_test_line(result) -> None:
+    """Append the test line to summary.md (written before the test was scored)."""
+    summary = result.files.get("summary")
+    if summary is not None:
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(f"\n{on_test_line(result.test)}\n")
+
+
 def _report_trial(study, trial) -> None:
     progress = trial.user_attrs.get("progress") or {}
     value = trial.values[0] if trial.values else progress.get("heldout_accuracy")
-    print(f"trial {trial.number} {trial.state.name.lower()}: held-out accuracy {_num(value, '.1%')} "
+    print(f"trial {trial.number} {trial.state.name.lower()}: validation accuracy {_num(value, '.1%')} "
           f"after {_num(progress.get('generation'), 'd')} generations", file=sys.stderr, flush=True)

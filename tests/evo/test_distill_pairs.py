@@ -44,6 +44,13 @@ def test_chosen_is_the_shortest_correct_chain_of_the_fittest_lineages():
     assert pair.kind == INCORRECT and not pair.rejected.correct
 
 
+def test_every_individual_may_give_the_chosen_side_by_default():
+    results = [result("good", "t1", True, 30), result("outsider", "t1", True, 3), result("outsider", "t1", False, 10)]
+    [pair] = build_pairs(results, Lineages({}, 0), PairRules(rejected_per_task=1))
+    assert PairRules().top_lineages == 0
+    assert pair.chosen.strategy_hash == "outsider" and pair.chosen.chain_tokens == 3
+
+
 def test_a_chosen_is_never_wrong():
     results = [result("good", "t1", False, 5), result("outsider", "t1", True, 5), result("outsider", "t1", False, 9)]
     assert build_pairs(results, LINEAGE, PairRules()) == []
@@ -103,7 +110,7 @@ def test_prompt_is_canonical_and_rows_are_trl_conversational():
 
 
 def test_bad_rules_are_clear_errors():
-    for rules, field in ((PairRules(top_lineages=0), "--top-lineages"), (PairRules(long_ratio=1.0), "--long-ratio"),
+    for rules, field in ((PairRules(top_lineages=-1), "--top-lineages"), (PairRules(long_ratio=1.0), "--long-ratio"),
                          (PairRules(rejected_per_task=0), "--per-task"),
                          (PairRules(use_incorrect=False, use_longer=False), "no pair kind")):
         with pytest.raises(InputError, match=field):
@@ -131,7 +138,7 @@ def test_distill_run_writes_trl_pairs_from_training_tasks_only(oracle_run, tmp_p
     assert rows and len(rows) == len(meta) == summary["pairs"] == len(out.pairs)
     assert summary["chosen"]["accuracy"] == 1.0 and summary["rejected"]["accuracy"] == 0.0
     assert summary["heldout_completions_excluded"] > 0  # the journal holds held-out results, pairs do not
-    assert 1 <= summary["lineages"]["used"] <= summary["lineages"]["considered"]
+    assert summary["lineages"]["considered"] == 0  # the default: every individual may give a chosen side
     with Journal(run_dir / "journal.sqlite") as journal:
         stored = {(r.strategy_hash, r.task_id): r for _, r in journal.all_results()}
     for pair, m in zip(out.pairs, meta):

@@ -11,7 +11,8 @@ from fakes import ArithmeticOracle, config, read_jsonl
 from evo.rundir import checkpoint
 from evo.cli.main import main
 from evo.distill.pairs import Lineages, PairRules, build_pairs, read_pairs
-from evo.distill.train import TrainSettings, adapter_hash, sft_weight, train_adapter, trained_gene
+from evo.distill.token_weights import SegmentWeights
+from evo.distill.train import TrainSettings, adapter_hash, segment_weights, train_adapter, trained_gene
 from evo.engine.run import resume_evolution, run_evolution
 from evo.rundir.inject import import_adapter
 from fitness.evaluate import ExampleResult
@@ -22,12 +23,12 @@ from genomes.lora import LoraGene
 WEIGHTS = {"alpha": 1.0, "beta": 1.0, "gamma": 0.2, "delta": 0.2}
 
 
-def test_sft_weight_maps_gamma_relative_to_alpha_and_beta():
-    assert sft_weight(1.0, 1.0, 0.2) == pytest.approx(0.2)
-    assert sft_weight(2.0, 0.0, 0.5) == pytest.approx(0.5)
-    assert sft_weight(1.0, 1.0, 0.0) == 0.0
-    with pytest.raises(InputError, match="α \\+ β"):
-        sft_weight(0.0, 0.0, 1.0)
+def test_loss_weights_become_segment_weights():
+    assert segment_weights(WEIGHTS) == SegmentWeights(chain=1.0, answer=1.0, response=0.2)
+    with pytest.raises(InputError, match="α \\+ β \\+ γ"):
+        segment_weights({"alpha": 0.0, "beta": 0.0, "gamma": 0.0, "delta": 1.0})
+    with pytest.raises(InputError, match="--sft"):
+        TrainSettings(sft=-1.0).check()
 
 
 def test_bad_training_settings_name_the_flag():
@@ -68,14 +69,16 @@ def test_real_dpo_steps_change_the_adapter_and_store_it(tmp_path, hf_backend):
 
     rows = read_pairs(_pairs_file(tmp_path))  # the JSONL loads in TRL's DPOTrainer below
     settings = TrainSettings(steps=2, batch_size=2, rank=4, targets=("q_proj", "v_proj"), max_length=256)
-    trained = train_adapter(rows, tmp_path / "run", WEIGHTS, settings)
+    trained = train_adapter(rows, tmp_path / "run", WEIGHTS, settings, example_weights=[1.5, 0.5, 1.0, 1.0][:len(rows)])
 
     assert trained.path == tmp_path / "run" / "adapters" / "trained" / trained.trained_hash
     assert adapter_hash(trained.path) == trained.trained_hash
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "training.json"} <= \
         {p.name for p in trained.path.iterdir()}
     assert [e["step"] for e in trained.record["log"] if "loss" in e] == [1, 2]
-    assert trained.record["sft_weight"] == pytest.approx(0.2)
+    assert trained.record["sft_weight"] == 1.0 and trained.record["token_weights"]["response"] == 0.2
+    assert trained.record["example_weights"] == {"min": 0.5, "max": 1.5}
+    assert any("sft_loss" in e for e in trained.record["log"]) and any("pref_loss" in e for e in trained.record["log"])
     tensors = load_file(str(trained.path / "adapter_model.safetensors"))
     b_norms = [t.abs().sum().item() for name, t in tensors.items() if "lora_B" in name]
     assert b_norms and all(n > 0 for n in b_norms)  # PEFT starts B at exactly 0: training moved it
@@ -94,6 +97,58 @@ def test_real_dpo_steps_change_the_adapter_and_store_it(tmp_path, hf_backend):
     assert noisy.keys() == tensors.keys()
     diffs = [(noisy[k] - tensors[k]).abs().max().item() for k in tensors]
     assert all(0 < d < 0.1 for d in diffs)
+
+
+def _trainer(tmp_path, hf_backend, segments, sft, rows):
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evo.distill.train import _dpo_config
+    from evo.distill.weighted_trainer import weighted_trainer
+
+    tokenizer = AutoTokenizer.from_pretrained(hf_backend.model_path, local_files_only=True)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(hf_backend.model_path, local_files_only=True, dtype=torch.float32)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM",
+                      init_lora_weights=False)  # non-zero B: policy and reference differ from the start
+    settings = TrainSettings(steps=1, batch_size=2, max_length=256)
+    trainer = weighted_trainer(tokenizer, segments, sft, model=base, args=_dpo_config(settings, tmp_path, "cpu", True),
+                               train_dataset=Dataset.from_list(rows), peft_config=lora)
+    return trainer, tokenizer
+
+
+@pytest.mark.slow
+def test_weighted_loss_is_trl_dpo_at_unit_weights_and_weights_the_segments(tmp_path, hf_backend):
+    """α = β = γ = 1, no SFT, δ = 0: the loss is TRL's own sigmoid DPO loss on the same
+    batch. And the collator gives the answer block's tokens β, the chain's α."""
+    import torch
+
+    rows = read_pairs(_pairs_file(tmp_path))[:2]
+    trainer, tokenizer = _trainer(tmp_path, hf_backend, SegmentWeights(1.0, 1.0, 1.0), 0.0, rows)
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    with torch.no_grad():
+        ours = trainer.compute_loss(model, batch).item()
+        plain = {k: v for k, v in batch.items() if k not in ("token_weights", "example_weight")}
+        theirs = trainer._compute_loss(model, plain, False).item()
+    assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-5) and ours > 0
+
+    trainer, _ = _trainer(tmp_path, hf_backend, SegmentWeights(chain=0.5, answer=3.0, response=0.0), 1.0, rows)
+    batch = next(iter(trainer.get_train_dataloader()))
+    row = batch["input_ids"][0]
+    weights = batch["token_weights"][0]
+    text = lambda w: tokenizer.decode(row[weights == w])  # noqa: E731
+    assert "<begin_constrained_output>" in text(3.0) and "<end_constrained_output>" in text(3.0)
+    assert "<cot>" in text(0.5) and "<begin_constrained_output>" not in text(0.5)
+    assert "<begin_response>" not in text(3.0) + text(0.5)  # γ = 0: the response block weighs nothing
+    assert (weights[batch["completion_mask"][0] == 0] == 0).all()  # the prompt weighs nothing
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+    assert torch.isfinite(loss)
 
 
 class LoraOracle(ArithmeticOracle):

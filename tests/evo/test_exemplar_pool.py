@@ -11,6 +11,7 @@ from fakes import ArithmeticOracle, config, read_jsonl
 from evo.engine.run import resume_evolution, run_evolution
 from evo.engine.task_pool import TaskPool
 from evo.rundir import checkpoint
+from fitness.tasks import HELDOUT
 from genomes.strategy import Exemplar, PromptGene, Strategy
 
 
@@ -27,10 +28,15 @@ def test_no_heldout_question_ever_reaches_a_prompt(tmp_path):
     backend = ArithmeticOracle()
     cfg = config(tmp_path, run={"generations": 4}, tasks={"per_family": 4, "heldout_per_family": 12})
     run_evolution(cfg, backend=backend, show_progress=False)
-    heldout = {task.question for task in TaskPool(cfg).heldout()}
+    heldout = {task.question for task in TaskPool(cfg).validation()}
     assert len(heldout) == 12
     shown = [text for request in backend.requests for text in exemplar_turns(request)]
     assert not [q for q in heldout if any(q in text for text in shown)]
+    # no test question reaches any turn of any request: the test split is never read
+    test = {task.question for task in TaskPool(cfg).test(40, fewer_ok=True)}
+    assert len(test) >= 12 and not test & heldout
+    every_turn = [m["content"] for request in backend.requests for m in request.messages]
+    assert not [q for q in test if any(q in text for text in every_turn)]
     # the check has teeth: pool exemplars (labeled and bootstrapped) did reach prompts
     bootstrapped = pool_state(tmp_path / "t")["bootstrapped"]
     assert bootstrapped, "the oracle answers chain sums: correct completions must be harvested"
@@ -67,7 +73,7 @@ def test_jsonl_tasks_feed_labeled_exemplars_from_their_training_split(tmp_path):
     backend = ArithmeticOracle()
     run_evolution(cfg, backend=backend, show_progress=False)
     pool = TaskPool(cfg)
-    heldout = {t.question for t in pool.heldout()}
+    heldout = {t.question for t in pool.held_out(HELDOUT, 40)}  # validation and test
     labeled = [t for tasks in pool.labeled_tasks(4).values() for t in tasks]
     assert len(labeled) == 4 and not heldout & {t.question for t in labeled}
     shown = [text for request in backend.requests for text in exemplar_turns(request)]

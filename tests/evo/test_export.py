@@ -13,7 +13,7 @@ from fakes import ArithmeticOracle, config
 
 from evo.rundir import checkpoint
 from evo.engine.run import run_evolution
-from evo.rundir.export import ancestry, export_top, render_template
+from evo.rundir.export import ancestry, export_top, rank_by_validation, render_template, validation_scores
 from genomes.errors import InputError
 from genomes.strategy import Strategy
 
@@ -41,7 +41,28 @@ def test_export_top_k_strategies(finished_run, tmp_path):
         assert not (path / "adapter").exists()  # no LoRA gene, no adapter
     index = json.loads((out / "index.json").read_text())
     assert [entry["rank"] for entry in index] == [1, 2]
-    assert index[0]["heldout_accuracy"] == saved.state["metrics"][-1]["heldout_accuracy"]
+    assert index[0]["validation_accuracy"] == saved.state["metrics"][-1]["heldout_accuracy"]
+    assert saved.state["metrics"][-1]["heldout_split"] == "validation"
+
+
+def test_export_ranks_by_validation_then_training_fitness(tmp_path):
+    """With several hall members scored on validation, the one that validates best is
+    exported first, whatever its training fitness; members never scored follow in
+    hall order."""
+    run_evolution(config(tmp_path, run={"generations": 1}, tasks={"heldout_top": 2}), backend=ArithmeticOracle(),
+                  show_progress=False)
+    run = tmp_path / "t"
+    saved = checkpoint.load_latest(run)
+    hall = [Strategy.decode(saved.state["individuals"][i]["strategy"]).content_hash() for i in saved.state["hall"]]
+    scores = saved.state["metrics"][-1]["validation_scores"]
+    assert list(scores) == hall[:2]
+    assert rank_by_validation([{"strategy": Strategy.decode(saved.state["individuals"][i]["strategy"]).encode()}
+                               for i in saved.state["hall"]], {hall[1]: 0.9, hall[0]: 0.1})[0]["strategy"] \
+        == Strategy.decode(saved.state["individuals"][saved.state["hall"][1]]["strategy"]).encode()
+    rows = [{"strategy": Strategy.decode(saved.state["individuals"][i]["strategy"]).encode()} for i in saved.state["hall"]]
+    order = [Strategy.decode(r["strategy"]).content_hash() for r in rank_by_validation(rows, {hall[2]: 0.5})]
+    assert order == [hall[2], hall[0], hall[1], *hall[3:]]
+    assert validation_scores({"best_hash": "abc", "heldout_accuracy": 0.25}) == {"abc": 0.25}  # an older run
 
 
 def test_ancestry_walks_every_parent():

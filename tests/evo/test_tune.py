@@ -7,6 +7,7 @@ held-out score; bad [tune] values name the field; the best-weights fragment load
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -95,7 +96,7 @@ def test_tiny_study_runs_and_writes_results(tmp_path):
     # all tie on accuracy and tokens: the earliest (the baseline) stays best
     assert result.best["number"] == 0 and result.baseline["number"] == 0
     summary = (tune_dir / "summary.md").read_text()
-    assert "| trial | state | α | β | γ | δ | held-out acc" in summary and summary.count("| complete |") == 3
+    assert "| trial | state | α | β | γ | δ | validation acc" in summary and summary.count("| complete |") == 3
     assert (tune_dir / "trials.png").stat().st_size > 1000
     assert set(result.files) >= {"summary", "best_weights", "best_config", "plot"}
 
@@ -310,3 +311,60 @@ def test_a_damaged_study_database_is_one_line(tmp_path, capsys):
     assert main(["tune", "runs/tune.toml", "--trials", "0", "--storage", f"sqlite:///{db}", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("evo: error: tune.storage:") and "damaged" in err
+
+
+class TestSplitSpy(ArithmeticOracle):
+    """The oracle, but every request showing a test question is answered wrong, and
+    counted: if any choice read the test split, poisoning it would change a choice."""
+
+    __test__ = False  # a helper, not a test class
+
+    def __init__(self, test_questions: set[str], poison: bool):
+        super().__init__()
+        self.test_questions, self.poison, self.test_requests = test_questions, poison, 0
+
+    def generate(self, requests, progress=None):
+        shown = [any(q in m["content"] for m in r.messages for q in self.test_questions) for r in requests]
+        self.test_requests += sum(shown)
+        out = super().generate(requests, progress)
+        if self.poison:
+            from fitness.backends.base import Completion
+
+            out = [Completion("no answer", 2, 20, "stop") if s else c for c, s in zip(out, shown)]
+        return out
+
+
+def test_split_is_read_by_no_choice_and_scored_once(tmp_path):
+    """Trials prune and pick on validation; the best is scored on test once, at the end.
+    Answering every test question wrong changes no trial value, no pick, no weight:
+    only the reported test figure."""
+    from evo.engine.task_pool import TaskPool
+    from evo.tune.setup import trial_config
+
+    def study(name: str, poison: bool):
+        path = write_config(tmp_path, f'study_name = "{name}"\ntest_per_family = 6', name=f"{name}.toml")
+        setup = load_tune_config(path)
+        config = trial_config(setup, 0, {})
+        test_questions = {t.question for level in (0, 1) for t in
+                          TaskPool(dataclasses.replace(config, tasks=dataclasses.replace(config.tasks, heldout_level=level)))
+                          .test(200, fewer_ok=True)}
+        validation = {t.question for t in TaskPool(config).validation()}
+        assert test_questions and not test_questions & validation
+        spy = TestSplitSpy(test_questions, poison)
+        result = tune(path, 3, backend=spy, show_progress=False)
+        return result, spy
+
+    clean, clean_spy = study("clean", poison=False)
+    poisoned, poisoned_spy = study("poisoned", poison=True)
+    # the six test tasks of the final look, and nothing else, showed a test question
+    assert clean_spy.test_requests == poisoned_spy.test_requests == 6
+    assert clean.test["tasks"] == 6 and clean.test["split"] == "test"
+    assert clean.test["accuracy"] == 1.0 and poisoned.test["accuracy"] == 0.0
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("duration_s", "run_dir")} for r in rows]
+    assert strip(clean.trials) == strip(poisoned.trials) and clean.best["number"] == poisoned.best["number"]
+    summary = (clean.tune_dir / "summary.md").read_text()
+    assert "validation acc" in summary and "test accuracy" in summary and "100.0% on 6 test tasks" in summary
+    # a refresh reads the cached score: no model, no request
+    again_spy = TestSplitSpy(set(), poison=False)
+    again = tune(clean.tune_dir.parent.parent / "clean.toml", 0, backend=again_spy, show_progress=False)
+    assert again.test == clean.test and again_spy.requests == []

@@ -49,7 +49,7 @@ def test_patterns_come_from_the_training_split_only(tmp_path):
     rows = []
     for i in range(400):
         question = f"question {i}?"
-        heldout = split_of("jsonl:mixed", question, 0, 0.2) == HELDOUT
+        heldout = split_of("jsonl:mixed", question, 0, 0.2) != TRAIN
         rows.append(f'{{"question": "{question}", "answer": "{"word" if heldout else i}"}}')
     path.write_text("\n".join(rows) + "\n")
     assert {t.answer for t in jsonl_tasks(path, None, HELDOUT, 0)} == {"word"}

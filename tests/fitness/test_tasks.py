@@ -22,6 +22,8 @@ import fitness.tasks as tasks_mod
 from fitness.tasks import (
     DEFAULT_HELDOUT_FRACTION,
     HELDOUT,
+    TEST,
+    VALIDATION,
     JSONL_PREFIX,
     MAX_LEVELS,
     TRAIN,
@@ -34,6 +36,7 @@ from fitness.tasks import (
     parse_task_specs,
     reasoning_gym_families,
     reasoning_gym_tasks,
+    in_split,
     split_of,
 )
 from genomes.errors import InputError
@@ -134,7 +137,7 @@ def test_fewer_ok_gives_the_whole_small_split():
         reasoning_gym_tasks("chain_sum", 0, 100, HELDOUT, seed=0)
     tasks = reasoning_gym_tasks("chain_sum", 0, 100, HELDOUT, seed=0, fewer_ok=True)
     assert len(tasks) == len({t.question for t in tasks}) == 39
-    assert all(split_of("chain_sum", t.question, 0, DEFAULT_HELDOUT_FRACTION) == HELDOUT for t in tasks)
+    assert all(split_of("chain_sum", t.question, 0, DEFAULT_HELDOUT_FRACTION) != TRAIN for t in tasks)
     # where there are enough, fewer_ok changes nothing
     assert [t.id for t in reasoning_gym_tasks("chain_sum", 0, 20, HELDOUT, seed=0, fewer_ok=True)] == \
         [t.id for t in reasoning_gym_tasks("chain_sum", 0, 20, HELDOUT, seed=0)]
@@ -186,7 +189,7 @@ def test_train_and_heldout_never_overlap(family, level):
         train = reasoning_gym_tasks(family, level, 8, TRAIN, seed=seed)
         held = reasoning_gym_tasks(family, level, 4, HELDOUT, seed=seed)
         assert all(split_of(family, t.question, 0, DEFAULT_HELDOUT_FRACTION) == TRAIN for t in train)
-        assert all(split_of(family, t.question, 0, DEFAULT_HELDOUT_FRACTION) == HELDOUT for t in held)
+        assert all(split_of(family, t.question, 0, DEFAULT_HELDOUT_FRACTION) != TRAIN for t in held)
         train_q |= set(questions(train))
         held_q |= set(questions(held))
         train_ids |= set(ids(train))
@@ -198,7 +201,7 @@ def test_train_and_heldout_never_overlap(family, level):
 
 def test_split_seed_and_fraction_are_honoured_by_draws():
     for t in reasoning_gym_tasks("chain_sum", 2, 6, HELDOUT, seed=0, split_seed=3, heldout_fraction=0.5):
-        assert split_of("chain_sum", t.question, 3, 0.5) == HELDOUT
+        assert split_of("chain_sum", t.question, 3, 0.5) != TRAIN
     for t in reasoning_gym_tasks("chain_sum", 2, 6, TRAIN, seed=0, split_seed=3, heldout_fraction=0.5):
         assert split_of("chain_sum", t.question, 3, 0.5) == TRAIN
 
@@ -207,9 +210,9 @@ def test_split_of_is_pure():
     qs = [f"What is {i} + {i * 7 % 13}?" for i in range(300)]
     first = [split_of("chain_sum", q, 0, 0.2) for q in qs]
     assert [split_of("chain_sum", q, 0, 0.2) for q in qs] == first
-    assert set(first) == {TRAIN, HELDOUT}
+    assert set(first) == {TRAIN, VALIDATION, TEST}
     assert all(split_of("chain_sum", q, 0, 0.0) == TRAIN for q in qs)
-    assert all(split_of("chain_sum", q, 0, 1.0) == HELDOUT for q in qs)
+    assert all(split_of("chain_sum", q, 0, 1.0) != TRAIN for q in qs)
     # the family is part of the key
     assert [split_of("basic_arithmetic", q, 0, 0.2) for q in qs] != first
 
@@ -225,14 +228,14 @@ def test_split_seed_changes_the_partition():
 @pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5])
 def test_heldout_fraction_is_roughly_respected(fraction):
     qs = [f"q{i}" for i in range(5000)]
-    share = sum(split_of("f", q, 0, fraction) == HELDOUT for q in qs) / len(qs)
+    share = sum(split_of("f", q, 0, fraction) != TRAIN for q in qs) / len(qs)
     assert abs(share - fraction) < 0.03
 
 
 def test_growing_the_fraction_only_moves_questions_to_heldout():
     qs = [f"q{i}" for i in range(1000)]
-    small = {q for q in qs if split_of("f", q, 0, 0.1) == HELDOUT}
-    large = {q for q in qs if split_of("f", q, 0, 0.3) == HELDOUT}
+    small = {q for q in qs if split_of("f", q, 0, 0.1) != TRAIN}
+    large = {q for q in qs if split_of("f", q, 0, 0.3) != TRAIN}
     assert small < large
 
 
@@ -325,8 +328,8 @@ def test_load_tasks_argument_errors(no_generation):
     for n in (0, -3):
         with pytest.raises(InputError, match=rf"n must be >= 1, got {n}"):
             load_tasks(specs, n)
-    with pytest.raises(InputError, match="split must be 'train' or 'heldout', got 'test'"):
-        load_tasks(specs, 2, split="test")
+    with pytest.raises(InputError, match="split must be one of train, validation, test, heldout; got 'dev'"):
+        load_tasks(specs, 2, split="dev")
 
 
 def test_load_tasks_mixes_families_and_files(tmp_path):
@@ -337,8 +340,8 @@ def test_load_tasks_mixes_families_and_files(tmp_path):
     assert [t.level for t in got[:6]] == [1, 1, 1, 0, 0, 0]  # no level given: level 0
     assert ids(got[:3]) == ids(reasoning_gym_tasks("chain_sum", 1, 3, TRAIN, seed=4))
     assert ids(load_tasks(parse_task_specs(f"chain_sum@1,count_bits,{path}"), 3, split=TRAIN, seed=4)) == ids(got)
-    held = load_tasks(parse_task_specs(f"chain_sum@1,{path}"), 3)  # default split: heldout
-    assert all(split_of(t.family, t.question, 0, DEFAULT_HELDOUT_FRACTION) == HELDOUT for t in held)
+    held = load_tasks(parse_task_specs(f"chain_sum@1,{path}"), 3)  # default split: test
+    assert all(split_of(t.family, t.question, 0, DEFAULT_HELDOUT_FRACTION) == TEST for t in held)
 
 
 # ---- JSONL ---------------------------------------------------------------------------
@@ -447,3 +450,28 @@ def test_jsonl_missing_and_empty_files(tmp_path):
     empty.write_text("\n  \n")
     with pytest.raises(InputError, match=r"empty\.jsonl: no tasks in file"):
         load_jsonl(empty)
+
+
+def test_three_disjoint_splits_keep_the_training_split():
+    """train / validation / test partition every source; the training split does not
+    depend on test_share, and test_share = 0 makes validation the old held-out split."""
+    questions = [f"question {i}" for i in range(4000)]
+    splits = [split_of("f", q, 3, 0.2) for q in questions]
+    share = {s: splits.count(s) / len(splits) for s in (TRAIN, VALIDATION, TEST)}
+    assert abs(share[TRAIN] - 0.8) < 0.03 and abs(share[VALIDATION] - 0.1) < 0.02 and abs(share[TEST] - 0.1) < 0.02
+    for q, s in zip(questions, splits):
+        assert (split_of("f", q, 3, 0.2, test_share=0.3) == TRAIN) == (s == TRAIN)
+        assert split_of("f", q, 3, 0.2, test_share=0.0) in ((TRAIN,) if s == TRAIN else (VALIDATION,))
+    assert in_split(VALIDATION, HELDOUT) and in_split(TEST, HELDOUT) and not in_split(TRAIN, HELDOUT)
+    assert in_split(TEST, TEST) and not in_split(VALIDATION, TEST)
+
+
+def test_validation_and_test_draws_never_meet(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    write_rows(path, [{"question": f"What is {i} squared?", "answer": str(i * i)} for i in range(300)])
+    for spec in (f"{path}", "chain_sum@1"):
+        drawn = {split: {t.question for t in load_tasks(parse_task_specs(spec), 20, split=split, seed=1)}
+                 for split in (TRAIN, VALIDATION, TEST)}
+        assert all(len(v) == 20 for v in drawn.values())
+        assert not drawn[TRAIN] & drawn[VALIDATION] and not drawn[TRAIN] & drawn[TEST]
+        assert not drawn[VALIDATION] & drawn[TEST]
