@@ -12,7 +12,7 @@ import sys
 from genomes.errors import InputError
 
 EXIT_INPUT_ERROR = 2
-COMMANDS = ("eval", "run", "resume", "export", "report", "distill", "tune", "tasks", "config")
+COMMANDS = ("eval", "run", "resume", "export", "report", "distill", "improve", "tune", "tasks", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""`evo improve`: rounds of evolution, distillation and training (:mod:`evo.improve.rounds`)."""

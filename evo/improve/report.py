@@ -1,0 +1,52 @@
+"""``RUN_DIR/improve/report.md``: accuracy per round on validation, and the test
+scores of the final look (:mod:`evo.improve.rounds`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evo.config.sections import RunConfig
+from evo.improve.state import ImproveState
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def round_rows(state: ImproveState) -> list[str]:
+    rows = ["| round | status | generations | pairs | canonical | canonical + adapter | best | best + adapter | "
+            "injected next |", "|---|---|---|---|---|---|---|---|---|"]
+    for entry in state.rounds:
+        steps = entry["steps"]
+        scores = steps.get("evaluate", {})
+        rows.append(f"| {entry['round']} | {entry['status']} | {steps.get('evolve', {}).get('generations', '–')} | "
+                    f"{steps.get('mine', {}).get('pairs', '–')} | {_pct(scores.get('canonical'))} | "
+                    f"{_pct(scores.get('canonical+adapter'))} | {_pct(scores.get('best'))} | "
+                    f"{_pct(scores.get('best+adapter'))} | {'yes' if steps.get('decide', {}).get('inject') else 'no'} |")
+    return rows
+
+
+def test_rows(final: dict | None) -> list[str]:
+    if not final:
+        return ["Not scored on test yet."]
+    if "skipped" in final:
+        return [f"Test split not scored: {final['skipped']}."]
+    acc, formed = final["accuracy"], final["well_formed"]
+    rows = [f"{final['tasks']} test tasks (reported only: no round read them).", "",
+            "| strategy | accuracy | well-formed |", "|---|---|---|"]
+    rows += [f"| {name} | {_pct(acc[name])} | {_pct(formed[name])} |" for name in acc]
+    gain = final["gain_over_first"]
+    rows += ["", f"{gain['of']} − first round's best: **{gain['mean'] * 100:+.1f} points** "
+                 f"[{gain['ci'][0] * 100:+.1f}, {gain['ci'][1] * 100:+.1f}] (paired bootstrap, 95 %)"]
+    return rows
+
+
+def write_report(state: ImproveState, config: RunConfig) -> Path:
+    lines = [f"# evo improve: {config.run.name}", "",
+             "Accuracy per round on the validation split (every decision reads it); the adapter of a round is "
+             "injected into the next round's evolution when best + adapter beats best.", "",
+             *round_rows(state), "", "## Test", "", *test_rows(state.final), ""]
+    path = state.path / "report.md"
+    state.path.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

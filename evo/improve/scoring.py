@@ -1,0 +1,59 @@
+"""What `evo improve` scores: the canonical prompt and a strategy, each with and
+without an adapter, on the validation split (every round's decision) or the test
+split (the one look at the end; :func:`final_test`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evo.report.stats import bootstrap_ci
+
+
+def score_variants(loop, strategy_json: dict[str, Any], adapter: str | None, split: str, per_family: int,
+                   first_json: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Accuracy of each variant on ``per_family`` tasks per family of ``split``, in one
+    batched call; ``first_json`` adds the first round's best as ``first``."""
+    from evo.distill.pairs import canonical_strategy
+    from evo.engine.task_pool import TaskPool
+    from evo.improve.rounds import with_adapter
+    from fitness.evaluate import evaluate_many
+    from genomes.strategy import Strategy
+
+    best = Strategy.decode(strategy_json, where="improve state: best strategy")
+    canonical = canonical_strategy()
+    variants = {"canonical": canonical, "canonical+adapter": with_adapter(canonical, adapter),
+                "best": best, "best+adapter": with_adapter(best, adapter)}
+    if adapter is None:
+        variants = {k: v for k, v in variants.items() if "adapter" not in k}
+    if first_json is not None:
+        variants["first"] = Strategy.decode(first_json, where="improve state: first round's best")
+    tasks = TaskPool(loop.config).held_out(split, per_family, fewer_ok=True)
+    results = evaluate_many([(s, tasks) for s in variants.values()], loop.backend(), seed=loop.config.run.seed)
+    return {name: {"accuracy": sum(r.correct for r in rs) / len(rs), "tasks": len(rs),
+                   "well_formed": sum(r.answer is not None for r in rs) / len(rs),
+                   "correct": [float(r.correct) for r in rs]}
+            for name, rs in zip(variants, results)}
+
+
+def final_test(loop, rounds: int) -> dict[str, Any]:
+    """The test scores after the last round: the last trained adapter (helpful or not),
+    the final best, the first round's best; the paired gain of the final best +
+    adapter over the first round's best with a bootstrap CI."""
+    from evo.improve.rounds import seeded_rng
+    from evo.tune.on_test import best_strategy_of
+
+    if loop.settings.test_per_family == 0 or loop.config.tasks.test_share == 0:
+        return {"rounds": rounds, "skipped": "no test split (tasks.test_share = 0) or --test-per-family 0"}
+    trained = [r["steps"]["train"]["adapter"] for r in loop.state.rounds if "adapter" in r["steps"].get("train", {})]
+    adapter = trained[-1] if trained else None
+    first = next((r["steps"]["evolve"]["best_strategy"] for r in loop.state.rounds if "evolve" in r["steps"]), None)
+    final = best_strategy_of(loop.run_dir).encode()
+    scores = score_variants(loop, final, adapter, "test", loop.settings.test_per_family, first_json=first)
+    top = scores.get("best+adapter", scores["best"])
+    gain = [a - b for a, b in zip(top["correct"], scores["first"]["correct"])]
+    low, high = bootstrap_ci(gain, seeded_rng(loop.config, "improve-test"))
+    return {"rounds": rounds, "adapter": adapter, "tasks": top["tasks"],
+            "accuracy": {name: value["accuracy"] for name, value in scores.items()},
+            "well_formed": {name: value["well_formed"] for name, value in scores.items()},
+            "gain_over_first": {"mean": sum(gain) / len(gain), "ci": [low, high],
+                                "of": "best+adapter" if "best+adapter" in scores else "best"}}

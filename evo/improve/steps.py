@@ -1,0 +1,109 @@
+"""The five steps of an `evo improve` round (see :mod:`evo.improve.rounds`). Each takes
+the loop and the round number and returns ``(result, status)``: the record to keep,
+and None to go on, or the status that ends the round (``done``, ``skipped: ...``).
+Bad input inside a step (a corrupt adapter, a failed training) raises InputError,
+which fails that round only."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from genomes.errors import InputError
+
+
+def evolve(loop, number: int) -> tuple[dict[str, Any], str | None]:
+    from evo.engine.run import resume_evolution, run_evolution
+    from evo.rundir import checkpoint
+    from evo.tune.on_test import best_strategy_of
+
+    target = loop.per_round * number
+    saved = checkpoint.load_latest(loop.run_dir, none_usable_ok=True) if (loop.run_dir / "config.json").exists() else None
+    inject = loop.state.adapter_to_inject(number)
+    # inject only where this round's evolution has not begun: a resumed step must not inject twice
+    fresh_round = saved is not None and saved.generation <= loop.per_round * (number - 1)
+    adapters = [inject] if inject and fresh_round else []
+    if saved is None and not (loop.run_dir / "config.json").exists():
+        config = dataclasses.replace(loop.config, run=dataclasses.replace(loop.config.run, generations=target))
+        result = run_evolution(config, backend=loop.backend(), show_progress=loop.show_progress)
+    elif saved is not None and saved.generation >= target:
+        result = None
+    else:
+        result = resume_evolution(loop.run_dir, generations=target, backend=loop.backend(),
+                                  show_progress=loop.show_progress, inject_adapters=adapters)
+    best = best_strategy_of(loop.run_dir)
+    metrics = result.metrics[-1] if result is not None else checkpoint.load_latest(loop.run_dir).state["metrics"][-1]
+    return {"generations": target, "injected": adapters[0] if adapters else None, "best_hash": best.content_hash(),
+            "best_strategy": best.encode(), "validation_accuracy": metrics.get("heldout_accuracy")}, None
+
+
+def mine(loop, number: int) -> tuple[dict[str, Any], str | None]:
+    from evo.distill.pairs import PairRules, distill_run
+
+    weights = dataclasses.asdict(loop.config.loss_weights())
+    rules = PairRules(use_incorrect=weights["beta"] > 0, use_longer=weights["alpha"] > 0)
+    out = loop.state.path / f"round-{number}" / "distill"
+    result = distill_run(loop.run_dir, out, rules)
+    record = {"pairs": len(result.pairs), "pairs_path": str(result.pairs_path), "kinds": result.summary["kinds"]}
+    if len(result.pairs) < loop.settings.min_pairs:
+        why = (f"skipped: {len(result.pairs)} pairs, fewer than --min-pairs {loop.settings.min_pairs} (the journal "
+               "has too few training tasks with both a correct and a rejected completion)")
+        loop.say(f"round {number}: {why}")
+        return record, why
+    return record, None
+
+
+def train(loop, number: int) -> tuple[dict[str, Any], str | None]:
+    import json
+    from types import SimpleNamespace
+
+    from evo.cli.distill import frontier_weights
+    from evo.distill.pairs import read_pairs
+
+    mined = loop.state.round(number)["steps"]["mine"]
+    rows = read_pairs(mined["pairs_path"])
+    meta = Path(mined["pairs_path"]).with_name("pairs.meta.jsonl")  # line-aligned provenance: family, level (δ)
+    pairs = [SimpleNamespace(**json.loads(line)) for line in meta.read_text(encoding="utf-8").splitlines()]
+    weights = dataclasses.asdict(loop.config.loss_weights())
+    m = loop.config.model
+    trained = loop.trainer(rows, loop.run_dir, weights, loop.settings.train, model=m.name,
+                           cache_dir=m.cache_dir or None, device=m.device, log=loop.show_progress or None,
+                           example_weights=frontier_weights(loop.run_dir, pairs, weights["delta"]))
+    return {"adapter": str(trained.path), "trained_hash": trained.trained_hash,
+            "train_loss": trained.record.get("train_loss")}, None
+
+
+def evaluate(loop, number: int) -> tuple[dict[str, Any], str | None]:
+    from evo.improve.scoring import score_variants
+
+    entry = loop.state.round(number)["steps"]
+    adapter = entry["train"]["adapter"]
+    check_adapter(adapter)
+    scores = score_variants(loop, entry["evolve"]["best_strategy"], adapter, "validation",
+                            loop.settings.validation_per_family)
+    return {name: value["accuracy"] for name, value in scores.items()} | {"tasks": scores["best"]["tasks"]}, None
+
+
+def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
+    entry = loop.state.round(number)["steps"]
+    scores = entry["evaluate"]
+    helps = scores["best+adapter"] > scores["best"]
+    why = (f"best + adapter {scores['best+adapter']:.1%} vs best {scores['best']:.1%} on validation; canonical + adapter "
+           f"{scores['canonical+adapter']:.1%} vs canonical {scores['canonical']:.1%}")
+    loop.say(f"round {number}: the adapter {'helps: injected next round' if helps else 'does not help'} ({why})")
+    return {"helps": helps, "inject": entry["train"]["adapter"] if helps else None, "why": why}, "done"
+
+
+def check_adapter(path: str) -> None:
+    """A PEFT adapter directory that loads: one clear line otherwise."""
+    import json
+
+    directory = Path(path)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if not (directory / name).is_file():
+            raise InputError(f"adapter {directory}: {name} is missing")
+    try:
+        json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise InputError(f"adapter {directory}: adapter_config.json is damaged ({e})") from e

@@ -1,0 +1,158 @@
+"""`evo improve`: rounds of evolve → mine → train → evaluate → decide on the scripted
+backend with a stand-in trainer (the real TRL training has its own tests); resume
+after a kill at any step, skipped and failed rounds, the one look at test."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from fakes import ArithmeticOracle, config, read_jsonl
+
+from evo.cli.main import main
+from evo.distill.train import TrainSettings
+from evo.improve.rounds import ImproveSettings, improve
+from evo.improve.state import ImproveState
+from fitness.backends.base import Completion
+from genomes.chat_format import format_completion
+from genomes.errors import InputError
+
+
+class AdapterHelps(ArithmeticOracle):
+    """Right on even sums without an adapter (so the journal holds right and wrong
+    answers), always right with one: a trained adapter visibly helps."""
+
+    def generate(self, requests, progress=None):
+        out = super().generate(requests, progress)
+        fixed = []
+        for request, completion in zip(requests, out):
+            match = re.search(r"problem: (.*) =", request.messages[-1]["content"])
+            if match and request.adapter is None and eval(match.group(1)) % 2:
+                completion = Completion(format_completion([match.group(1)], "1"), 10, 20, "stop")
+            fixed.append(completion)
+        return fixed
+
+    def materialise_lora(self, gene):
+        return f"adapter-{gene.weights_hash()}"
+
+
+class FakeTrainer:
+    """Writes a small PEFT-shaped adapter into the run's store, as train_adapter does."""
+
+    def __init__(self, fail_at_call: int | None = None, broken: bool = False):
+        self.calls, self.fail_at_call, self.broken = 0, fail_at_call, broken
+
+    def __call__(self, rows, run_dir, weights, settings, **kw):
+        import torch
+        from peft import LoraConfig
+        from safetensors.torch import save_file
+
+        from evo.distill.train import TrainedAdapter, trained_gene
+
+        self.calls += 1
+        if self.fail_at_call == self.calls:
+            raise RuntimeError("killed")  # stands for a kill: not a handled error
+        assert rows and len(kw["example_weights"]) == len(rows)
+        path = run_dir / "adapters" / "trained" / f"fake{self.calls}"
+        path.mkdir(parents=True)
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM").save_pretrained(str(path))
+        if not self.broken:
+            save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.ones(4, 8)},
+                      str(path / "adapter_model.safetensors"))
+            gene = trained_gene(path)
+        else:
+            gene = None
+        return TrainedAdapter(path, f"fake{self.calls}", gene, {"train_loss": 0.5})
+
+
+def settings(rounds=2, min_pairs=1):
+    return ImproveSettings(rounds=rounds, generations_per_round=1, validation_per_family=6, test_per_family=8,
+                           min_pairs=min_pairs, train=TrainSettings(steps=1))
+
+
+def test_two_rounds_inject_a_helpful_adapter_and_score_test_once(tmp_path, capsys):
+    cfg = config(tmp_path)
+    backend, trainer = AdapterHelps(), FakeTrainer()
+    state = improve(cfg, settings(), backend=backend, trainer=trainer)
+    assert [r["status"] for r in state.rounds] == ["done", "done"] and trainer.calls == 2
+    first, second = (r["steps"] for r in state.rounds)
+    assert first["evolve"]["generations"] == 1 and second["evolve"]["generations"] == 2
+    assert first["mine"]["pairs"] >= 1
+    assert first["evaluate"]["best+adapter"] == 1.0 > first["evaluate"]["best"]
+    assert first["decide"]["helps"] and second["evolve"]["injected"] == first["train"]["adapter"]
+    injected = [row for row in read_jsonl(cfg.run_dir / "lineage.jsonl") if row["op"] == "inject"]
+    assert injected and all(row["generation"] == 2 for row in injected)
+    final = state.final
+    assert final["rounds"] == 2 and final["tasks"] == 8 and final["accuracy"]["best+adapter"] == 1.0
+    assert final["gain_over_first"]["ci"][0] <= final["gain_over_first"]["mean"] <= final["gain_over_first"]["ci"][1]
+    report = (cfg.run_dir / "improve" / "report.md").read_text()
+    assert "| 1 | done | 1 |" in report and "| 2 | done | 2 |" in report and "first round's best" in report
+    err = capsys.readouterr().err
+    assert "improve: round 2/2: train" in err and "helps: injected next round" in err
+    # everything recorded: the same command again does nothing new
+    again = FakeTrainer()
+    improve(cfg, settings(), backend=AdapterHelps(), trainer=again)
+    assert again.calls == 0
+
+
+def test_a_loop_killed_in_training_resumes_without_repeating_a_step(tmp_path):
+    cfg = config(tmp_path)
+    with pytest.raises(RuntimeError, match="killed"):
+        improve(cfg, settings(), backend=AdapterHelps(), trainer=FakeTrainer(fail_at_call=2))
+    state = ImproveState.load(cfg.run_dir / "improve")
+    assert set(state.rounds[1]["steps"]) == {"evolve", "mine"} and state.rounds[1]["status"] == "running"
+    backend, trainer = AdapterHelps(), FakeTrainer()
+    trainer.calls = 1  # the adapter of round 1 is on disk as fake1
+    state = improve(cfg, settings(), backend=backend, trainer=trainer)
+    assert trainer.calls == 2 and [r["status"] for r in state.rounds] == ["done", "done"]
+    injected = [row for row in read_jsonl(cfg.run_dir / "lineage.jsonl") if row["op"] == "inject"]
+    assert len({row["generation"] for row in injected}) == 1  # injected once, not again on resume
+
+
+def test_too_few_pairs_skip_a_round_and_a_broken_adapter_fails_one(tmp_path, capsys):
+    cfg = config(tmp_path)
+    state = improve(cfg, settings(rounds=1, min_pairs=10_000), backend=AdapterHelps(), trainer=FakeTrainer())
+    assert state.rounds[0]["status"].startswith("skipped: ") and "train" not in state.rounds[0]["steps"]
+    assert "fewer than --min-pairs 10000" in capsys.readouterr().err
+    other = config(tmp_path, run={"name": "broken"})
+    state = improve(other, settings(rounds=2), backend=AdapterHelps(), trainer=FakeTrainer(broken=True))
+    assert [r["status"] for r in state.rounds] == ["failed at evaluate"] * 2
+    assert "adapter_model.safetensors is missing" in state.rounds[0]["steps"]["evaluate"]["error"]
+    assert state.rounds[1]["steps"]["evolve"]["injected"] is None and state.final["rounds"] == 2
+
+
+def test_bad_input_is_one_clear_line(tmp_path, capsys):
+    cfg = config(tmp_path)
+    with pytest.raises(InputError, match="--rounds must be >= 1"):
+        improve(cfg, settings(rounds=0), backend=AdapterHelps(), trainer=FakeTrainer())
+    state_file = cfg.run_dir / "improve" / "state.json"
+    state_file.parent.mkdir(parents=True)
+    state_file.write_text("{not json")
+    with pytest.raises(InputError, match="damaged improve state"):
+        improve(cfg, settings(), backend=AdapterHelps(), trainer=FakeTrainer())
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert main(["improve", str(path), "--rounds", "1", "--steps", "0"]) == 2
+    assert "--steps must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_one_real_round_on_the_bundled_model(tmp_path, hf_backend):
+    """The real path: bundled model, real TRL training on the unified loss, the adapter
+    scored through the hf backend's fixed-adapter slot on validation, then on test."""
+    cfg = config(tmp_path, run={"generations": 1}, population={"size": 3, "offspring": 2,
+                                                               "seeds": ["direct", "stepwise", "fewshot"]},
+                 tasks={"families": ["chain_sum@0"], "per_family": 4, "heldout_per_family": 3})
+    s = ImproveSettings(rounds=1, validation_per_family=3, test_per_family=3, min_pairs=1,
+                        train=TrainSettings(steps=2, batch_size=2, rank=4, targets=("q_proj", "v_proj"), max_length=384))
+    state = improve(cfg, s, backend=hf_backend, show_progress=False)
+    [entry] = state.rounds
+    assert entry["status"] in ("done",) or entry["status"].startswith("skipped: ")
+    if entry["status"] == "done":  # the journal had pairs: an adapter was trained and scored
+        assert (tmp_path / "t" / "adapters" / "trained").is_dir()
+        assert set(entry["steps"]["evaluate"]) >= {"canonical", "canonical+adapter", "best", "best+adapter"}
+        assert state.final["tasks"] == 3 and "best+adapter" in state.final["accuracy"]
+    else:
+        assert entry["steps"]["mine"]["pairs"] < 1
+    assert (tmp_path / "t" / "improve" / "report.md").is_file()
