@@ -50,7 +50,7 @@ def main() -> None:
     paired = paired_up(seeds[0], pool, random.Random(args.seed))
     print(f"pool: {len(pool)} exemplars; {paired.name} holds {len(paired.prompt.exemplars)}: "
           + "; ".join(e.source or "library" for e in paired.prompt.exemplars))
-    heldout = task_pool.heldout(fewer_ok=True)
+    heldout = task_pool.test(args.heldout, fewer_ok=True)  # reported only: the test split
     strategies = seeds + [paired]
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     with Journal(Path(args.out_dir) / "journal.sqlite") as journal:

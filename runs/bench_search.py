@@ -6,8 +6,8 @@
     python runs/bench_search.py ... --resume          # after a kill: finished seeds are not rerun
 
 For each run seed (``--seeds N``: seeds S, S+1, ..., S+N-1 with S = ``--seed`` or the
-config's), on one shared backend and one enlarged held-out set of that seed (drawn
-from the held-out split, never used for selection), compares the held-out accuracy of:
+config's), on one shared backend and one enlarged set of that seed's test tasks (the
+test split: no choice ever reads it), compares the test accuracy of:
 
   (a) the best seed strategy   (of ``population.seeds``, by training fitness on the
                                 run's first batch),
@@ -21,7 +21,9 @@ from the held-out split, never used for selection), compares the held-out accura
 Per seed and pooled over seeds, per family and overall: accuracy of each, the mean
 held-out gain of (c) over (a) and over (b) with a 95 % paired bootstrap CI (the
 per-task differences of every seed pooled), and the share of well-formed answers of
-(c). Each seed's figures are saved in ``--out-dir/seed<S>/result.json``.
+(c), next to the "constant answer" baseline (always the family's most common
+training answer: on a True/False family about 50 % is chance, not reasoning). Each
+seed's figures are saved in ``--out-dir/seed<S>/result.json``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from evo.engine.run import resume_evolution, run_evolution
 from evo.engine.task_pool import TaskPool
 from evo.report.stats import bootstrap_ci
 from fitness.curriculum import estimate_ability
+from fitness.format import normalise_space
 from fitness.journal import Journal, evaluate_with_journal
 from fitness.loss import individual_loss
 from genomes.operators import random_strategy
@@ -105,7 +108,8 @@ def run_seed(args, config: RunConfig, backend, out_dir: Path) -> dict:
     weights = config.loss_weights()
     big = dataclasses.replace(config, tasks=dataclasses.replace(config.tasks, heldout_per_family=args.heldout))
     pool = TaskPool(big)
-    heldout = pool.heldout(fewer_ok=True)
+    heldout = pool.test(args.heldout, fewer_ok=True)  # reported only: the test split, which no choice reads
+    constant = majority_answers(pool, heldout)
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / "bench_journal.sqlite")
 
@@ -136,6 +140,7 @@ def run_seed(args, config: RunConfig, backend, out_dir: Path) -> dict:
     return {
         "seed": config.run.seed,
         "families": [t.family for t in heldout],
+        "constant": [float(normalise_space(t.answer or "").lower() == constant.get(t.family)) for t in heldout],
         "correct": {m: [float(r.correct) for r in rs] for m, rs in scored.items()},
         "well_formed": {m: [float(bool(r.steps) and r.answer is not None and r.response is not None) for r in rs]
                         for m, rs in scored.items()},
@@ -157,6 +162,21 @@ def evolve(args, config: RunConfig, backend):
                              "pass the --config, --seed and --generations it was started with")
         return resume_evolution(config.run_dir, config.run.generations, backend=backend)
     return run_evolution(config, backend=backend, overwrite=True)
+
+
+def majority_answers(pool: TaskPool, tasks) -> dict[str, str]:
+    """Per family, the most common gold answer of 64 training tasks at the level of
+    ``tasks``: the "always say the same" baseline (50 % on a binary family is chance,
+    not reasoning)."""
+    from collections import Counter
+
+    answers: dict[str, str] = {}
+    for family in sorted({t.family for t in tasks}):
+        level = next(t.level for t in tasks if t.family == family)
+        drawn = pool.training_batch([(family, level)] * 64, generation=-3)
+        counts = Counter(normalise_space(t.answer or "").lower() for t in drawn)
+        answers[family] = counts.most_common(1)[0][0] if counts else ""
+    return answers
 
 
 def random_candidates(config: RunConfig, pool: TaskPool, seeds: list[Strategy], batch: int, rollouts: int) -> list:
@@ -199,6 +219,8 @@ def pooled(results: list[dict]) -> dict:
             diffs = [r["correct"]["evolution"][i] - r["correct"][base][i] for r, i in rows]
             low, high = bootstrap_ci(diffs, rng)
             entry[f"gain over {base}"] = {"mean": _mean(diffs), "ci95": [low, high]}
+        if all("constant" in r for r, _ in rows):
+            entry["constant answer"] = _mean([r["constant"][i] for r, i in rows])
         entry["evolution well-formed"] = _mean([r["well_formed"]["evolution"][i] for r, i in rows])
         entry["best seed well-formed"] = _mean([r["well_formed"]["best seed"][i] for r, i in rows])
         report["groups"][group] = entry
@@ -216,14 +238,15 @@ def print_seed(result: dict) -> None:
 
 def print_pooled(report: dict) -> None:
     print(f"\npooled over run seeds {report['seeds']} (95% paired bootstrap CIs over tasks):")
-    print(f"{'family':<22}{'tasks':>6}{'seed':>8}{'random':>8}{'evolved':>8}   {'gain over seed':<26}"
+    print(f"{'family':<22}{'tasks':>6}{'const':>8}{'seed':>8}{'random':>8}{'evolved':>8}   {'gain over seed':<26}"
           f"{'gain over random':<26}{'well-formed (seed -> evolved)'}")
     for group, e in report["groups"].items():
         gains = []
         for base in ("best seed", "random search"):
             g = e[f"gain over {base}"]
             gains.append(f"{g['mean'] * 100:+5.1f} [{g['ci95'][0] * 100:+5.1f}, {g['ci95'][1] * 100:+5.1f}]")
-        print(f"{group:<22}{e['tasks']:>6}{e['best seed']:>8.1%}{e['random search']:>8.1%}{e['evolution']:>8.1%}   "
+        const = f"{e['constant answer']:>8.1%}" if "constant answer" in e else f"{'-':>8}"
+        print(f"{group:<22}{e['tasks']:>6}{const}{e['best seed']:>8.1%}{e['random search']:>8.1%}{e['evolution']:>8.1%}   "
               f"{gains[0]:<26}{gains[1]:<26}{e['best seed well-formed']:.0%} -> {e['evolution well-formed']:.0%}")
 
 

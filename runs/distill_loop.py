@@ -83,7 +83,7 @@ def main() -> None:
                 if getattr(s.lora, "source", None) != "trained")
     canonical = dataclasses.replace(canonical_strategy(), decoding=best.decoding)
     big = dataclasses.replace(config, tasks=dataclasses.replace(config.tasks, heldout_per_family=args.heldout))
-    tasks = TaskPool(big).heldout()
+    tasks = TaskPool(big).test(args.heldout)  # reported only: the test split
     arms = {
         "base": canonical,
         "adapter": dataclasses.replace(canonical, lora=trained.gene),
