@@ -27,8 +27,13 @@ def score_variants(loop, strategy_json: dict[str, Any], adapter: str | None, spl
         variants = {k: v for k, v in variants.items() if "adapter" not in k}
     if first_json is not None:
         variants["first"] = Strategy.decode(first_json, where="improve state: first round's best")
+    from evo.engine.progress import RequestProgress
+
     tasks = TaskPool(loop.config).held_out(split, per_family, fewer_ok=True)
-    results = evaluate_many([(s, tasks) for s in variants.values()], loop.backend(), seed=loop.config.run.seed)
+    total = sum(len(tasks) * s.decoding.votes for s in variants.values())
+    with RequestProgress(split, total, enabled=loop.show_progress) as bar:
+        results = evaluate_many([(s, tasks) for s in variants.values()], loop.backend(), seed=loop.config.run.seed,
+                                progress=bar.update)
     return {name: {"accuracy": sum(r.correct for r in rs) / len(rs), "tasks": len(rs),
                    "well_formed": sum(r.answer is not None for r in rs) / len(rs),
                    "correct": [float(r.correct) for r in rs]}
