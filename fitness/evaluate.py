@@ -99,6 +99,7 @@ def build_requests(strategy: Strategy, task: Task, seed: int, adapter: str | Non
             prefill=rendered.prefill,
             adapter=adapter,
             grammar=format_grammar(d.constrain, task.answer_pattern, rendered.prefill.rstrip().endswith(COT), d.max_new_tokens),
+            model="" if d.model == "default" else d.model,
         )
         for v in range(d.votes)
     ]

@@ -104,6 +104,7 @@ __all__ = [
     "individual_loss",
     "mentions",
     "multi_objective",
+    "generation_cost",
     "reason_term",
     "response_term",
 ]
@@ -329,3 +330,13 @@ def multi_objective(results: Sequence[Any]) -> tuple[float, float]:
     accuracy = sum(_unit(getattr(r, "score", 0.0)) >= FULL_CREDIT for r in results) / n
     tokens = sum(max(0.0, min(_number(getattr(r, "chain_tokens", 0)), MAX_LENGTH)) for r in results) / n
     return accuracy, tokens
+
+
+def generation_cost(results: Sequence[Any], cost_factor: float = 1.0) -> float:
+    """Mean generated tokens per task, every vote of a k-vote strategy counted, times
+    the model's relative cost per token: the "cost" objective that lets a run with
+    several models trade accuracy against what an answer costs. 0 for no results."""
+    if not results:
+        return 0.0
+    tokens = sum(max(0.0, _number(getattr(r, "completion_tokens", 0))) for r in results) / len(results)
+    return tokens * cost_factor

@@ -35,7 +35,7 @@ import random
 import time
 from pathlib import Path
 
-from evo.config.sections import RunConfig, load_config
+from evo.config.sections import RunConfig, load_config, served_models
 from evo.engine.backend import build_backend
 from evo.engine.exemplar_pool import build_pool
 from evo.engine.loop import usable_constrain_modes
@@ -192,7 +192,7 @@ def random_candidates(config: RunConfig, pool: TaskPool, seeds: list[Strategy], 
     candidates: list[Strategy] = []
     spent = 0
     while not candidates or spent < rollouts:
-        s = random_strategy(rng, config.model.models, exemplars, constrain_modes=modes)
+        s = random_strategy(rng, served_models(config), exemplars, constrain_modes=modes)
         decoding = dataclasses.replace(rng.choice(seeds).decoding, constrain=s.decoding.constrain)
         candidates.append(dataclasses.replace(s, decoding=decoding))
         spent += batch * decoding.votes

@@ -5,7 +5,7 @@ library entry points."""
 
 from __future__ import annotations
 
-from evo.config.sections import RunConfig, run_model_names
+from evo.config.sections import RunConfig, gene_model, model_entry, served_models
 from genomes.errors import InputError
 
 
@@ -32,13 +32,35 @@ def check_inputs(config: RunConfig, model: bool = True) -> None:
         check_model_gene(Strategy.load(seed), f"population.seeds[{i}] ({seed})", config)
     check_tasks(config)
     if model:
-        check_model(config.model.name)
+        for name in served_models(config):
+            entry_name = config.model.name if name == "default" else name
+            where = f"models.{entry_name}.source" if entry_name in config.models else "model.name"
+            try:
+                check_model(model_entry(config, name).source)
+            except InputError as e:
+                raise InputError(f"{where}: {e}") from None
 
 
 def check_model_gene(strategy, where: str, config: RunConfig) -> None:
-    """A strategy's ``decoding.model`` must be the run's model: every request of a run
-    goes to ``model.name``, so another value would look like a working gene while
-    changing nothing."""
-    if strategy.decoding.model not in run_model_names(config):
-        raise InputError(f"{where}: decoding.model {strategy.decoding.model!r} is not the run's model "
-                         f"{config.model.name!r}; a run serves one model (set model.name, or drop decoding.model)")
+    """A strategy's ``decoding.model`` must be one of the run's models, and a LoRA
+    gene (or an injected adapter) must be for that model: anything else would look
+    like a working gene while no backend could serve it."""
+    served = served_models(config)
+    name = strategy.decoding.model
+    if name not in served and gene_model(config, name) not in served:
+        raise InputError(f"{where}: decoding.model {name!r} is not one of the run's models "
+                         f"({', '.join(served)}; list it in model.models with a [models.{name}] table)")
+    base = lora_base(strategy.lora)
+    if base is not None and gene_model(config, base) != gene_model(config, name):
+        raise InputError(f"{where}: lora: its adapter was made for model {base or 'default'!r}, not for "
+                         f"decoding.model {name!r} (an adapter fits only the base model it was made for)")
+
+
+def lora_base(slot) -> str | None:
+    """The base model a strategy's lora slot was made for ("" = the primary), or None
+    without a LoRA gene or adapter."""
+    if slot is None:
+        return None
+    if isinstance(slot, dict):
+        return str(slot.get("base_model", ""))
+    return slot.base

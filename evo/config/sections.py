@@ -144,10 +144,14 @@ class CurriculumSection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    name: str = setting(DEFAULT_MODEL, "the bundled SmolLM2-135M-Instruct ('default') or a local Hugging Face "
-                                       "model directory")
-    models: tuple[str, ...] = setting((DEFAULT_MODEL,), "models the decoding.model gene may name; for now only "
-                                                        "model.name (one model per run: the gene does not switch models)")
+    name: str = setting(DEFAULT_MODEL, "the primary model (strategies with decoding.model 'default' use it): the "
+                                       "bundled SmolLM2-135M-Instruct ('default'), a name from [models], a packaged "
+                                       "model, a .gguf file or a local Hugging Face model directory")
+    models: tuple[str, ...] = setting((DEFAULT_MODEL,), "models the decoding.model gene may choose from: 'default' "
+                                                        "(the primary model) and names from [models]; two or more "
+                                                        "make the model an evolving gene")
+    max_resident_models: int = setting(2, "several models: at most this many loaded at once (least recently used "
+                                          "unloaded first)", low=1)
     cache_dir: str = setting("", "where the converted default model is cached (empty: $EVO_CACHE_DIR or ~/.cache/evo)")
     device: str = setting("cpu", "hf backend: torch device (cpu, cuda)")
     dtype: str = setting("auto", "hf backend: weights and activations; auto = bfloat16 where the device multiplies it "
@@ -170,6 +174,24 @@ class ModelSection:
 
 
 @dataclass(frozen=True)
+class ModelEntry:
+    """One ``[models.NAME]`` table: a model a strategy's ``decoding.model`` may name."""
+
+    source: str = setting("", "where its weights are: 'default' (the bundled SmolLM2-135M), a packaged model "
+                              "('gemma3-270m', after `bash runs/setup_models.sh`), a .gguf file or a local Hugging "
+                              "Face model directory")
+    dtype: str = setting("", "its weights and activations (empty: model.dtype)", choices=("",) + DTYPES)
+    max_context: int = setting(0, "prompt + generated tokens it may hold; longer requests generate less, a prompt "
+                                  "that fills it scores 0 (0: no cap)", low=0)
+    cost: float = setting(1.0, "relative cost of one generated token (multi mode with several models minimises mean "
+                               "generated tokens x cost; e.g. parameters in units of the primary model's)",
+                          low=0, low_open=True)
+
+
+MODELS_SECTION = "models"  # [models.NAME] tables: a mapping, not a fixed section
+
+
+@dataclass(frozen=True)
 class RunConfig:
     run: RunSection = field(default_factory=RunSection)
     population: PopulationSection = field(default_factory=PopulationSection)
@@ -179,6 +201,7 @@ class RunConfig:
     loss: LossSection = field(default_factory=LossSection)
     curriculum: CurriculumSection = field(default_factory=CurriculumSection)
     model: ModelSection = field(default_factory=ModelSection)
+    models: dict[str, ModelEntry] = field(default_factory=dict)  # [models.NAME]: see ModelEntry
 
     @property
     def run_dir(self) -> Path:
@@ -192,8 +215,11 @@ class RunConfig:
         return LossWeights(self.loss.alpha, self.loss.beta, self.loss.gamma, self.loss.delta)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: {n: list(v) if isinstance(v, tuple) else v for n, v in section.items()}
+        data = {k: {n: list(v) if isinstance(v, tuple) else v for n, v in section.items()}
                 for k, section in asdict(self).items()}
+        if not self.models:  # runs written before [models] existed read back the same
+            del data[MODELS_SECTION]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "config") -> RunConfig:
@@ -201,7 +227,12 @@ class RunConfig:
         reject_unknown(data, {f.name for f in fields(cls)}, where)
         sections = {
             f.name: build_dataclass(f.default_factory, as_mapping(data.get(f.name, {}), f.name), f.name)  # type: ignore[misc]
-            for f in fields(cls)
+            for f in fields(cls) if f.name != MODELS_SECTION
+        }
+        tables = as_mapping(data.get(MODELS_SECTION, {}), MODELS_SECTION)
+        sections[MODELS_SECTION] = {
+            str(name): build_dataclass(ModelEntry, as_mapping(entry, f"{MODELS_SECTION}.{name}"), f"{MODELS_SECTION}.{name}")
+            for name, entry in tables.items()
         }
         config = cls(**sections)
         check_ranges(config)
@@ -256,10 +287,11 @@ def allowed_text(meta: Any) -> str:
 
 def check_ranges(config: RunConfig) -> None:
     """Every field against the allowed values in its metadata; floats must be finite."""
-    for section in fields(config):
-        values = getattr(config, section.name)
+    parts = [(section.name, getattr(config, section.name)) for section in fields(config) if section.name != MODELS_SECTION]
+    parts += [(f"{MODELS_SECTION}.{name}", entry) for name, entry in config.models.items()]
+    for part, values in parts:
         for f in fields(values):
-            value, meta, where = getattr(values, f.name), f.metadata, f"{section.name}.{f.name}"
+            value, meta, where = getattr(values, f.name), f.metadata, f"{part}.{f.name}"
             if isinstance(value, float) and not math.isfinite(value):
                 raise InputError(f"{where}: must be a finite number")
             if meta.get("choices") and isinstance(value, tuple):
@@ -301,17 +333,49 @@ def _check_relations(c: RunConfig) -> None:
     for ok, name, why in checks:
         if not ok:
             raise InputError(f"{name}: {why}")
+    for name, entry in c.models.items():
+        if not name.strip() or "/" in name or name in PRIMARY_ALIASES:
+            raise InputError(f"models.{name}: a model needs a name without '/', other than 'default' "
+                             "(the primary model is model.name)")
+        if not entry.source.strip():
+            raise InputError(f"models.{name}.source: empty (say where the weights are: 'default', 'gemma3-270m', "
+                             "a .gguf file or a model directory)")
     for i, name in enumerate(m.models):
         if name not in run_model_names(c):
-            raise InputError(f"model.models[{i}]: {name!r} is not the run's model {m.name!r}; one run serves one "
-                             "model (the decoding.model gene cannot switch models yet), so list only model.name")
+            known = ", ".join(dict.fromkeys((DEFAULT_MODEL, m.name, *c.models)))
+            raise InputError(f"model.models[{i}]: unknown model {name!r} (known: {known}; add a [models.{name}] "
+                             "table with its source)")
     for i, spec in enumerate(t.families):
         if not spec.strip():
             raise InputError(f"tasks.families[{i}]: empty")
         TaskSpec.parse(spec)  # syntax only here; families are checked against reasoning-gym before a run
 
 
+PRIMARY_ALIASES = ("", DEFAULT_MODEL)
+
+
 def run_model_names(config: RunConfig) -> tuple[str, ...]:
-    """What a strategy's ``decoding.model`` may say in this run: the configured model,
-    or "default" (the shipped seeds' value), which means that model."""
-    return (config.model.name, DEFAULT_MODEL)
+    """Names that may appear in ``model.models``: "default" (the shipped seeds'
+    value) and ``model.name`` both mean the primary model; [models] tables add more."""
+    return tuple(dict.fromkeys((config.model.name, DEFAULT_MODEL, *config.models)))
+
+
+def gene_model(config: RunConfig, name: str) -> str:
+    """The canonical ``decoding.model`` value for a configured name: "default" for
+    the primary model (whichever alias names it), the [models] name otherwise."""
+    return DEFAULT_MODEL if name in PRIMARY_ALIASES or name == config.model.name else name
+
+
+def served_models(config: RunConfig) -> tuple[str, ...]:
+    """The models of this run as ``decoding.model`` values, primary ("default") first:
+    what mutation chooses from and what a strategy may name. More than one: the model
+    is an evolving gene and the backend serves several models."""
+    return tuple(dict.fromkeys((DEFAULT_MODEL, *(gene_model(config, n) for n in config.model.models))))
+
+
+def model_entry(config: RunConfig, gene: str) -> ModelEntry:
+    """The settings of the model a ``decoding.model`` value names (canonical or not)."""
+    name = config.model.name if gene_model(config, gene) == DEFAULT_MODEL else gene
+    if name in config.models:
+        return config.models[name]
+    return ModelEntry(source=name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from evo.config.sections import RunConfig
+from evo.config.sections import RunConfig, model_entry, served_models
 from fitness.backends.base import Backend, LoraBackend
 from fitness.backends.factory import BackendSpec, build_backend_from_spec
 from genomes.errors import InputError
@@ -49,16 +49,41 @@ class TimedBackend:
 
 
 def backend_spec(config: RunConfig) -> BackendSpec:
-    """What ``config.model`` asks for, as a picklable spec (Ray actors build from it)."""
+    """What ``config.model`` (and ``[models]``) ask for, as a picklable spec (Ray
+    actors build from it): one model's backend, or with several models a "multi"
+    spec holding one per model, keyed by ``decoding.model`` value."""
+    models = served_models(config)
+    if len(models) == 1:
+        return model_spec(config, models[0])
+    return BackendSpec("multi", {"primary": models[0], "models": {name: model_spec(config, name) for name in models},
+                                 "max_resident": config.model.max_resident_models})
+
+
+def model_spec(config: RunConfig, gene_model: str) -> BackendSpec:
+    """The backend of one model: ``config.model``'s settings, overridden by the
+    model's ``[models.NAME]`` table where it has one."""
     m, p = config.model, config.population
-    common = {"model": m.name, "cache_dir": m.cache_dir or None, "adapter_store": str(config.run_dir / "adapters")}
+    entry = model_entry(config, gene_model)
+    # adapters of each model in a store of their own (a gene's weights have its model's shapes)
+    store = config.run_dir / "adapters" if gene_model == "default" else config.run_dir / "adapters" / f"model-{gene_model}"
+    common = {"model": entry.source, "cache_dir": m.cache_dir or None, "adapter_store": str(store)}
     if m.backend == "vllm":
         # every individual of a generation (and the held-out top) may carry its own adapter
         max_loras = m.max_loras or p.size + p.offspring + config.tasks.heldout_top
-        return BackendSpec("vllm", {**common, "max_loras": max_loras, "max_lora_rank": m.max_lora_rank,
-                                    "gpu_memory_utilization": m.gpu_memory_utilization, "seed": config.run.seed,
-                                    "batch_invariant": m.batch_invariant})
-    return BackendSpec("hf", {**common, "device": m.device, "dtype": m.dtype, "token_budget": m.token_budget})
+        # resident engines share the GPU: each gets its part of the memory share
+        resident = min(m.max_resident_models, len(served_models(config)))
+        options = {**common, "max_loras": max_loras, "max_lora_rank": m.max_lora_rank,
+                   "gpu_memory_utilization": m.gpu_memory_utilization / resident, "seed": config.run.seed,
+                   "batch_invariant": m.batch_invariant}
+        if entry.max_context:
+            options["max_model_len"] = entry.max_context
+        if entry.dtype:
+            options["dtype"] = entry.dtype
+        return BackendSpec("vllm", options)
+    options = {**common, "device": m.device, "dtype": entry.dtype or m.dtype, "token_budget": m.token_budget}
+    if entry.max_context:
+        options["max_context"] = entry.max_context
+    return BackendSpec("hf", options)
 
 
 def build_backend(config: RunConfig) -> Backend:

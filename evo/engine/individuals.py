@@ -4,7 +4,8 @@ DEAP's selection and archives (``selNSGA2``, ``ParetoFront``) need only an objec
 with a ``fitness`` attribute, so an individual is a plain dataclass whose ``fitness``
 is an instance of one of the two DEAP fitness classes made here, the one place that
 calls ``creator.create``: scalar (maximise -L_total) and multi-objective (maximise
-accuracy, minimise mean chain tokens) for NSGA-II.
+accuracy, minimise mean chain tokens, or cost where the run has several models) for
+NSGA-II.
 
 Identity matters: individuals compare by identity (``eq=False``), and the same
 object may sit in the population and the hall of fame at once (checkpoints keep that
@@ -49,7 +50,8 @@ class Individual:
     loss: LossTerms | None = None  # loss terms over the batches it was scored on
     l_total: float | None = None
     accuracy: float = 0.0
-    chain_tokens: float = 0.0  # mean generated tokens per task
+    chain_tokens: float = 0.0  # mean chain tokens per task
+    cost: float = 0.0  # mean generated tokens per task x its model's cost factor (models.NAME.cost)
     d_model: float | None = None  # estimated ability on the normalised difficulty scale
     scored_on: tuple[int, ...] = field(default=())  # batch epochs its fitness covers (current frontier)
 

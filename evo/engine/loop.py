@@ -1,4 +1,5 @@
-"""The evolution loop: DEAP's (mu + lambda), or NSGA-II in multi-objective mode.
+"""The evolution loop: DEAP's (mu + lambda), or NSGA-II in multi-objective mode
+(accuracy against mean chain tokens; against cost when the run has several models).
 
 Per generation, in the order of ``deap.algorithms.eaMuPlusLambda``::
 
@@ -41,7 +42,7 @@ from typing import Any
 
 from deap import tools
 
-from evo.config.sections import RunConfig
+from evo.config.sections import RunConfig, model_entry, served_models
 from evo.engine.backend import Counters
 from evo.engine.exemplar_pool import build_pool
 from evo.engine.individuals import make_individual, new_fitness
@@ -57,7 +58,7 @@ from fitness.backends import grammar_rows
 from evo.rundir.files import RunDir
 from fitness.curriculum import Curriculum
 from fitness.journal import Journal, evaluate_with_journal
-from fitness.loss import individual_loss, multi_objective
+from fitness.loss import generation_cost, individual_loss, multi_objective
 from fitness.tasks import Task
 from genomes.strategy import Strategy
 
@@ -121,6 +122,7 @@ class Loop(Variation, Selection, Racing, Snapshot):
         self.constrain_modes = usable_constrain_modes(config, self.pool, show_progress)  # what mut_decoding may set
         self.weights = config.loss_weights()
         self.mode = config.population.mode
+        self.several_models = len(served_models(config)) > 1
         self.hall: list = []  # best unique individuals by -L_total, both modes
         self.pareto = tools.ParetoFront(similar=same_genome) if self.mode == "multi" else None
         self.logbook = tools.Logbook()
@@ -289,7 +291,10 @@ class Loop(Variation, Selection, Racing, Snapshot):
         accuracy, chain_tokens = multi_objective(results)
         ind.results, ind.loss, ind.l_total = results, terms, l_total
         ind.accuracy, ind.chain_tokens, ind.d_model = accuracy, chain_tokens, d_model
-        ind.fitness.values = (accuracy, chain_tokens) if self.mode == "multi" else (-l_total,)
+        ind.cost = generation_cost(results, model_entry(self.config, ind.strategy.decoding.model).cost)
+        # several models: the front trades accuracy against what the answers cost
+        second = ind.cost if self.several_models else chain_tokens
+        ind.fitness.values = (accuracy, second) if self.mode == "multi" else (-l_total,)
         self.counters.tokens += sum(r.completion_tokens for r in results)
 
     # ---- bookkeeping ---------------------------------------------------------------------
@@ -353,7 +358,7 @@ class Loop(Variation, Selection, Racing, Snapshot):
             )
 
     def lineage_record(self, ind) -> dict[str, Any]:
-        return {**individual_to_json(ind), "hash": ind.strategy.content_hash()}
+        return {**individual_to_json(ind), "hash": ind.strategy.content_hash(), "model": ind.strategy.decoding.model}
 
     def finish(self) -> RunResult:
         hall = [{"rank": i + 1, **self.lineage_record(ind)} for i, ind in enumerate(self.hall)]

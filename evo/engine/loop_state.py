@@ -26,7 +26,7 @@ def individual_to_json(ind) -> dict[str, Any]:
         "generation": ind.generation,
         "fitness": list(ind.fitness.values) if ind.fitness.valid else None,
         "l_total": ind.l_total, "accuracy": ind.accuracy, "chain_tokens": ind.chain_tokens,
-        "d_model": ind.d_model, "terms": ind.loss.as_dict() if ind.loss is not None else None,
+        "cost": ind.cost, "d_model": ind.d_model, "terms": ind.loss.as_dict() if ind.loss is not None else None,
         "scored_on": list(ind.scored_on),
     }
 
@@ -37,6 +37,7 @@ def individual_from_json(data: dict[str, Any], mode: str):
     if data["fitness"] is not None:
         ind.fitness.values = tuple(data["fitness"])
     ind.l_total, ind.accuracy, ind.chain_tokens, ind.d_model = data["l_total"], data["accuracy"], data["chain_tokens"], data["d_model"]
+    ind.cost = data.get("cost", 0.0)  # checkpoints written before the cost objective: unused there
     ind.loss = LossTerms(**data["terms"]) if data["terms"] is not None else None
     ind.results = None  # the completions stay in the journal
     # checkpoints written before batch rotation existed only ever used epoch 0

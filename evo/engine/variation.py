@@ -9,10 +9,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from evo.config.sections import served_models
 from genomes.operators import (
     REWRITABLE_SLOTS,
     apply_rewrite,
     cx_strategy,
+    fit_lora_to_model,
     mut_strategy,
     paired_up,
     rewrite_messages,
@@ -27,7 +29,8 @@ NOVELTY_TRIES = 8
 class Variation:
     def initial_population(self, seeds: list[Strategy]) -> list:
         """The seeds, the paired-up seed (``exemplars.pair_up_seed``), its constrained
-        twin (:meth:`constrained_seed`), then mutants of the seeds (new genomes where
+        twin (:meth:`constrained_seed`), that one's twin on each other model of the run
+        (:meth:`model_twins`), then mutants of the seeds (new genomes where
         the tries allow) until the population is full."""
         size = self.config.population.size
         population = [self.new_individual(s, (), "seed", 0) for s in seeds[:size]]
@@ -41,6 +44,11 @@ class Variation:
         if constrained is not None and constrained.content_hash() not in known:
             known.add(constrained.content_hash())
             population.append(self.new_individual(constrained, (parent.id,), "constrain", 0))
+        parent = population[-1]
+        for twin in self.model_twins(parent.strategy)[: max(0, size - len(population))]:
+            if twin.content_hash() not in known:
+                known.add(twin.content_hash())
+                population.append(self.new_individual(twin, (parent.id,), "switch_model", 0))
 
         def mutant() -> tuple[str, Any]:
             parent = population[self.rng.randrange(len(seeds[:size]))]
@@ -74,6 +82,19 @@ class Variation:
             return None
         decoding = dataclasses.replace(strategy.decoding, constrain=mode)
         return dataclasses.replace(strategy, name=f"{strategy.name}+{mode}", decoding=decoding)
+
+    def model_twins(self, strategy: Strategy) -> list[Strategy]:
+        """``strategy`` on each other model of the run (none with one model): the
+        population starts with every model, so selection compares them from the
+        first generation instead of waiting for mutation to try one. Draws nothing
+        from the rng."""
+        twins = []
+        for model in served_models(self.config):
+            if model != strategy.decoding.model:
+                decoding = dataclasses.replace(strategy.decoding, model=model)
+                twins.append(fit_lora_to_model(dataclasses.replace(strategy, name=f"{strategy.name}@{model}",
+                                                                   decoding=decoding)))
+        return twins
 
     def vary(self, population: list, gen: int) -> list:
         """DEAP's varOr with pure operators: each child comes from crossover, mutation
@@ -144,7 +165,7 @@ class Variation:
 
     def mutate(self, strategy: Strategy) -> tuple[Strategy, str]:
         weights = self.config.gene_weights() or {"prompt": 1.0}
-        return mut_strategy(strategy, self.rng, models=self.config.model.models, gene_weights=weights,
+        return mut_strategy(strategy, self.rng, models=served_models(self.config), gene_weights=weights,
                             exemplar_pool=self.exemplars.exemplars(),
                             lora_options={"sigmas": self.config.population.lora_sigmas},
                             constrain_modes=self.constrain_modes)

@@ -57,8 +57,11 @@ def import_adapter(run_dir: str | Path, adapter_dir: str | Path) -> LoraGene:
 
 def injected_strategies(gene: LoraGene, best: Strategy) -> list[Strategy]:
     """The canonical prompt (with ``best``'s decoding) and ``best`` itself, each
-    carrying ``gene``; one strategy when the two coincide."""
-    canonical = dataclasses.replace(canonical_strategy(), decoding=best.decoding, lora=gene)
-    carried = dataclasses.replace(best, lora=gene)
+    carrying ``gene``; one strategy when the two coincide. Both run on the gene's
+    base model (``evo distill`` trains the primary model: "default"), whatever model
+    ``best`` used: an adapter fits only the model it was trained on."""
+    decoding = dataclasses.replace(best.decoding, model=gene.base or "default")
+    canonical = dataclasses.replace(canonical_strategy(), decoding=decoding, lora=gene)
+    carried = dataclasses.replace(best, decoding=decoding, lora=gene)
     out = [canonical, carried]
     return out if canonical.content_hash() != carried.content_hash() else out[:1]

@@ -46,6 +46,10 @@ class Request:
     # constrained decoding: the Lark grammar (llguidance dialect) the generated text
     # must follow (fitness.constrain.format_grammar); None = free decoding
     grammar: str | None = None
+    # which configured model answers (the strategy's decoding.model); "" or "default":
+    # the backend's own (primary) model. Single-model backends ignore it (the run's
+    # pre-flight allows only their model); fitness.backends.multi routes by it.
+    model: str = ""
 
 
 @dataclass(frozen=True)

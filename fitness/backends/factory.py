@@ -2,7 +2,8 @@
 
 ``BackendSpec(kind, options)``: ``kind`` is ``"hf"`` (transformers + PEFT, CPU or
 GPU) or ``"vllm"`` (GPU); ``options`` are the keyword arguments of that backend's
-constructor. Heavy libraries are imported only by :func:`build_backend_from_spec`.
+constructor. ``"multi"`` (several models, :mod:`fitness.backends.multi`) takes
+``{"primary": name, "models": {name: BackendSpec}, "max_resident": n}``. Heavy libraries are imported only by :func:`build_backend_from_spec`.
 """
 
 from __future__ import annotations
@@ -30,4 +31,9 @@ def build_backend_from_spec(spec: BackendSpec):
         from fitness.backends.vllm_engine import VLLMBackend
 
         return VLLMBackend(**spec.options)
+    if spec.kind == "multi":
+        from fitness.backends.multi import MultiModelBackend
+
+        o = spec.options
+        return MultiModelBackend(o["models"], o["primary"], o.get("max_resident", 2))
     raise InputError(f"model.backend: unknown backend {spec.kind!r} (choose from {', '.join(BACKEND_KINDS)})")

@@ -17,6 +17,11 @@ How a call runs:
    adapters are loaded once, named by content hash, and evicted least-recently-used
    beyond ``max_loaded_adapters``.
 
+A tokenizer without a chat template (pretrained models, some GGUF files) gets one
+from :mod:`fitness.backends.chat_templates`. ``max_context`` caps prompt + generated
+tokens: a request's token limit shrinks to fit, and a prompt that alone fills the
+context gets an empty completion (finish reason "length", scored 0), never an error.
+
 ``dtype``: ``bfloat16`` runs the matmuls on the CPU's bf16 units (AMX, AVX512-BF16)
 where present: several times the float32 throughput, with greedy outputs that can
 differ from float32 ones (docs/benchmarks.md measures both, paired).
@@ -24,6 +29,7 @@ differ from float32 ones (docs/benchmarks.md measures both, paired).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -57,6 +63,7 @@ class HFBackend:
         max_batch: int = 64,
         max_loaded_adapters: int = 64,
         adapter_store: str | Path | None = None,
+        max_context: int = 0,
     ) -> None:
         path = resolve_model(model, cache_dir)  # before the heavy imports: bad paths fail fast
         import torch
@@ -70,6 +77,10 @@ class HFBackend:
         self.dtype = resolve_dtype(dtype, device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.tokenizer.padding_side = "left"
+        from fitness.backends.chat_templates import ensure_chat_template
+
+        self._turn_end_ids = ensure_chat_template(self.tokenizer)
+        self.max_context = max_context
         self.model = AutoModelForCausalLM.from_pretrained(
             path, dtype=getattr(torch, self.dtype), local_files_only=True
         ).to(self.device)
@@ -99,10 +110,12 @@ class HFBackend:
     def generate(self, requests: Sequence[Request], progress: ProgressCallback | None = None) -> list[Completion]:
         adapter_names = self._load_adapters({r.adapter for r in requests if r.adapter})
         queue = [self._encode(i, r, adapter_names.get(r.adapter, BASE_ADAPTER)) for i, r in enumerate(requests)]
+        results: list[Completion | None] = [None] * len(requests)
+        if self.max_context:
+            queue = self._fit_context(queue, results, progress)
         # lexicographic order puts requests that share a prompt prefix (one strategy's
         # system prompt and exemplars) side by side, so one prefill computes it once
         queue.sort(key=lambda q: (q.request.adapter or "", q.ids, q.index))
-        results: list[Completion | None] = [None] * len(requests)
 
         def finish(item: Queued, ids: list[int], reason: str) -> None:
             text = item.request.prefill + self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -116,8 +129,24 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
     # ---- preparation ---------------------------------------------------------------
+    def _fit_context(self, queue: list[Queued], results: list, progress) -> list[Queued]:
+        """Shrink token limits to ``max_context``; answer prompts that fill it at once."""
+        kept = []
+        for item in queue:
+            room = self.max_context - len(item.ids)
+            if room <= 0:
+                results[item.index] = Completion(item.request.prefill, len(item.ids), 0, "length")
+                if progress:
+                    progress(1, tokens=0)
+                continue
+            if item.request.sampling.max_new_tokens > room:
+                sampling = dataclasses.replace(item.request.sampling, max_new_tokens=room)
+                item = dataclasses.replace(item, request=dataclasses.replace(item.request, sampling=sampling))
+            kept.append(item)
+        return kept
+
     def _stop_token_ids(self) -> frozenset[int]:
-        ids = {self.tokenizer.eos_token_id}
+        ids = {self.tokenizer.eos_token_id, *self._turn_end_ids}
         configured = self.model.generation_config.eos_token_id
         ids.update(configured if isinstance(configured, list) else [configured])
         return frozenset(i for i in ids if i is not None)

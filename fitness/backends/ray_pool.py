@@ -162,6 +162,9 @@ class RayBackend:
 
             from fitness.backends.model_store import resolve_model
 
-            path = resolve_model(self.spec.options.get("model", "default"), self.spec.options.get("cache_dir"))
+            options = self.spec.options
+            if self.spec.kind == "multi":  # chain length is counted with the primary model's tokenizer
+                options = options["models"][options["primary"]].options
+            path = resolve_model(options.get("model", "default"), options.get("cache_dir"))
             self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         return len(self._tokenizer.encode(text, add_special_tokens=False))

@@ -45,7 +45,10 @@ class LoraGene:
       initial (or trained) weights;
     - ``trained_hash``: content hash of the trained adapter in the run's adapter
       store ("" unless source is "trained");
-    - ``max_chain``: the most mutations the chain may hold (1..MAX_CHAIN).
+    - ``max_chain``: the most mutations the chain may hold (1..MAX_CHAIN);
+    - ``base``: the model it was made for, as ``decoding.model`` names it ("" = the
+      run's primary model). An adapter fits only its base model: operators that
+      move a strategy to another model drop the gene (``genomes.operators.strategy``).
     """
 
     enabled: bool = False
@@ -58,6 +61,7 @@ class LoraGene:
     mutations: tuple[tuple[int, float], ...] = ()
     trained_hash: str = ""
     max_chain: int = MAX_CHAIN
+    base: str = ""
 
     # ---- properties ------------------------------------------------------------------
     @property
@@ -82,8 +86,9 @@ class LoraGene:
 
     # ---- encoding --------------------------------------------------------------------
     def encode(self) -> dict[str, Any]:
-        """Plain JSON data; every field, the chain packed by :func:`encode_chain`."""
-        return {
+        """Plain JSON data; every field, the chain packed by :func:`encode_chain`;
+        ``base`` only when set, so genes written before it existed keep their hash."""
+        data = {
             "enabled": self.enabled,
             "rank": self.rank,
             "alpha": self.alpha,
@@ -95,6 +100,9 @@ class LoraGene:
             "trained_hash": self.trained_hash,
             "max_chain": self.max_chain,
         }
+        if self.base:
+            data["base"] = self.base
+        return data
 
     @classmethod
     def decode(cls, data: Any, where: str = "lora") -> LoraGene:
@@ -105,7 +113,7 @@ class LoraGene:
         reject_unknown(data, {f.name for f in fields(cls)}, where)
         values: dict[str, Any] = {}
         for name, kind in (("enabled", bool), ("rank", int), ("alpha", float), ("source", str),
-                           ("init_seed", int), ("trained_hash", str), ("max_chain", int)):
+                           ("init_seed", int), ("trained_hash", str), ("max_chain", int), ("base", str)):
             if name in data:
                 values[name] = typed(data[name], kind, f"{where}.{name}")
         if "targets" in data:
@@ -127,7 +135,7 @@ class LoraGene:
             raise InputError(f"{where}.{name}: {why}")
 
         for name, kind in (("enabled", bool), ("rank", int), ("alpha", float), ("source", str),
-                           ("init_seed", int), ("trained_hash", str), ("max_chain", int)):
+                           ("init_seed", int), ("trained_hash", str), ("max_chain", int), ("base", str)):
             value = getattr(self, name)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 fail(name, f"expected {kind.__name__}, got {value!r}")

@@ -43,6 +43,7 @@ from genomes.operators.prompt import cx_prompt, mut_prompt, pair_up_exemplars
 from genomes.operators.rewrite import apply_rewrite, rewrite_messages, sanitise_rewrite
 from genomes.operators.strategy import (
     cx_strategy,
+    fit_lora_to_model,
     mut_strategy,
     paired_up,
     random_strategy,
@@ -66,6 +67,7 @@ __all__ = [
     "cx_decoding",
     "cx_prompt",
     "cx_strategy",
+    "fit_lora_to_model",
     "mut_chain",
     "mut_decoding",
     "mut_prompt",

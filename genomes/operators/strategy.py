@@ -68,20 +68,40 @@ def mut_strategy(
         out = replace(s, decoding=mut_decoding(s.decoding, rng, models, constrain_modes))
     else:
         new_lora, _ = mut_lora(lora, rng, **dict(lora_options or {}))
+        new_lora = replace(new_lora, base=lora_base_for(s.decoding.model))  # made for this strategy's model
         return _named(replace(s, lora=new_lora)), "mut_lora"
-    return _named(replace(out, lora=copy.deepcopy(s.lora))), f"mut_{gene}"
+    return _named(fit_lora_to_model(replace(out, lora=copy.deepcopy(s.lora)))), f"mut_{gene}"
+
+
+def lora_base_for(model: str) -> str:
+    """The ``base`` a LoRA gene made for ``decoding.model == model`` records: "" for
+    the primary model ("default"), so single-model genes keep their hashes."""
+    return "" if model == "default" else model
+
+
+def fit_lora_to_model(s: Strategy) -> Strategy:
+    """``s`` without its LoRA gene or adapter when that was made for another model
+    than ``s.decoding.model``: an adapter's weights have the shapes of its base model
+    and mean nothing on another, so switching model drops it (the prompt and chain
+    genes stay). A fixed adapter dict names its base in ``base_model`` ("" = primary)."""
+    lora = s.lora
+    if lora is None:
+        return s
+    base = str(lora.get("base_model", "")) if isinstance(lora, dict) else lora.base
+    return s if base == lora_base_for(s.decoding.model) else replace(s, lora=None)
 
 
 def cx_strategy(a: Strategy, b: Strategy, rng: random.Random) -> tuple[Strategy, Strategy]:
     """Cross every gene (cx_prompt, cx_chain, cx_decoding); the children take the
-    parents' lora genes, one each, in random order (copies)."""
+    parents' lora genes, one each, in random order (copies), and drop one that was
+    made for another model than the child's (:func:`fit_lora_to_model`)."""
     p1, p2 = cx_prompt(a.prompt, b.prompt, rng)
     c1, c2 = cx_chain(a.chain, b.chain, rng)
     d1, d2 = cx_decoding(a.decoding, b.decoding, rng)
     l1, l2 = (a.lora, b.lora) if rng.random() < 0.5 else (b.lora, a.lora)
     return (
-        _named(replace(a, prompt=p1, chain=c1, decoding=d1, lora=copy.deepcopy(l1))),
-        _named(replace(b, prompt=p2, chain=c2, decoding=d2, lora=copy.deepcopy(l2))),
+        _named(fit_lora_to_model(replace(a, prompt=p1, chain=c1, decoding=d1, lora=copy.deepcopy(l1)))),
+        _named(fit_lora_to_model(replace(b, prompt=p2, chain=c2, decoding=d2, lora=copy.deepcopy(l2)))),
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 from evo.config import reference
-from evo.config.sections import RunConfig, RunSection
+from evo.config.sections import MODELS_SECTION, ModelEntry, RunConfig, RunSection
 from evo.cli.main import main
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -16,7 +16,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def test_every_field_has_help():
     for section in dataclasses.fields(RunConfig):
-        for f in dataclasses.fields(section.default_factory()):
+        values = ModelEntry() if section.name == MODELS_SECTION else section.default_factory()
+        for f in dataclasses.fields(values):
             assert f.metadata.get("help"), f"{section.name}.{f.name} has no help text"
 
 

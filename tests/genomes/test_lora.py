@@ -97,10 +97,20 @@ def roundtrip(g: LoraGene) -> LoraGene:
 @pytest.mark.parametrize("gene", genes(), ids=["default", "example", "trained", "off", "capped", "random", "worst"])
 def test_encode_json_decode_round_trip(gene):
     data = gene.encode()
-    assert set(data) == {f.name for f in fields(LoraGene)}
+    # base is written only when set: genes of single-model runs keep their hashes
+    assert set(data) == {f.name for f in fields(LoraGene)} - ({"base"} if not gene.base else set())
     back = roundtrip(gene)
     assert back == gene and back.content_hash() == gene.content_hash()
     assert isinstance(back.targets, tuple) and isinstance(back.layers, tuple) and isinstance(back.mutations, tuple)
+
+
+def test_base_model_is_encoded_when_set_and_changes_the_hash():
+    gene = LoraGene(enabled=True, mutations=((1, 0.01),))
+    on_other = replace(gene, base="gemma3")
+    assert "base" not in gene.encode() and on_other.encode()["base"] == "gemma3"
+    assert roundtrip(on_other) == on_other and on_other.content_hash() != gene.content_hash()
+    with pytest.raises(InputError, match="lora.base"):
+        LoraGene.decode({"base": 3})
 
 
 def test_encoding_is_pinned():
