@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from evo.config.sections import RunConfig
+from evo.config.sections import RunConfig, gene_model
 from evo.engine.backend import Counters, TimedBackend, build_backend
 from evo.engine.loop import GenerationCallback, Loop, RunResult
 from evo.rundir import checkpoint
@@ -31,7 +31,7 @@ def run_evolution(config: RunConfig, backend: Backend | None = None, show_progre
     from evo.config.preflight import check_inputs
 
     check_inputs(config, model=backend is None)
-    seeds = [Strategy.load(s) for s in config.population.seeds]
+    seeds = [_canonical_model(Strategy.load(s), config) for s in config.population.seeds]
     run_dir = RunDir(config.run_dir)
     run_dir.create(config.to_dict(), overwrite=overwrite)
     counters = Counters()
@@ -40,6 +40,15 @@ def run_evolution(config: RunConfig, backend: Backend | None = None, show_progre
     with Journal(run_dir.journal_path) as journal:
         loop.journal = journal
         return loop.run(seeds)
+
+
+def _canonical_model(strategy: Strategy, config: RunConfig) -> Strategy:
+    """A seed that names the primary model by ``model.name`` says "default" instead:
+    one name per model, so mutation, LoRA bases and the journal agree on it."""
+    name = gene_model(config, strategy.decoding.model)
+    if name == strategy.decoding.model:
+        return strategy
+    return dataclasses.replace(strategy, decoding=dataclasses.replace(strategy.decoding, model=name))
 
 
 def resume_evolution(run_dir: str | Path, generations: int | None = None, backend: Backend | None = None,

@@ -13,6 +13,8 @@ Files written in the output directory:
                     non-dominated ones (max accuracy, min tokens) highlighted
     lineage.png     the best individual and all its ancestors, generation on the x axis
     curriculum.png  the curriculum frontier level of each family per generation
+    models.png      (a run over several models) accuracy against cost, one colour per
+                    model, and the front across them
     index.html      summary table, the plots, the hall of fame, the best strategy's
                     rendered system prompt and the per-generation metrics
 
@@ -36,11 +38,14 @@ from typing import Any
 from evo.report import fmt
 from evo.report.data import RunData, _num, load_run
 from evo.report.plots import (
+    MODELS_PLOT,
     PLOTS,
     plot_cost,
     plot_curriculum,
     plot_fitness,
+    plot_models,
     plot_pareto,
+    run_models,
 )
 from evo.report.tree import plot_lineage
 from genomes.errors import InputError
@@ -129,8 +134,9 @@ def render_html(run: RunData, plots: dict[str, str | None]) -> str:
         "pareto.png": "All evaluated individuals: accuracy against chain tokens; the non-dominated front in red",
         "lineage.png": "Lineage of the best individual",
         "curriculum.png": "Curriculum frontier level over time",
+        MODELS_PLOT: "Several models: accuracy against cost per model; the non-dominated front in red",
     }
-    for name in PLOTS:
+    for name in PLOTS + ((MODELS_PLOT,) if MODELS_PLOT in plots else ()):
         parts.append(f"<h2>{e(captions[name])}</h2>\n")
         error = plots.get(name)
         if error:
@@ -169,6 +175,7 @@ PLOTTERS = {
     "pareto.png": plot_pareto,
     "lineage.png": plot_lineage,
     "curriculum.png": plot_curriculum,
+    MODELS_PLOT: plot_models,  # only where the run used several models
 }
 
 
@@ -181,7 +188,10 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     out = Path(out_dir) if out_dir is not None else run.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     errors: dict[str, str | None] = {}
+    several_models = len(run_models(run)) > 1
     for name, plot in PLOTTERS.items():
+        if name == MODELS_PLOT and not several_models:
+            continue
         target = out / name
         try:
             plot(run, target)

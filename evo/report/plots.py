@@ -11,6 +11,8 @@ from typing import Any
 from evo.report.data import RunData, _num, pareto_front
 
 PLOTS = ("fitness.png", "cost.png", "pareto.png", "lineage.png", "curriculum.png")
+MODELS_PLOT = "models.png"  # drawn only for a run whose individuals used several models
+MODEL_COLORS = ("#3b6e8f", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e")
 DPI = 110
 OP_COLORS = {  # operator -> node colour in the lineage tree
     "seed": "#4c72b0",
@@ -207,6 +209,41 @@ def plot_pareto(run: RunData, path: Path) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small", markerscale=0.7)
     _save(fig, path)
 
+
+
+def run_models(run: RunData) -> list[str]:
+    """The ``decoding.model`` values of the run's evaluated individuals, sorted."""
+    return sorted({str(((r.get("strategy") or {}).get("decoding") or {}).get("model", "default"))
+                   for r in run.lineage.values() if not math.isnan(_num(r.get("accuracy")))})
+
+
+def plot_models(run: RunData, path: Path) -> None:
+    """Accuracy against cost (mean generated tokens x the model's cost factor), one
+    colour per model, with the non-dominated front across models."""
+    from matplotlib.ticker import PercentFormatter
+
+    rows = [r for r in run.lineage.values() if not math.isnan(_num(r.get("accuracy")))
+            and not math.isnan(_num(r.get("cost")))]
+    models = run_models(run)
+    fig, (ax,) = _figure(9, 6)
+    ax.set_title(f"accuracy vs cost across {len(models)} models ({len(rows)} evaluated individuals)")
+    ax.set_xlabel("cost: mean generated tokens x the model's cost factor (lower is better)")
+    ax.set_ylabel("train accuracy (higher is better)")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(True, alpha=0.3)
+    points = [(_num(r["accuracy"]), _num(r["cost"])) for r in rows]
+    for i, model in enumerate(models):
+        mine = [p for r, p in zip(rows, points) if ((r.get("strategy") or {}).get("decoding") or {}).get("model",
+                                                                                                     "default") == model]
+        ax.scatter([p[1] for p in mine], [p[0] for p in mine], color=MODEL_COLORS[i % len(MODEL_COLORS)], s=40,
+                   alpha=0.7, edgecolors="#00000055", linewidths=0.5, zorder=2, label=f"{model}: {len(mine)}")
+    if points:
+        front = sorted({points[i] for i in pareto_front(points)}, key=lambda p: p[1])
+        ax.step([p[1] for p in front], [p[0] for p in front], where="post", color="#d62728", linewidth=1.2, zorder=3,
+                label="non-dominated front")
+    ax.set_ylim(-0.05, 1.08)
+    ax.legend(loc="best", fontsize="small")
+    _save(fig, path)
 
 
 def plot_curriculum(run: RunData, path: Path) -> None:

@@ -63,7 +63,13 @@ def test_yaml_config_and_overrides(tmp_path):
         ("[population]\nhall_min_batches = 2\n", "population.hall_min_batches"),  # without rotation
         ("[curriculum]\nup_threshold = 0.1\ndown_threshold = 0.5\n", "curriculum.up_threshold"),
         ("[population]\nsize = true\n", "population.size"),
-        ("[model]\nmodels = ['default', 'other-model']\n", "model.models[1]"),  # one model per run
+        ("[model]\nmodels = ['default', 'other-model']\n", "model.models[1]"),  # no [models.other-model]
+        ("[models.big]\ndtype = 'float32'\n", "models.big.source"),
+        ("[models.big]\nsource = 'default'\ncost = 0\n", "models.big.cost"),
+        ("[models.big]\nsource = 'default'\nmax_context = -1\n", "models.big.max_context"),
+        ("[models.big]\nsource = 'default'\ndtype = 'int4'\n", "models.big.dtype"),
+        ("[models.big]\nsorce = 'default'\n", "models.big.sorce"),
+        ("[models.default]\nsource = 'default'\n", "models.default"),
         ("[tasks]\nheldout_fraction = 0.0\n", "tasks.heldout_fraction"),
     ],
 )
@@ -103,8 +109,8 @@ def test_cli_rejects_bad_config_before_loading_a_model(tmp_path):
 
 
 def test_a_seed_naming_another_model_is_refused_before_any_model_loads(tmp_path):
-    """decoding.model cannot switch models in a run (one model serves every request),
-    so a strategy that names another model is an error, not a silent no-op."""
+    """A strategy that names a model the run does not serve is an error, not a
+    silent no-op."""
     from evo.config.preflight import check_inputs
 
     seed = tmp_path / "other.toml"

@@ -202,3 +202,20 @@ def test_constrained_decoding_without_llguidance_is_one_clear_error(hf_backend, 
     monkeypatch.setattr(hf_backend, "_grammars", None)
     with pytest.raises(InputError, match="llguidance"):
         hf_backend.generate([_constrained(QUESTIONS[0], "structure", "")])
+
+
+def test_max_context_shrinks_the_token_limit_and_scores_an_overlong_prompt_empty(hf_backend):
+    """A model with a short context: a request generates at most what fits; a prompt
+    that alone fills the context gets an empty completion, not an error."""
+    short = make_request(QUESTIONS[0], max_new_tokens=40)
+    long = make_request(" ".join(QUESTIONS * 6), max_new_tokens=40)
+    prompt_tokens = hf_backend.generate([short])[0].prompt_tokens
+    saved = hf_backend.max_context
+    try:
+        hf_backend.max_context = prompt_tokens + 5
+        fitted, overlong = hf_backend.generate([short, long])
+    finally:
+        hf_backend.max_context = saved
+    assert fitted.completion_tokens <= 5 and fitted.finish_reason in ("length", "stop")
+    assert fitted.text == hf_backend.generate([make_request(QUESTIONS[0], max_new_tokens=5)])[0].text
+    assert (overlong.text, overlong.completion_tokens, overlong.finish_reason) == ("", 0, "length")
