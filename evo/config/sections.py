@@ -65,7 +65,8 @@ class PopulationSection:
                                    low=0, high=1)
     operators: tuple[str, ...] = setting(OPERATORS, "enabled variation operators; add mut_lora to evolve LoRA genes",
                                          choices=OPERATORS + OPTIONAL_OPERATORS)
-    mode: str = setting("scalar", "scalar: select on -L_total; multi: NSGA-II on (accuracy, chain tokens)",
+    mode: str = setting("scalar", "scalar: select on -L_total; multi: NSGA-II on (accuracy, chain tokens), or "
+                                 "(accuracy, cost) when model.models lists several models",
                         choices=SELECTION_MODES)
     hall_of_fame: int = setting(5, "best distinct strategies kept (ranked by L_total)", low=1)
     hall_min_batches: int = setting(1, "with rotating batches: batches of evidence a strategy needs before it can "
