@@ -75,15 +75,20 @@ class HFBackend:
         self.model_path = path
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, device)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            loaded = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype), local_files_only=True)
+        except MemoryError:
+            raise
+        except Exception as e:  # damaged or foreign files (safetensors, json, ...): one line, not a trace
+            raise InputError(f"model {model!r} does not load from {path}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
         self.tokenizer.padding_side = "left"
         from fitness.backends.chat_templates import ensure_chat_template
 
         self._turn_end_ids = ensure_chat_template(self.tokenizer)
         self.max_context = max_context
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, self.dtype), local_files_only=True
-        ).to(self.device)
+        self.model = loaded.to(self.device)
         self.model.eval()
         self.base_model = self.model
         self.token_budget = token_budget

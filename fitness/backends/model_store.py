@@ -21,6 +21,7 @@ Nothing here ever touches the network: hub ids are rejected, only local files lo
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -97,6 +98,14 @@ def check_model(name_or_path: str) -> None:
         return
     if not (path / "config.json").is_file():
         raise InputError(f"not a Hugging Face model directory (no config.json): {name_or_path}")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"model directory {name_or_path}: config.json does not parse ({e})") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise InputError(f"model directory {name_or_path}: config.json names no model_type")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise InputError(f"model directory {name_or_path}: no weights (*.safetensors or *.bin)")
 
 
 def resolve_model(name_or_path: str = "default", cache_dir: str | Path | None = None) -> Path:

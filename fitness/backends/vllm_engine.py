@@ -155,6 +155,10 @@ class VLLMBackend:
                        # our grammars are llguidance Lark (fitness.constrain): vLLM's "guidance" backend reads them
                        structured_outputs_config={"backend": "guidance"})
         self.tokenizer = self.llm.get_tokenizer()
+        from fitness.backends.chat_templates import ensure_chat_template
+
+        # a pretrained model without a chat template gets ours, and stops at its turn end
+        self._stop_ids = sorted(ensure_chat_template(self.tokenizer)) or None
         self.registry = AdapterRegistry()
         run_store = Path(adapter_store) if adapter_store else None
         self.adapter_store = AdapterStore(materialise_dir or fast_adapter_dir(),
@@ -177,6 +181,7 @@ class VLLMBackend:
             params.append(VSamplingParams(
                 n=1, temperature=max(s.temperature, 0.0), top_p=s.top_p if not s.greedy else 1.0,
                 max_tokens=s.max_new_tokens, seed=None if s.greedy else s.seed, skip_special_tokens=True,
+                stop_token_ids=self._stop_ids,
                 structured_outputs=StructuredOutputsParams(grammar=r.grammar) if r.grammar else None))
             if r.adapter:
                 name, ident = self.registry.name_and_id(r.adapter)

@@ -22,6 +22,30 @@ def test_bad_sources_are_one_clear_line(tmp_path):
         check_model(str(tmp_path))
 
 
+def test_a_damaged_model_directory_is_refused_before_it_loads(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(InputError, match="config.json does not parse"):
+        check_model(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"hidden_size": 8}')
+    with pytest.raises(InputError, match="config.json names no model_type"):
+        check_model(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(InputError, match="no weights"):
+        check_model(str(tmp_path))
+
+
+def test_weights_that_do_not_load_are_one_line(tmp_path, tiny_model_dir):
+    import shutil
+
+    from fitness.backends.hf import HFBackend
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)  # truncated
+    with pytest.raises(InputError, match="does not load from"):
+        HFBackend(str(broken), dtype="float32")
+
+
 def test_a_gguf_file_and_a_model_directory_are_sources(tmp_path, tiny_model_dir):
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
