@@ -31,6 +31,7 @@ from evo.config.sections import load_config, served_models  # noqa: E402
 from evo.engine.backend import build_backend  # noqa: E402
 from evo.engine.run import run_evolution  # noqa: E402
 from evo.engine.task_pool import TaskPool  # noqa: E402
+from evo.report.stats import bootstrap_ci  # noqa: E402
 from fitness.evaluate import build_requests, evaluate  # noqa: E402
 from genomes.strategy import Strategy  # noqa: E402
 
@@ -74,7 +75,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
         tokens = sum(r.completion_tokens for r in results)
         correct = [float(r.correct) for r in results]
-        low, high = bootstrap_ci(correct)
+        low, high = bootstrap_ci(correct, random.Random(f"{config.run.seed}/bench-models/{model}"))
         row = {"best_id": best["id"], "individuals": len(mine), "accuracy": sum(correct) / len(correct),
                "ci": [low, high], "well_formed": sum(r.answer is not None for r in results) / len(results),
                "mean_tokens": tokens / len(results), "tok_s": tokens / seconds, "requests_s": len(results) / seconds}
@@ -104,13 +105,6 @@ def last_rows(path: Path) -> list[dict]:
         row = json.loads(line)
         rows[row["id"]] = row
     return [r for r in rows.values() if r.get("accuracy") is not None and r.get("fitness")]
-
-
-def bootstrap_ci(values: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
 
 
 def parse_args() -> argparse.Namespace:

@@ -164,6 +164,27 @@ def train_adapter(rows: list[dict[str, Any]], run_dir: str | Path, weights: dict
     return TrainedAdapter(target, trained_hash, trained_gene(target, trained_hash), record)
 
 
+def train_on_pairs(trainer, pairs_path: str | Path, run_dir: str | Path, config, settings: TrainSettings,
+                   log=None) -> TrainedAdapter:
+    """Train on a mined pairs file (``evo.distill.pairs.distill_run``) with the run
+    config's loss weights (α β γ on the tokens, δ on the pairs by distance to the run's
+    frontier) on its primary model: what `evo improve` and `evo tune` (with
+    ``tune.train``) do after an evolution. ``trainer`` is :func:`train_adapter` or a
+    fake with its signature."""
+    from types import SimpleNamespace
+
+    from evo.cli.distill import frontier_weights
+    from evo.distill.pairs import read_pairs
+
+    rows = read_pairs(pairs_path)
+    meta = Path(pairs_path).with_name("pairs.meta.jsonl")  # line-aligned provenance: family, level (δ)
+    pairs = [SimpleNamespace(**json.loads(line)) for line in meta.read_text(encoding="utf-8").splitlines()]
+    weights = asdict(config.loss_weights())
+    m = config.model
+    return trainer(rows, run_dir, weights, settings, model=m.name, cache_dir=m.cache_dir or None, device=m.device,
+                   log=log, example_weights=frontier_weights(run_dir, pairs, weights["delta"]))
+
+
 def _spread(values: list[float] | None) -> dict[str, float] | None:
     return None if not values else {"min": min(values), "max": max(values)}
 

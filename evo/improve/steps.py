@@ -55,21 +55,11 @@ def mine(loop, number: int) -> tuple[dict[str, Any], str | None]:
 
 
 def train(loop, number: int) -> tuple[dict[str, Any], str | None]:
-    import json
-    from types import SimpleNamespace
-
-    from evo.cli.distill import frontier_weights
-    from evo.distill.pairs import read_pairs
+    from evo.distill.train import train_on_pairs
 
     mined = loop.state.round(number)["steps"]["mine"]
-    rows = read_pairs(mined["pairs_path"])
-    meta = Path(mined["pairs_path"]).with_name("pairs.meta.jsonl")  # line-aligned provenance: family, level (δ)
-    pairs = [SimpleNamespace(**json.loads(line)) for line in meta.read_text(encoding="utf-8").splitlines()]
-    weights = dataclasses.asdict(loop.config.loss_weights())
-    m = loop.config.model
-    trained = loop.trainer(rows, loop.run_dir, weights, loop.settings.train, model=m.name,
-                           cache_dir=m.cache_dir or None, device=m.device, log=loop.show_progress or None,
-                           example_weights=frontier_weights(loop.run_dir, pairs, weights["delta"]))
+    trained = train_on_pairs(loop.trainer, mined["pairs_path"], loop.run_dir, loop.config, loop.settings.train,
+                             log=loop.show_progress or None)
     return {"adapter": str(trained.path), "trained_hash": trained.trained_hash,
             "train_loss": trained.record.get("train_loss")}, None
 

@@ -44,27 +44,45 @@ def cached_test_score(tune_dir: Path, trial: int, strategy_hash: str) -> dict[st
     return None
 
 
-def score_best_on_test(setup: TuneSetup, best: dict[str, Any], backend: Callable[[], Any]) -> dict[str, Any] | None:
-    """Score the best trial's best strategy on the test split (cached); None when
+def score_best_on_test(setup: TuneSetup, best: dict[str, Any], backend: Callable[[], Any],
+                       baseline: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Score the best trial's best strategy (with its adapter where ``tune.train``
+    trained one that helped on validation) on the test split (cached); and, when the
+    baseline trial (the config's own weights) is another trial, its best on the same
+    tasks, with the paired difference and a bootstrap CI. None when
     ``tune.test_per_family`` is 0 or the run has no test split. ``backend()`` gives the
     study's shared backend, called only when the score is not cached."""
     from evo.engine.task_pool import TaskPool
-    from fitness.evaluate import evaluate
+    from evo.improve.rounds import with_adapter
+    from evo.report.stats import bootstrap_ci
+    from evo.tune.train_trial import adapter_of_trial
+    from fitness.evaluate import evaluate_many
 
     per_family = setup.section.test_per_family
     config = trial_config(setup, best["number"], {})
     if per_family == 0 or config.tasks.test_share == 0:
         return None
-    strategy = best_strategy_of(Path(best["run_dir"]))
-    strategy_hash = strategy.content_hash()
-    cached = cached_test_score(setup.tune_dir, best["number"], strategy_hash)
+    picks = [best] + ([baseline] if baseline is not None and baseline["number"] != best["number"] else [])
+    strategies = [with_adapter(best_strategy_of(Path(row["run_dir"])), adapter_of_trial(row)) for row in picks]
+    key = "/".join(s.content_hash() for s in strategies)
+    cached = cached_test_score(setup.tune_dir, best["number"], key)
     if cached is not None:
         return cached
     tasks = TaskPool(config).test(per_family, fewer_ok=True)
-    results = evaluate(strategy, tasks, backend(), seed=config.run.seed)
-    score = {"trial": best["number"], "hash": strategy_hash, "split": "test", "tasks": len(results),
-             "accuracy": sum(r.correct for r in results) / len(results),
-             "well_formed": sum(r.answer is not None for r in results) / len(results)}
+    scored = evaluate_many([(s, tasks) for s in strategies], backend(), seed=config.run.seed)
+    correct = [[float(r.correct) for r in rs] for rs in scored]
+    results = scored[0]
+    score = {"trial": best["number"], "hash": key, "split": "test", "tasks": len(results),
+             "accuracy": sum(correct[0]) / len(results),
+             "well_formed": sum(r.answer is not None for r in results) / len(results),
+             "adapter": adapter_of_trial(best)}
+    if len(picks) > 1:
+        import random
+
+        gain = [a - b for a, b in zip(correct[0], correct[1])]
+        low, high = bootstrap_ci(gain, random.Random(f"{config.run.seed}/tune-test"))
+        score["baseline"] = {"trial": baseline["number"], "accuracy": sum(correct[1]) / len(results),
+                             "gain": sum(gain) / len(gain), "ci": [low, high]}
     (setup.tune_dir / TEST_SCORE_FILE).write_text(json.dumps(score, indent=2) + "\n", encoding="utf-8")
     return score
 
@@ -72,5 +90,11 @@ def score_best_on_test(setup: TuneSetup, best: dict[str, Any], backend: Callable
 def on_test_line(score: dict[str, Any] | None) -> str:
     if score is None:
         return "test split: not scored (tune.test_per_family = 0, or the config has no test split)"
-    return (f"test accuracy of trial {score['trial']}'s best ({score['hash']}): {score['accuracy']:.1%} on "
-            f"{score['tasks']} test tasks (reported only; every choice above read the validation split)")
+    line = (f"test accuracy of trial {score['trial']}'s best{' + its adapter' if score.get('adapter') else ''} "
+            f"({score['hash'].split('/')[0]}): {score['accuracy']:.1%} on {score['tasks']} test tasks (reported only; "
+            "every choice above read the validation split)")
+    base = score.get("baseline")
+    if base:
+        line += (f"; the config's own weights (trial {base['trial']}): {base['accuracy']:.1%}, tuned − own "
+                 f"{100 * base['gain']:+.1f} points [{100 * base['ci'][0]:+.1f}, {100 * base['ci'][1]:+.1f}]")
+    return line

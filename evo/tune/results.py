@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evo.tune.setup import SYMBOLS, WEIGHTS, TuneSetup
+from evo.tune.setup import SYMBOLS, TRAINING, WEIGHTS, TuneSetup
 
 
 # ---- results --------------------------------------------------------------------------
@@ -48,7 +48,8 @@ def trial_rows(study) -> list[dict[str, Any]]:
         rows.append({"number": t.number, "state": t.state.name, **{n: t.params.get(n) for n in WEIGHTS},
                      "heldout_accuracy": accuracy, "mean_chain_tokens": tokens,
                      "generations": progress.get("generation"), "duration_s": duration,
-                     "baseline": bool(t.user_attrs.get("baseline")), "run_dir": t.user_attrs.get("run_dir")})
+                     "baseline": bool(t.user_attrs.get("baseline")), "run_dir": t.user_attrs.get("run_dir"),
+                     **{n: t.params[n] for n in TRAINING if n in t.params}, "train": t.user_attrs.get("train")})
     return rows
 
 
@@ -62,12 +63,20 @@ def pick_best(rows: list[dict[str, Any]], baseline: bool = False) -> dict[str, A
 
 def format_table(rows: list[dict[str, Any]], best: dict[str, Any] | None) -> str:
     """A Markdown table of the trials."""
-    head = ["trial", "state", *(SYMBOLS[n] for n in WEIGHTS), "validation acc", "chain tokens", "gens", "time", ""]
+    trained = any(r.get("train_steps") is not None for r in rows)  # tune.train: the training side too
+    head = ["trial", "state", *(SYMBOLS[n] for n in WEIGHTS),
+            *(("steps", "lr", "sft", "best / + adapter") if trained else ()),
+            "validation acc", "chain tokens", "gens", "time", ""]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         note = ", ".join(x for x, on in (("best", best is not None and r["number"] == best["number"]),
                                          ("baseline", r["baseline"])) if on)
-        cells = [str(r["number"]), r["state"].lower(), *(_num(r[n], ".3f") for n in WEIGHTS),
+        extra = []
+        if trained:
+            train = r.get("train") or {}
+            extra = [_num(r.get("train_steps"), "d"), _num(r.get("learning_rate"), ".1e"), _num(r.get("sft"), ".2f"),
+                     f"{_num(train.get('best'), '.1%')} / {_num(train.get('best+adapter'), '.1%')}"]
+        cells = [str(r["number"]), r["state"].lower(), *(_num(r[n], ".3f") for n in WEIGHTS), *extra,
                  _num(r["heldout_accuracy"], ".1%"), _num(r["mean_chain_tokens"], ".1f"),
                  _num(r["generations"], "d"), _num(r["duration_s"], ".0f", "s"), note]
         lines.append("| " + " | ".join(cells) + " |")
@@ -104,13 +113,23 @@ def write_best(setup: TuneSetup, best: dict[str, Any]) -> dict[str, Path]:
     fragment.write_text(
         f"# Best loss weights of Optuna study {setup.section.study_name!r}: trial {best['number']}, validation accuracy "
         f"{best['heldout_accuracy']:.1%}\n# after {best['generations']} generations. Paste this section into a run "
-        f"config, or run the whole tuned config:\n#   evo run {full}\n[loss]\n"
+        f"config, or run the whole tuned config:\n#   evo run {full}\n" + _training_comment(best, full) + "[loss]\n"
         + "".join(f"{n} = {weights[n]!r}\n" for n in WEIGHTS), encoding="utf-8")
     c = setup.config
     config = dataclasses.replace(c, run=dataclasses.replace(c.run, name=f"{setup.section.study_name}-best"),
                                  loss=dataclasses.replace(c.loss, **weights))
     full.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     return {"best_weights": fragment, "best_config": full}
+
+
+def _training_comment(best: dict[str, Any], full: Path) -> str:
+    """With tune.train: the training settings of the best trial, as the evo improve
+    command that uses them with these weights."""
+    if best.get("train_steps") is None:
+        return ""
+    return (f"# Training settings of that trial (the unified loss uses these same weights):\n"
+            f"#   evo improve {full} --rounds 3 --steps {best['train_steps']} "
+            f"--learning-rate {best['learning_rate']:.3g} --sft {best['sft']:.3g}\n")
 
 
 def plot_trials(rows: list[dict[str, Any]], path: Path) -> Path | None:

@@ -14,6 +14,7 @@ from genomes.errors import InputError
 from genomes.validation import as_mapping, build_dataclass, read_structured
 
 WEIGHTS = ("alpha", "beta", "gamma", "delta")
+TRAINING = ("train_steps", "learning_rate", "sft")  # sampled only with tune.train
 OBJECTIVES = ("accuracy", "multi")
 PRUNERS = ("median", "none")
 SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ"}
@@ -39,6 +40,13 @@ class TuneSection:
     baseline: bool = True  # the study's first trial uses the config's [loss] weights
     share_rollouts: bool = True  # trials reuse each other's completions (TUNE_DIR/rollouts-seed<N>.sqlite)
     test_per_family: int = 16  # test tasks per family the final best is scored on once (0: none)
+    # the training-loss side (evo.tune.train_trial): each trial also trains an adapter on the
+    # unified loss with its own α β γ δ and is worth the better of best / best + adapter on validation
+    train: bool = False
+    train_steps: tuple[float, float] = (40, 40)  # optimiser steps (integers; low == high: fixed)
+    learning_rate: tuple[float, float] = (2e-4, 2e-4)  # sampled log-uniformly where low < high
+    sft: tuple[float, float] = (1.0, 1.0)  # weight of the SFT term on chosen completions
+    min_pairs: int = 8  # fewer pairs than this: the trial trains nothing and keeps its best's score
 
 
 def parse_tune_section(data: Any, run: RunSection) -> TuneSection:
@@ -47,7 +55,7 @@ def parse_tune_section(data: Any, run: RunSection) -> TuneSection:
     Raises InputError naming the field (``tune.alpha: range must be [low, high] with
     0 <= low <= high``); unknown fields are errors."""
     section = build_dataclass(TuneSection, as_mapping(data, "tune"), "tune")
-    ranges = {name: _range(getattr(section, name), f"tune.{name}") for name in WEIGHTS}
+    ranges = {name: _range(getattr(section, name), f"tune.{name}") for name in WEIGHTS + TRAINING}
     for name in ("sampler_seed", "generations"):
         value = getattr(section, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -62,6 +70,11 @@ def parse_tune_section(data: Any, run: RunSection) -> TuneSection:
         (section.startup_trials >= 0, "tune.startup_trials", "must be >= 0"),
         (section.generations is None or section.generations >= 1, "tune.generations", "must be >= 1"),
         (section.test_per_family >= 0, "tune.test_per_family", "must be >= 0"),
+        (isinstance(section.train, bool), "tune.train", "must be true or false"),
+        (ranges["train_steps"][0] >= 1 and all(float(v).is_integer() for v in ranges["train_steps"]),
+         "tune.train_steps", "must be whole numbers >= 1"),
+        (ranges["learning_rate"][0] > 0, "tune.learning_rate", "must be > 0"),
+        (section.min_pairs >= 1, "tune.min_pairs", "must be >= 1"),
     ]
     for ok, name, why in checks:
         if not ok:

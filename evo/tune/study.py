@@ -50,6 +50,16 @@ and stops the study — Optuna's default, kept on purpose: such errors almost al
 every trial alike, and a silently failing study wastes hours. The summary is still
 written, and running the command again resumes. Ctrl-C does the same.
 
+With ``tune.train = true`` a trial also tunes the training-loss side: it trains an
+adapter on the unified loss with its own weights and sampled ``train_steps``,
+``learning_rate`` and ``sft``, and is worth the better of its best and its best +
+adapter on validation (:mod:`evo.tune.train_trial`); the pick is scored on test with
+its adapter where that helped, and ``best_weights.toml`` names the training settings.
+
+Test: after the pick, its best (and the baseline trial's best, on the same tasks) are
+scored once on test, with the paired difference and its bootstrap CI: whether the
+tuned weights beat the config's own on data no choice read.
+
 Note: in ``scalar`` mode only the *ratios* of the weights change the selection
 (``L_total`` is linear in them); pin one weight (``alpha = [1.0, 1.0]``) to search
 the three ratios directly.
@@ -75,6 +85,7 @@ from evo.tune.results import (
 )
 from evo.tune.on_test import on_test_line, score_best_on_test
 from evo.tune.setup import WEIGHTS, TuneSetup, load_tune_config, trial_config
+from evo.tune.train_trial import suggest_training, train_and_score, train_line
 from genomes.errors import InputError
 
 
@@ -201,11 +212,15 @@ def enqueue_baseline(study, setup: TuneSetup) -> bool:
     return True
 
 
-def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: bool) -> Callable:
+def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: bool,
+                   trainer: Callable | None = None) -> Callable:
     """The Optuna objective: sample the weights, run the trial's evolution, report the
     validation accuracy after each generation (pruning the trial when the pruner says
     so), return the last validation accuracy — or (accuracy, mean chain tokens) in a
-    multi-objective study. ``backend()`` gives the shared backend."""
+    multi-objective study. With ``tune.train`` the trial then trains an adapter with
+    its weights and is worth the better of best / best + adapter on validation
+    (:mod:`evo.tune.train_trial`; ``trainer`` replaces the TRL trainer in tests).
+    ``backend()`` gives the shared backend."""
     import optuna
 
     from evo.engine.run import run_evolution
@@ -215,6 +230,7 @@ def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: 
     def objective(trial) -> float | tuple[float, float]:
         trial.set_user_attr("owner", process_owner())
         weights = {name: trial.suggest_float(name, *getattr(setup.section, name)) for name in WEIGHTS}
+        training = suggest_training(trial, setup.section) if setup.section.train else None
         config = trial_config(setup, trial.number, weights)
         trial.set_user_attr("run_dir", str(config.run_dir))
 
@@ -240,6 +256,12 @@ def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: 
                 copy_journal(config.run_dir / "journal.sqlite", shared, seed)
         last = result.metrics[-1]
         accuracy = last["heldout_accuracy"] or 0.0  # None: the task files hold no validation task
+        if training is not None:  # the training-loss side: worth the better of best / best + adapter
+            record = train_and_score(config, setup.section, training, backend(), trainer, show_progress)
+            trial.set_user_attr("train", record)
+            accuracy = record["value"]
+            if show_progress:
+                print(f"trial {trial.number}: {train_line(record)}", file=sys.stderr, flush=True)
         return accuracy if single else (accuracy, last["mean_chain_tokens"])
 
     return objective
@@ -274,7 +296,8 @@ def copy_journal(source: Path, target: Path, seed: int) -> int:
 
 # ---- entry point ----------------------------------------------------------------------
 def tune(config_path: str | Path, trials: int, backend: Any = None, show_progress: bool = True,
-         storage: str | None = None, study_name: str | None = None, pruner: Any = None) -> TuneResult:
+         storage: str | None = None, study_name: str | None = None, pruner: Any = None,
+         trainer: Callable | None = None) -> TuneResult:
     """Add ``trials`` trials to the config's study (creating it on first use) and write
     the results; see the module doc. ``trials = 0`` only refreshes the results.
 
@@ -311,13 +334,13 @@ def tune(config_path: str | Path, trials: int, backend: Any = None, show_progres
 
         finished = False
         try:
-            study.optimize(make_objective(setup, get_backend, show_progress), n_trials=trials,
+            study.optimize(make_objective(setup, get_backend, show_progress, trainer), n_trials=trials,
                            callbacks=[_report_trial] if show_progress else None)
             finished = True
         finally:
             result = write_outputs(study, setup, stale)
             if finished and result.best is not None:  # every choice is made: the one look at test
-                result.test = score_best_on_test(setup, result.best, get_backend)
+                result.test = score_best_on_test(setup, result.best, get_backend, result.baseline)
                 write_test_line(result)
             if show_progress:
                 print(headline(result.best, result.baseline, len(result.trials)))

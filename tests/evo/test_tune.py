@@ -368,3 +368,63 @@ def test_split_is_read_by_no_choice_and_scored_once(tmp_path):
     again_spy = TestSplitSpy(set(), poison=False)
     again = tune(clean.tune_dir.parent.parent / "clean.toml", 0, backend=again_spy, show_progress=False)
     assert again.test == clean.test and again_spy.requests == []
+
+
+# ---- the training-loss side (tune.train) ---------------------------------------------
+def test_trials_tune_the_training_side_and_the_pick_is_scored_with_its_adapter(tmp_path):
+    """With tune.train each trial trains an adapter with its own weights and sampled
+    training settings after its evolution; the backend here answers every question
+    right with an adapter, so each trial is worth its best + adapter on validation,
+    the pick is scored on test with its adapter, and best_weights.toml names the
+    training settings."""
+    from fakes import AdapterHelps, FakeTrainer
+
+    path = write_config(tmp_path, "train = true\ntrain_steps = [2, 6]\nlearning_rate = [1e-4, 1e-3]\nmin_pairs = 1\n"
+                                  "test_per_family = 6\n")
+    trainer = FakeTrainer()
+    result = tune(path, 3, backend=AdapterHelps(), show_progress=False, trainer=trainer)
+    assert trainer.calls == 3
+    for row in result.trials:
+        train = row["train"]
+        assert 2 <= row["train_steps"] <= 6 and 1e-4 <= row["learning_rate"] <= 1e-3 and row["sft"] == 1.0
+        assert train["pairs"] >= 1 and train["best+adapter"] == 1.0 and train["best"] < 1.0 and train["helps"]
+        assert row["heldout_accuracy"] == train["value"] == 1.0  # the trial's value: best + adapter
+    assert result.test["adapter"] and result.test["accuracy"] == 1.0
+    fragment = (result.tune_dir / "best_weights.toml").read_text()
+    assert f"--steps {result.best['train_steps']}" in fragment and "[loss]" in fragment
+    assert "steps | lr | sft | best / + adapter" in (result.tune_dir / "summary.md").read_text()
+
+
+def test_too_few_pairs_train_nothing_and_keep_the_best_score(tmp_path):
+    from fakes import FakeTrainer
+
+    path = write_config(tmp_path, "train = true\nmin_pairs = 100000\n")
+    trainer = FakeTrainer()
+    result = tune(path, 1, backend=ArithmeticOracle(), show_progress=False, trainer=trainer)
+    train = result.trials[0]["train"]
+    assert trainer.calls == 0 and "fewer than tune.min_pairs" in train["skipped"]
+    assert result.trials[0]["heldout_accuracy"] == train["best"] == train["value"]
+
+
+def test_the_pick_is_compared_with_the_baseline_on_the_same_test_tasks(tmp_path):
+    """A study whose pick is not the baseline scores both on test, paired."""
+    from evo.tune.on_test import on_test_line, score_best_on_test
+    from evo.tune.setup import load_tune_config
+
+    path = write_config(tmp_path, "test_per_family = 5\n")
+    result = quiet_tune(path, 2)
+    setup = load_tune_config(path)
+    other = dict(result.trials[1], number=1)
+    score = score_best_on_test(setup, other, lambda: ArithmeticOracle(), baseline=result.trials[0])
+    assert score["baseline"]["trial"] == 0 and score["tasks"] == 5
+    assert score["baseline"]["gain"] == score["accuracy"] - score["baseline"]["accuracy"]
+    assert "tuned − own" in on_test_line(score)
+
+
+@pytest.mark.parametrize("line, field", [("train_steps = [0, 4]", "tune.train_steps"),
+                                         ("train_steps = [2.5, 4]", "tune.train_steps"),
+                                         ("learning_rate = [0, 1e-3]", "tune.learning_rate"),
+                                         ("train = 'yes'", "tune.train"), ("min_pairs = 0", "tune.min_pairs")])
+def test_bad_training_ranges_name_the_field(tmp_path, line, field):
+    with pytest.raises(InputError, match=field.replace(".", r"\.")):
+        load_tune_config(write_config(tmp_path, line + "\n"))
