@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import types
 
 import pytest
 from conformance import QUESTIONS, BackendConformance, make_request, mixed_requests
@@ -222,7 +223,8 @@ class _FakeLLM:
         _FakeLLM.created.append(kwargs)
 
     def get_tokenizer(self):
-        return None
+        # what the backend reads of a tokenizer at start-up: a chat template and the vocabulary
+        return types.SimpleNamespace(chat_template="{{ messages }}", get_vocab=dict)
 
 
 @pytest.fixture
