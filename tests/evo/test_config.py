@@ -13,7 +13,7 @@ from genomes.errors import InputError
 
 
 def test_recipes_load():
-    for name in ("quickstart", "lora", "tune", "gpu", "ray", "search", "custom_tasks"):
+    for name in ("quickstart", "lora", "tune", "gpu", "ray", "search", "custom_tasks", "models", "tune_train", "any_family"):
         load_config(f"runs/{name}.toml")
     assert load_config("runs/gpu.toml").model.backend == "vllm"
     assert load_config("runs/ray.toml").model.ray_actors == 2
