@@ -24,7 +24,10 @@ context gets an empty completion (finish reason "length", scored 0), never an er
 
 ``dtype``: ``bfloat16`` runs the matmuls on the CPU's bf16 units (AMX, AVX512-BF16)
 where present: several times the float32 throughput, with greedy outputs that can
-differ from float32 ones (docs/benchmarks.md measures both, paired).
+differ from float32 ones (docs/benchmarks.md measures both, paired). There the
+weights are pre-packed for those units (:mod:`fitness.backends.packed`), and a
+Llama model without adapters runs a lean forward of its own
+(:mod:`fitness.backends.lean_llama`; ``lean_forward=False`` turns it off).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class HFBackend:
         max_loaded_adapters: int = 64,
         adapter_store: str | Path | None = None,
         max_context: int = 0,
+        lean_forward: bool = True,
     ) -> None:
         path = resolve_model(model, cache_dir)  # before the heavy imports: bad paths fail fast
         import torch
@@ -91,6 +95,11 @@ class HFBackend:
         self.model = loaded.to(self.device)
         self.model.eval()
         self.base_model = self.model
+        from fitness.backends.lean_llama import lean_forward_for
+        from fitness.backends.packed import pack_linears
+
+        pack_linears(self.model.modules())  # bf16 on a CPU with bf16 units; packed lazily, on first use
+        self._lean = lean_forward_for(self.model) if lean_forward else None
         self.token_budget = token_budget
         self.max_batch = max_batch
         self.max_loaded_adapters = max_loaded_adapters
@@ -225,7 +234,11 @@ class HFBackend:
         return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
     def _forward(self, ids, mask, positions, cache, adapter_names: list[str] | None):
-        """One model call; returns float32 CPU logits of each row's last position."""
+        """One model call; returns float32 CPU logits of each row's last position.
+        Without adapters, Llama models in bf16 take :mod:`fitness.backends.lean_llama`
+        (the same logits, fewer and fused ops)."""
+        if self._lean is not None and adapter_names is None and self.model is self.base_model:
+            return self._lean(ids, mask, positions, cache)
         extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
         out = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),

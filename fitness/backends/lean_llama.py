@@ -1,0 +1,167 @@
+"""A lean inference forward for Llama-architecture models (the bundled SmolLM2 is one).
+
+Why: a CPU decode step of a 135M model is a few dozen rows times every weight, and
+transformers' general forward spends a large share of it around the matmuls:
+attention-mask construction, keyword plumbing and hooks on every module, GQA
+dispatch per layer. This forward computes the same function with the fewest ops:
+
+- the projections multiply by oneDNN-packed bf16 weights where the CPU has bf16 units
+  (:mod:`fitness.backends.packed`);
+- one additive attention mask per call, built from the decoder's padding mask;
+- attention by ``scaled_dot_product_attention`` over the decoder's in-place KV cache
+  (:mod:`fitness.backends.kv_rows`), without repeating keys per query head.
+
+Projections stay separate: fusing q/k/v and gate/up measured 2-4 % faster per decode
+step but changes oneDNN's rounding at some row counts; separate, the logits equal
+transformers' bit for bit (tests/fitness/backends/test_lean_llama.py, float32 and
+bf16), so the lean forward changes speed and nothing else.
+
+:func:`lean_forward_for` gives one only where it pays and is exact in kind: bf16
+weights on a CPU with bf16 units (in float32 the forward measured 1.03x, not worth a
+second code path), a ``LlamaForCausalLM`` with the standard layout (no biases, SiLU
+MLP, full attention on every layer, one tensor-parallel slice). Batches with PEFT
+adapters take transformers' forward, which PEFT wraps. The model's own rotary module
+computes cos/sin, so every RoPE scaling variant behaves as in transformers; norms run
+in float32 as ``LlamaRMSNorm`` does.
+"""
+
+from __future__ import annotations
+
+from fitness.backends.packed import pack_linears, pack_weight, packed_matmul, packing_supported
+
+
+def lean_forward_for(model):
+    """A :class:`LeanLlama` over ``model``'s weights, or None where it does not apply (see module docstring)."""
+    config = getattr(model, "config", None)
+    if type(model).__name__ != "LlamaForCausalLM" or config is None or not packing_supported():
+        return None
+    weight = model.lm_head.weight
+    if str(weight.dtype) != "torch.bfloat16" or weight.device.type != "cpu":
+        return None
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        return None
+    if getattr(config, "hidden_act", "silu") != "silu" or getattr(config, "pretraining_tp", 1) != 1:
+        return None
+    if any(kind != "full_attention" for kind in (getattr(config, "layer_types", None) or [])):
+        return None
+    return LeanLlama(model)
+
+
+class LeanLlama:
+    """``__call__(ids, mask, positions, cache) -> float32 logits [rows, vocab]`` of
+    each row's last position, the contract of ``HFBackend._forward`` without adapters.
+
+    ``mask``: long ``[rows, cached + new]``, 1 on real tokens; ``positions``: long
+    ``[rows, new]``; ``cache``: a transformers ``Cache`` (the decoder's growing cache),
+    updated in place. bf16 weights are packed copies made once here when the CPU can
+    (the model's own parameters stay as they are, for PEFT and adapter building);
+    otherwise the model's weights are used as they are, through ``F.linear``."""
+
+    def __init__(self, model) -> None:
+        import torch
+
+        self.torch = torch
+        config = model.config
+        inner = model.model
+        self.embed = inner.embed_tokens
+        self.rotary = inner.rotary_emb
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.eps = config.rms_norm_eps
+        self.final_norm = inner.norm.weight
+        self.packed = packing_supported() and model.lm_head.weight.dtype == torch.bfloat16 \
+            and model.lm_head.weight.device.type == "cpu"
+        self.layers = [self._weights(layer) for layer in inner.layers[: config.num_hidden_layers]]
+        self.head = model.lm_head
+        if self.packed:
+            pack_linears([self.head])  # packed in place: the PEFT path uses the same head
+
+    def _weights(self, layer) -> dict:
+        attention, mlp = layer.self_attn, layer.mlp
+        prepare = pack_weight if self.packed else (lambda weight: weight.detach())
+        return {
+            "norm_in": layer.input_layernorm.weight,
+            "qkv": [prepare(attention.q_proj.weight), prepare(attention.k_proj.weight), prepare(attention.v_proj.weight)],
+            "o": prepare(attention.o_proj.weight),
+            "norm_post": layer.post_attention_layernorm.weight,
+            "gate_up": [prepare(mlp.gate_proj.weight), prepare(mlp.up_proj.weight)],
+            "down": prepare(mlp.down_proj.weight),
+        }
+
+    def _matmul(self, x, weight):
+        return packed_matmul(x, weight) if self.packed else self.torch.nn.functional.linear(x, weight)
+
+    def __call__(self, ids, mask, positions, cache):
+        torch = self.torch
+        functional = torch.nn.functional
+        device = self.final_norm.device
+        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        rows, new = ids.shape
+        hidden = self.embed(ids)
+        cos, sin = self.rotary(hidden, position_ids=positions)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        allowed = _attention_mask(mask, new, hidden.dtype)
+        for index, layer in enumerate(self.layers):
+            x = self._norm(hidden, layer["norm_in"])
+            q, k, v = (self._matmul(x, w) for w in layer["qkv"])
+            q = _rotate(q.view(rows, new, self.heads, self.head_dim).transpose(1, 2), cos, sin)
+            k = _rotate(k.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
+            v = v.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2)
+            keys, values = cache.update(k, v, index)
+            attended = self._attend(q, keys, values, allowed)
+            hidden = hidden + self._matmul(attended.transpose(1, 2).reshape(rows, new, -1), layer["o"])
+            x = self._norm(hidden, layer["norm_post"])
+            gate, up = (self._matmul(x, w) for w in layer["gate_up"])
+            hidden = hidden + self._matmul(functional.silu(gate) * up, layer["down"])
+        last = self._norm(hidden[:, -1:, :], self.final_norm)
+        return self.head(last)[:, -1, :].float().cpu()
+
+    def _attend(self, q, keys, values, allowed):
+        """Attention over the cache without repeating keys per query head, dispatched
+        as transformers' SDPA path does (same kernel, same rounding): no mask needed
+        (``allowed`` None) -> SDPA's GQA, causal when several tokens are new; one new
+        token under a mask -> the query heads of a key head become its queries."""
+        attention = self.torch.nn.functional.scaled_dot_product_attention
+        rows, heads, new, dim = q.shape
+        gqa = heads != self.kv_heads
+        if allowed is None:
+            return attention(q, keys, values, is_causal=new > 1, enable_gqa=gqa)
+        if gqa and new == 1:
+            grouped = attention(q.reshape(rows, self.kv_heads, heads // self.kv_heads, dim), keys, values,
+                                attn_mask=allowed)
+            return grouped.reshape(rows, heads, 1, dim)
+        return attention(q, keys, values, attn_mask=allowed, enable_gqa=gqa)
+
+    def _norm(self, x, weight):
+        """``LlamaRMSNorm``: the mean square in float32, the result cast back, then scaled."""
+        torch = self.torch
+        x32 = x.to(torch.float32)
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * x32.to(x.dtype)
+
+
+def _rotate(x, cos, sin):
+    """RoPE as transformers' ``apply_rotary_pos_emb``: x*cos + rotate_half(x)*sin."""
+    import torch
+
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+def _attention_mask(mask, new: int, dtype):
+    """None where no row has padding and causality needs no mask (one new token, or
+    nothing cached yet); otherwise additive ``[rows, 1, new, width]`` (0 or -inf, in ``dtype``): query i of a row sees the row's real keys up
+    to its own position. A query on padding also sees itself, so that no softmax row
+    is empty (its output is never read, but a NaN there would reach the cache)."""
+    import torch
+
+    width = mask.shape[1]
+    past = width - new
+    if (new == 1 or past == 0) and bool(mask.all()):
+        return None
+    query = torch.arange(new, device=mask.device).view(new, 1) + past
+    key = torch.arange(width, device=mask.device).view(1, width)
+    causal = key <= query
+    allowed = (mask.bool().view(-1, 1, 1, width) & causal) | (key == query)
+    # additive, as SDPA turns a boolean mask into one in every layer otherwise
+    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill_(~allowed, float("-inf"))

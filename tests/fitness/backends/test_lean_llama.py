@@ -1,0 +1,144 @@
+"""The lean Llama forward and pre-packed bf16 weights (fitness.backends.lean_llama, .packed).
+
+They only run where the CPU multiplies bf16 natively (oneDNN's packed linear);
+elsewhere these tests skip and the backend takes transformers' forward."""
+
+from __future__ import annotations
+
+import pytest
+from conformance import QUESTIONS, make_request
+
+from fitness.backends.packed import packing_supported
+
+needs_bf16 = pytest.mark.skipif(not packing_supported(), reason="CPU without native bf16 (no packed oneDNN linear)")
+
+
+@pytest.fixture(scope="module")
+def bf16_backends():
+    """The bundled model in bf16 twice: the lean forward, and transformers' forward."""
+    from fitness.backends.hf import HFBackend
+
+    return HFBackend(dtype="bfloat16"), HFBackend(dtype="bfloat16", lean_forward=False)
+
+
+def _padded_prompts(pad_id: int):
+    import torch
+
+    ids = torch.randint(100, 10_000, (5, 40), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    ids[:2, :11], mask[:2, :11] = pad_id, 0  # two left-padded rows
+    return ids, mask
+
+
+def _logits_through_steps(forward, ids, mask, steps: int = 6):
+    """Logits of a prefill and ``steps`` greedy decode steps with the decoder's growing cache."""
+    import torch
+
+    from fitness.backends import kv_rows
+
+    cache, seen = kv_rows.growing_cache(), []
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        for _ in range(steps + 1):
+            logits = forward(ids, mask, positions, cache)
+            seen.append(logits)
+            ids = logits.argmax(-1, keepdim=True)
+            mask = torch.cat([mask, torch.ones((len(mask), 1), dtype=torch.long)], dim=1)
+            positions = mask.sum(-1, keepdim=True) - 1
+    return seen
+
+
+def _assert_same_logits(lean_forward, transformers_forward, pad_id: int) -> None:
+    import torch
+
+    for padded in (False, True):  # no padding: transformers drops the mask; padding: it builds one
+        ids, mask = _padded_prompts(pad_id)
+        if not padded:
+            mask = torch.ones_like(mask)
+        got = _logits_through_steps(lean_forward, ids, mask)
+        want = _logits_through_steps(transformers_forward, ids, mask)
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == torch.float32 and torch.equal(a, b), (padded, (a - b).abs().max())
+
+
+def test_lean_logits_equal_transformers_in_float32(hf_backend):
+    """Bit for bit, on a (left-padded or not) prefill and greedy decode steps: the lean
+    forward changes speed, not results. float32 runs the same code on any CPU."""
+    from fitness.backends.lean_llama import LeanLlama
+
+    lean = LeanLlama(hf_backend.base_model)
+    assert not lean.packed
+    _assert_same_logits(lean, lambda *a: hf_backend._forward(*a, None), hf_backend.pad_id)
+
+
+@needs_bf16
+def test_lean_logits_equal_transformers_in_bf16_with_packed_weights(bf16_backends):
+    lean, plain = bf16_backends
+    assert lean._lean is not None and lean._lean.packed and plain._lean is None
+    _assert_same_logits(lean._lean, lambda *a: plain._forward(*a, None), lean.pad_id)
+
+
+@needs_bf16
+def test_lean_backend_generates_what_transformers_forward_generates(bf16_backends):
+    """Whole generations (continuous batching, shared prefixes, stops; batched and one
+    at a time) equal the transformers-forward backend's. (Batched vs one at a time in
+    bf16 is another matter: docs/backends.md, "Batch invariance".)"""
+    lean, plain = bf16_backends
+    requests = [make_request(q, max_new_tokens=24) for q in QUESTIONS]
+    assert [c.text for c in lean.generate(requests)] == [c.text for c in plain.generate(requests)]
+    assert [lean.generate([r])[0].text for r in requests[:2]] == [plain.generate([r])[0].text for r in requests[:2]]
+
+
+@needs_bf16
+def test_requests_with_adapters_take_peft_and_base_requests_are_unchanged(lora_adapters):
+    """After an adapter loads, batches go through PEFT (over packed weights): the adapter
+    changes its requests, base requests give what the lean forward gave."""
+    import dataclasses
+
+    from fitness.backends.hf import HFBackend
+
+    backend = HFBackend(dtype="bfloat16")
+    requests = [make_request(q, max_new_tokens=16) for q in QUESTIONS[:3]]
+    before = [c.text for c in backend.generate(requests)]
+    with_adapter = [dataclasses.replace(r, adapter=lora_adapters[0]) for r in requests]
+    adapted = backend.generate(with_adapter)
+    assert backend.model is not backend.base_model  # PEFT now
+    assert [c.text for c in adapted] != before
+    assert [c.text for c in backend.generate(requests)] == before  # same batch, now through PEFT
+
+
+def test_lean_forward_applies_only_to_llama_in_bf16_with_native_units(hf_backend, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fitness.backends.lean_llama import lean_forward_for
+
+    assert lean_forward_for(hf_backend.base_model) is None  # float32: measured no gain
+    gemma = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16, local_files_only=True)
+    assert lean_forward_for(gemma) is None  # another architecture: transformers' forward
+    assert lean_forward_for(torch.nn.Linear(2, 2)) is None
+
+
+@needs_bf16
+def test_packed_linear_equals_linear_repacks_after_changes_and_trains():
+    import torch
+
+    from fitness.backends.packed import pack_linears
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 96, bias=True, dtype=torch.bfloat16)
+    plain = torch.nn.Linear(64, 96, bias=True, dtype=torch.bfloat16)
+    plain.load_state_dict(layer.state_dict())
+    assert pack_linears([layer, torch.nn.Linear(4, 4)]) == 1  # float32 layers are left alone
+    assert isinstance(layer, torch.nn.Linear) and type(layer).__name__ == "PackedLinear"
+    x = torch.randn(3, 7, 64, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), plain(x), atol=0.05, rtol=0.02)
+    with torch.no_grad():  # an in-place change must not leave a stale packed copy
+        layer.weight.mul_(2)
+        plain.weight.mul_(2)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), plain(x), atol=0.1, rtol=0.02)
+    out = layer(x.requires_grad_())  # gradients take F.linear
+    out.sum().backward()
+    assert layer.weight.grad is not None and x.grad is not None
