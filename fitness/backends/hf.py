@@ -27,7 +27,8 @@ where present: several times the float32 throughput, with greedy outputs that ca
 differ from float32 ones (docs/benchmarks.md measures both, paired). There the
 weights are pre-packed for those units (:mod:`fitness.backends.packed`), and a
 Llama model without adapters runs a lean forward of its own
-(:mod:`fitness.backends.lean_llama`; ``lean_forward=False`` turns it off).
+(:mod:`fitness.backends.lean_llama`). ``lean_forward=False`` / ``packed_weights=False``
+turn them off (benchmarks compare; results are the same).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class HFBackend:
         adapter_store: str | Path | None = None,
         max_context: int = 0,
         lean_forward: bool = True,
+        packed_weights: bool = True,
     ) -> None:
         path = resolve_model(model, cache_dir)  # before the heavy imports: bad paths fail fast
         import torch
@@ -98,8 +100,9 @@ class HFBackend:
         from fitness.backends.lean_llama import lean_forward_for
         from fitness.backends.packed import pack_linears
 
-        pack_linears(self.model.modules())  # bf16 on a CPU with bf16 units; packed lazily, on first use
-        self._lean = lean_forward_for(self.model) if lean_forward else None
+        if packed_weights:  # bf16 on a CPU with bf16 units; each layer packed on first use
+            pack_linears(self.model.modules())
+        self._lean = lean_forward_for(self.model) if lean_forward and packed_weights else None
         self.token_budget = token_budget
         self.max_batch = max_batch
         self.max_loaded_adapters = max_loaded_adapters

@@ -108,7 +108,7 @@ def growing_layer():
             for name in ("keys", "values"):
                 buffer, start, end, view = self._grown[name]
                 if getattr(self, name) is view:  # keep the spare room
-                    buffer = buffer[indices, ...]
+                    buffer = buffer.index_select(0, indices)
                     view = buffer[..., start:end, :]
                     self._grown[name] = (buffer, start, end, view)
                     setattr(self, name, view)

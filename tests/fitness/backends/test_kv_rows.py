@@ -66,3 +66,39 @@ def test_other_layer_kinds_are_not_joinable():
     cache = Cache(layers=[DynamicSlidingWindowLayer(sliding_window=4)])
     cache.update(*states(1, 2, 0), 0)
     assert not kv_rows.joinable(cache)
+
+
+def test_finished_rows_are_compacted_in_batches_not_one_by_one():
+    """Eight rows finishing one per step: every output is right (length, tokens, and
+    the rows still running never see a finished row's padding), while the KV cache is
+    compacted only when a quarter of the batch has finished: 5 copies instead of 7."""
+    import torch
+
+    from fitness.backends.base import Request, SamplingParams
+    from fitness.backends.hf_decode import ContinuousDecoder, Queued
+
+    vocab = 16
+
+    def forward(ids, mask, positions, cache, names):
+        rows, new = ids.shape
+        cache.update(torch.zeros(rows, 1, new, 2), torch.zeros(rows, 1, new, 2), 0)
+        logits = torch.zeros(rows, vocab)
+        logits[torch.arange(rows), (positions[:, -1] % 7) + 3] = 1.0  # each row's next token: from its own position
+        return logits
+
+    queue = [Queued(i, [1] * 5, Request(({"role": "user", "content": "q"},), SamplingParams(max_new_tokens=i + 1)), 0)
+             for i in range(8)]
+    decoder = ContinuousDecoder(forward, pad_id=0, stop_ids=frozenset({99}), token_budget=10_000, max_batch=8,
+                                with_names=False)
+    selects = []
+    original = kv_rows.growing_layer().batch_select_indices
+    kv_rows.growing_layer().batch_select_indices = lambda self, idx: (selects.append(len(idx)), original(self, idx))
+    try:
+        done = {}
+        decoder.run(queue, lambda item, ids, reason: done.setdefault(item.index, (list(ids), reason)))
+    finally:
+        kv_rows.growing_layer().batch_select_indices = original
+    assert {i: len(ids) for i, (ids, _) in done.items()} == {i: i + 1 for i in range(8)}
+    assert all(ids == [(4 + k) % 7 + 3 for k in range(len(ids))] for ids, _ in done.values())
+    assert {reason for _, reason in done.values()} == {"length"}
+    assert selects == [6, 4, 3, 2, 1]  # rows kept by each copy (one layer)

@@ -61,14 +61,17 @@ def _assert_same_logits(lean_forward, transformers_forward, pad_id: int) -> None
             assert a.dtype == torch.float32 and torch.equal(a, b), (padded, (a - b).abs().max())
 
 
-def test_lean_logits_equal_transformers_in_float32(hf_backend):
+def test_lean_logits_equal_transformers_in_float32():
     """Bit for bit, on a (left-padded or not) prefill and greedy decode steps: the lean
-    forward changes speed, not results. float32 runs the same code on any CPU."""
+    forward changes speed, not results. float32 runs the same code on any CPU. (A
+    backend of its own: the shared one may hold a PEFT adapter by now.)"""
+    from fitness.backends.hf import HFBackend
     from fitness.backends.lean_llama import LeanLlama
 
-    lean = LeanLlama(hf_backend.base_model)
-    assert not lean.packed
-    _assert_same_logits(lean, lambda *a: hf_backend._forward(*a, None), hf_backend.pad_id)
+    backend = HFBackend(dtype="float32")
+    lean = LeanLlama(backend.base_model)
+    assert not lean.packed and backend._lean is None  # float32: the backend itself keeps transformers' forward
+    _assert_same_logits(lean, lambda *a: backend._forward(*a, None), backend.pad_id)
 
 
 @needs_bf16
