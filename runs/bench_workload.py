@@ -170,9 +170,10 @@ def main() -> None:
                 f"{sum(a.text == b.text for a, b in zip(plain_out, ours))}/{len(requests)}"
         if not args.skip_generate:
             texts, gen_s = timed(f"generate ({dtype})", lambda: run_generate(plain, requests))
-            _record(result, f"generate-{dtype}", sum(c.completion_tokens for c in ours), len(requests), gen_s)
+            tokens = sum(c.completion_tokens for c in ours)  # same greedy tokens as ours
+            _record(result, f"generate-{dtype}", tokens, len(requests), gen_s)
             result["modes"][f"generate-{dtype}"]["identical_to_ours"] = \
-                f"{sum(t == c.text for t, c in zip(texts, ours))}/{len(requests)}"  # token counts: ours (same greedy)
+                f"{sum(t == c.text for t, c in zip(texts, ours))}/{len(requests)}"
         plain = None
     _vllm(requests, result)
     _print(result, dtypes)

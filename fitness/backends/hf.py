@@ -6,8 +6,8 @@ How a call runs:
 2. requests are sorted by adapter and prompt tokens, so that one strategy's requests
    (which share the system prompt and exemplars) sit together in the queue;
 3. the queue is decoded with continuous batching (:mod:`fitness.backends.hf_decode`):
-   a finished row leaves the running batch at once and new requests are prefilled
-   into the free slots, a prefix shared by the requests admitted together is
+   a finished row is returned at once, its slot freed once a quarter of the batch
+   has finished or new requests join, and new requests are prefilled into free slots, a prefix shared by the requests admitted together is
    computed once, and each row samples from its own ``torch.Generator``. We do not
    use ``model.generate``: one batch mixes temperatures, top-p, token limits, seeds
    and adapters;
@@ -239,7 +239,7 @@ class HFBackend:
     def _forward(self, ids, mask, positions, cache, adapter_names: list[str] | None):
         """One model call; returns float32 CPU logits of each row's last position.
         Without adapters, Llama models in bf16 take :mod:`fitness.backends.lean_llama`
-        (the same logits, fewer and fused ops)."""
+        (the same logits, fewer ops)."""
         if self._lean is not None and adapter_names is None and self.model is self.base_model:
             return self._lean(ids, mask, positions, cache)
         extra = {"adapter_names": adapter_names} if adapter_names is not None else {}

@@ -2,8 +2,8 @@
 
 The queue of requests (sorted so that one strategy's requests sit together) feeds
 one running batch. Each step picks a token for every row; a row that stops (end
-token or its own ``max_new_tokens``) leaves the batch at once, and as soon as enough
-slots are free the next requests of the queue are prefilled together and joined to
+token or its own ``max_new_tokens``) is returned at once (its slot is freed with
+others', see ``_step``), and as soon as enough slots are free the next requests of the queue are prefilled together and joined to
 the running batch (:mod:`fitness.backends.kv_rows`). So a batch never waits for its
 longest member: real workloads mix answers that stop after 20 tokens with chains
 that run to the limit, and without refilling most steps would run nearly empty.

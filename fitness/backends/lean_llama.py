@@ -27,16 +27,13 @@ in float32 as ``LlamaRMSNorm`` does.
 
 from __future__ import annotations
 
-from fitness.backends.packed import pack_linears, pack_weight, packed_matmul, packing_supported
+from fitness.backends.packed import pack_linears, pack_weight, packable, packed_matmul
 
 
 def lean_forward_for(model):
     """A :class:`LeanLlama` over ``model``'s weights, or None where it does not apply (see module docstring)."""
     config = getattr(model, "config", None)
-    if type(model).__name__ != "LlamaForCausalLM" or config is None or not packing_supported():
-        return None
-    weight = model.lm_head.weight
-    if str(weight.dtype) != "torch.bfloat16" or weight.device.type != "cpu":
+    if type(model).__name__ != "LlamaForCausalLM" or config is None or not packable(model.lm_head.weight):
         return None
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
         return None
@@ -69,8 +66,7 @@ class LeanLlama:
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.eps = config.rms_norm_eps
         self.final_norm = inner.norm.weight
-        self.packed = packing_supported() and model.lm_head.weight.dtype == torch.bfloat16 \
-            and model.lm_head.weight.device.type == "cpu"
+        self.packed = packable(model.lm_head.weight)
         self.layers = [self._weights(layer) for layer in inner.layers[: config.num_hidden_layers]]
         self.head = model.lm_head
         if self.packed:
@@ -150,9 +146,10 @@ def _rotate(x, cos, sin):
 
 def _attention_mask(mask, new: int, dtype):
     """None where no row has padding and causality needs no mask (one new token, or
-    nothing cached yet); otherwise additive ``[rows, 1, new, width]`` (0 or -inf, in ``dtype``): query i of a row sees the row's real keys up
-    to its own position. A query on padding also sees itself, so that no softmax row
-    is empty (its output is never read, but a NaN there would reach the cache)."""
+    nothing cached yet); otherwise additive ``[rows, 1, new, width]`` (0 or -inf, in
+    ``dtype``): query i of a row sees the row's real keys up to its own position. A
+    query on padding also sees itself, so that no softmax row is empty (its output is
+    never read, but a NaN there would reach the cache)."""
     import torch
 
     width = mask.shape[1]

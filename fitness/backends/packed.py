@@ -5,8 +5,8 @@ re-lays it out into the blocked format its AMX kernels read on every call. A dec
 step multiplies a few dozen rows by every weight of the model, so that re-layout
 costs as much as the multiply: measured on this project's 2-core machine, a
 576x1728 bf16 projection takes 73 us plain and 35 us pre-packed at 20 rows, the
-49152-wide output head 2.0 ms against 1.3 ms (docs/benchmarks.md, "Pre-packed
-weights"). :func:`pack_linears` lays every ``nn.Linear`` weight out once, beside the
+49152-wide output head 2.0 ms against 1.3 ms (docs/benchmarks.md, "Throughput:
+packed bf16 weights"). :func:`pack_linears` lays every ``nn.Linear`` weight out once, beside the
 original (which stays the parameter: state dicts, PEFT and adapter building read it).
 
 The packed copy follows the weight: a weight changed in place (its version counter
@@ -39,6 +39,13 @@ def packing_supported() -> bool:
         return False
 
 
+def packable(weight) -> bool:
+    """True for a bf16 CPU weight on a machine where :func:`packing_supported`."""
+    import torch
+
+    return packing_supported() and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
+
+
 def pack_linears(modules) -> int:
     """Give every bf16 CPU ``nn.Linear`` among ``modules`` (``model.modules()``, say) a
     packed weight; returns how many.
@@ -52,7 +59,7 @@ def pack_linears(modules) -> int:
     packed_class = _packed_linear_class()
     count = 0
     for module in modules:
-        if type(module) is torch.nn.Linear and module.weight.dtype == torch.bfloat16 and module.weight.device.type == "cpu":
+        if type(module) is torch.nn.Linear and packable(module.weight):
             module.__class__ = packed_class  # keeps parameters, hooks and isinstance(nn.Linear)
             module._packed = None
             count += 1
