@@ -70,9 +70,9 @@ class ForwardLog:
         self.calls: list[tuple[int, int, float, float]] = []
         self.original = backend._forward
 
-        def timed(ids, mask, positions, cache, names):
+        def timed(ids, mask, positions, cache, names, **extra):
             started = time.perf_counter()
-            out = self.original(ids, mask, positions, cache, names)
+            out = self.original(ids, mask, positions, cache, names, **extra)
             rows, new = ids.shape
             context = float(mask.sum()) / rows - new
             self.calls.append((rows, new, context, time.perf_counter() - started))

@@ -7,8 +7,10 @@ How a call runs:
    (which share the system prompt and exemplars) sit together in the queue;
 3. the queue is decoded with continuous batching (:mod:`fitness.backends.hf_decode`):
    a finished row is returned at once, its slot freed once a quarter of the batch
-   has finished or new requests join, and new requests are prefilled into free slots, a prefix shared by the requests admitted together is
-   computed once, and each row samples from its own ``torch.Generator``. We do not
+   has finished or new requests join, and new requests are prefilled into free
+   slots: a prefix shared by the requests admitted together is computed once,
+   prompts of very different lengths are prefilled by separate forwards, and each
+   row samples from its own ``torch.Generator``. We do not
    use ``model.generate``: one batch mixes temperatures, top-p, token limits, seeds
    and adapters;
 4. a request with a grammar (constrained decoding) is masked by it at every step
@@ -28,7 +30,10 @@ differ from float32 ones (docs/benchmarks.md measures both, paired). There the
 weights are pre-packed for those units (:mod:`fitness.backends.packed`), and a
 Llama model without adapters runs a lean forward of its own
 (:mod:`fitness.backends.lean_llama`). ``lean_forward=False`` / ``packed_weights=False``
-turn them off (benchmarks compare; results are the same).
+turn them off (benchmarks compare; results are the same). On the lean forward,
+decode steps also read a prompt prefix that several rows share once for all of them
+(``shared_prefix_attention``; the same function, rounded differently: off, the lean
+forward's logits equal transformers' bit for bit).
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class HFBackend:
         max_context: int = 0,
         lean_forward: bool = True,
         packed_weights: bool = True,
+        shared_prefix_attention: bool = True,
     ) -> None:
         path = resolve_model(model, cache_dir)  # before the heavy imports: bad paths fail fast
         import torch
@@ -103,6 +109,7 @@ class HFBackend:
         if packed_weights:  # bf16 on a CPU with bf16 units; each layer packed on first use
             pack_linears(self.model.modules())
         self._lean = lean_forward_for(self.model) if lean_forward and packed_weights else None
+        self.shared_prefix_attention = shared_prefix_attention and self._lean is not None
         self.token_budget = token_budget
         self.max_batch = max_batch
         self.max_loaded_adapters = max_loaded_adapters
@@ -141,7 +148,8 @@ class HFBackend:
                 progress(1, tokens=len(ids))
 
         decoder = ContinuousDecoder(self._forward, self.pad_id, self.stop_ids, self.token_budget, self.max_batch,
-                                    with_names=self.model is not self.base_model, grammars=self._grammar_compiler)
+                                    with_names=self.model is not self.base_model, grammars=self._grammar_compiler,
+                                    share_prefix_attention=self.shared_prefix_attention)
         decoder.run(queue, finish)
         return results  # type: ignore[return-value]
 
@@ -236,12 +244,14 @@ class HFBackend:
         base = self.base_model
         return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
-    def _forward(self, ids, mask, positions, cache, adapter_names: list[str] | None):
+    def _forward(self, ids, mask, positions, cache, adapter_names: list[str] | None, shared=None):
         """One model call; returns float32 CPU logits of each row's last position.
         Without adapters, Llama models in bf16 take :mod:`fitness.backends.lean_llama`
-        (the same logits, fewer ops)."""
+        (the same logits, fewer ops; with ``shared`` prefix spans, a decode step reads
+        each shared prefix once, which changes rounding only). Transformers' forward
+        ignores ``shared``: every row's cache holds its own copy of the prefix."""
         if self._lean is not None and adapter_names is None and self.model is self.base_model:
-            return self._lean(ids, mask, positions, cache)
+            return self._lean(ids, mask, positions, cache, shared)
         extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
         out = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),

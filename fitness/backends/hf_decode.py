@@ -36,6 +36,9 @@ MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate forwar
 # admit new rows once at least 1/REFILL_SHARE of the batch could be refilled: a
 # prefill of many rows at once is far cheaper per token than one row at a time
 REFILL_SHARE = 4
+# one more prefill forward costs about as much as this many padded tokens (it re-reads
+# every weight: ~12 ms for SmolLM2-135M in bf16 here, where a prefill token costs ~0.3 ms)
+BUCKET_OVERHEAD = 48
 
 # forward(ids, mask, positions, cache, adapter names or None) -> last-position logits
 Forward = Callable[..., object]
@@ -62,6 +65,8 @@ class _Row:
     outputs: list[int] = field(default_factory=list)
     reason: str = "length"
     done: bool = False  # finished, its slot not yet compacted away (see ContinuousDecoder._step)
+    prefix_id: int = -1  # rows with the same id start with the same prompt prefix (ContinuousDecoder._prefix_of)
+    prefix_len: int = 0
 
     @property
     def left(self) -> int:
@@ -86,15 +91,21 @@ class ContinuousDecoder:
     """Runs a queue of requests to completion; see the module docstring.
     ``with_names``: pass each row's adapter name to ``forward`` (a PEFT model).
     ``grammars``: a :class:`fitness.backends.grammar_rows.GrammarCompiler`, needed
-    only when some request carries a grammar (made on first need by ``grammars()``)."""
+    only when some request carries a grammar (made on first need by ``grammars()``).
+    ``share_prefix_attention``: decode steps pass ``shared=`` a
+    :class:`fitness.backends.kv_rows.SharedPrefixes` to ``forward``, which can then
+    read a prefix several rows share once (the lean forward does)."""
 
     def __init__(self, forward: Forward, pad_id: int, stop_ids: frozenset[int], token_budget: int,
-                 max_batch: int, with_names: bool, grammars: Callable[[], object] | None = None) -> None:
+                 max_batch: int, with_names: bool, grammars: Callable[[], object] | None = None,
+                 share_prefix_attention: bool = False) -> None:
         import torch
 
         self.torch, self.forward, self.pad_id, self.stop_ids = torch, forward, pad_id, stop_ids
         self.token_budget, self.max_batch, self.with_names = token_budget, max_batch, with_names
         self.grammars = grammars
+        self.share_prefix_attention = share_prefix_attention
+        self._prefix_ids: dict[tuple, int] = {}
         self.can_join: bool | None = None  # known after the first prefill (kv_rows.joinable)
 
     def run(self, queue: list[Queued], on_finish: Callable[[Queued, list[int], str], None]) -> None:
@@ -105,11 +116,12 @@ class ContinuousDecoder:
             while position < len(queue) or batch is not None:
                 admit = self._admissible(queue, position, batch)
                 if admit:
-                    new = self._prefill(queue[position:position + admit])
+                    parts = self._prefill(queue[position:position + admit])
                     position += admit
                     if batch is not None:
                         self._compact(batch)
-                    batch = new if batch is None else self._join(batch, new)
+                        parts.insert(0, batch)
+                    batch = self._join(parts)
                 batch = self._step(batch, on_finish)
 
     # ---- admission -------------------------------------------------------------------
@@ -131,12 +143,16 @@ class ContinuousDecoder:
         worth_it = min(len(queue) - position, max(1, (rows + count) // REFILL_SHARE))
         return count if count >= worth_it else 0
 
-    def _join(self, batch: _Batch, new: _Batch) -> _Batch:
+    def _join(self, parts: list[_Batch]) -> _Batch:
+        """One batch of every part's rows, in order (one copy of the KV caches)."""
+        if len(parts) == 1:
+            return parts[0]
         torch = self.torch
-        width = max(batch.mask.shape[1], new.mask.shape[1])
-        masks = [torch.nn.functional.pad(m, (width - m.shape[1], 0)) for m in (batch.mask, new.mask)]
-        kv_rows.join_rows(batch.cache, new.cache)
-        return _Batch(batch.rows + new.rows, batch.cache, torch.cat(masks), torch.cat([batch.logits, new.logits]))
+        width = max(p.mask.shape[1] for p in parts)
+        masks = [torch.nn.functional.pad(p.mask, (width - p.mask.shape[1], 0)) for p in parts]
+        kv_rows.join_rows(parts[0].cache, *(p.cache for p in parts[1:]))
+        return _Batch([r for p in parts for r in p.rows], parts[0].cache, torch.cat(masks),
+                      torch.cat([p.logits for p in parts]))
 
     # ---- decoding --------------------------------------------------------------------
     def _step(self, batch: _Batch, on_finish) -> _Batch | None:
@@ -169,12 +185,33 @@ class ContinuousDecoder:
         if (len(batch.rows) - live) * REFILL_SHARE >= len(batch.rows):
             self._compact(batch)
         step_ids = torch.tensor([[self.pad_id if row.done else row.outputs[-1]] for row in batch.rows], dtype=torch.long)
+        extra = {"shared": self._shared_prefixes(batch)} if self.share_prefix_attention else {}
         batch.mask = torch.cat([batch.mask, torch.ones((len(batch.rows), 1), dtype=torch.long)], dim=1)
         batch.logits = self.forward(step_ids, batch.mask, batch.mask.sum(-1, keepdim=True) - 1, batch.cache,
-                                    self._names(batch.rows))
+                                    self._names(batch.rows), **extra)
         for row in batch.rows:
             row.span += 1
         return batch
+
+    def _shared_prefixes(self, batch: _Batch) -> kv_rows.SharedPrefixes:
+        """Rows whose prompts start with the same prefix, found by the prefix's id: a
+        row's prompt begins at its first real column (``width - span``), wherever the
+        prefill that computed it put it."""
+        width = batch.mask.shape[1]
+        groups: dict[int, tuple[list[int], list[int], int]] = {}
+        own_start = []
+        for b, row in enumerate(batch.rows):
+            first = width - row.span
+            if row.done:
+                own_start.append(width)
+            elif row.prefix_id >= 0:
+                rows, starts, length = groups.setdefault(row.prefix_id, ([], [], row.prefix_len))
+                rows.append(b)
+                starts.append(first)
+                own_start.append(first + length)
+            else:
+                own_start.append(first)
+        return kv_rows.SharedPrefixes(tuple((tuple(r), tuple(s), n) for r, s, n in groups.values()), tuple(own_start))
 
     def _compact(self, batch: _Batch) -> None:
         """Drop finished rows from the cache, then columns that are padding in every row left."""
@@ -185,13 +222,14 @@ class ContinuousDecoder:
         index = torch.tensor(keep, dtype=torch.long)
         batch.cache.batch_select_indices(index.to(_device(batch.cache)))
         batch.rows, batch.mask, batch.logits = [batch.rows[b] for b in keep], batch.mask[index], batch.logits[index]
-        if self.can_join:
-            cut = batch.mask.shape[1] - max(r.span for r in batch.rows)
+        cut = batch.mask.shape[1] - max(r.span for r in batch.rows) if self.can_join else 0
+        if cut:
             kv_rows.cut_left(batch.cache, cut)
             batch.mask = batch.mask[:, cut:]
 
-    def _prefill(self, items: list[Queued]) -> _Batch:
-        """Run the prompts through the model as one new batch.
+
+    def _prefill(self, items: list[Queued]) -> list[_Batch]:
+        """Run the prompts through the model: new batches, to be joined.
 
         Requests of one strategy share a long prefix (system prompt, exemplars): the
         rendered conversation before the final user turn. Each distinct prefix (per
@@ -199,7 +237,9 @@ class ContinuousDecoder:
         copied to the rows that use it. Each row's own suffix is then left-padded
         *after* its prefix: [pads][prefix][pads][suffix]. The mask zeroes the pads
         and positions count only real tokens, so every row sees exactly its own
-        prompt at exactly its own positions.
+        prompt at exactly its own positions. Suffixes of very different lengths are
+        prefilled in separate forwards (:func:`length_buckets`) whose rows are then
+        joined by the caller, as admitted rows are joined to a running batch.
         """
         torch = self.torch
         n = len(items)
@@ -208,10 +248,10 @@ class ContinuousDecoder:
             groups.setdefault((item.adapter_name, tuple(item.ids[: item.prefix_len])), []).append(row)
         # every row keeps at least one suffix token: its logits start the decoding
         prefix_lens = [min(len(key[1]), min(len(items[r].ids) for r in rows) - 1) for key, rows in groups.items()]
-        cache = kv_rows.growing_cache()
+        cache = kv_rows.growing_cache()  # one row per group's prefix, then (one bucket) one per row
         group_of_row = [0] * n
         if n == 1 or max(prefix_lens) < MIN_SHARED_PREFIX or len(groups) == n:
-            prefix_lens, prefix_mask = [0], torch.zeros((n, 0), dtype=torch.long)
+            prefix_lens, group_mask = [0], torch.zeros((1, 0), dtype=torch.long)
         else:
             for g, rows in enumerate(groups.values()):
                 for row in rows:
@@ -220,14 +260,30 @@ class ContinuousDecoder:
             prefix_ids, group_mask = left_pad([list(k[1][:length]) for k, length in zip(keys, prefix_lens)], self.pad_id)
             names = [k[0] for k in keys] if self.with_names else None
             self.forward(prefix_ids, group_mask, (group_mask.cumsum(-1) - 1).clamp(min=0), cache, names)
-            index = torch.tensor(group_of_row, dtype=torch.long)
-            cache.batch_select_indices(index.to(_device(cache)))  # repeated rows copy a group's KV
-            prefix_mask = group_mask[index]
-        suffix_ids, suffix_mask = left_pad([item.ids[prefix_lens[group_of_row[row]]:] for row, item in enumerate(items)],
-                                           self.pad_id)
+        suffixes = [item.ids[prefix_lens[group_of_row[row]]:] for row, item in enumerate(items)]
+        buckets = length_buckets([len(s) for s in suffixes]) if self._joinable(cache, items[0]) else [list(range(n))]
+        parts = []
+        for rows in buckets:
+            groups_index = torch.tensor([group_of_row[r] for r in rows], dtype=torch.long)
+            if len(buckets) == 1:
+                bucket_cache = cache
+                if cache.layers and cache.layers[0].is_initialized:
+                    cache.batch_select_indices(groups_index.to(_device(cache)))  # repeated rows copy a group's KV
+            else:
+                bucket_cache = kv_rows.select_rows(cache, groups_index)
+            parts.append(self._prefill_suffix([items[r] for r in rows], [suffixes[r] for r in rows], bucket_cache,
+                                              group_mask[groups_index]))
+        return parts
+
+    def _prefill_suffix(self, items: list[Queued], suffixes: list[list[int]], cache, prefix_mask) -> _Batch:
+        """One forward of the rows' own prompt tokens on top of their prefix KV (``cache``)."""
+        torch = self.torch
+        suffix_ids, suffix_mask = left_pad(suffixes, self.pad_id)
         mask = torch.cat([prefix_mask, suffix_mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_mask.shape[1]:]
         rows = [_Row(item, _RowSampler(item.request, torch), 0, self._grammar(item.request)) for item in items]
+        for row in rows:
+            row.prefix_id, row.prefix_len = self._prefix_of(row.item)
         logits = self.forward(suffix_ids, mask, positions, cache, self._names(rows))
         if self.can_join is None:
             self.can_join = kv_rows.joinable(cache)
@@ -236,11 +292,61 @@ class ContinuousDecoder:
             row.span = mask.shape[1] - first
         return _Batch(rows, cache, mask, logits)
 
+    def _prefix_of(self, item: Queued) -> tuple[int, int]:
+        """(id, length) of the shared prompt prefix the row starts with, or (-1, 0).
+        The id names the adapter and tokens, so rows prefilled at different times
+        (or without a shared prefill) with the same prefix get the same id."""
+        length = min(item.prefix_len, len(item.ids) - 1)
+        if not self.share_prefix_attention or length < MIN_SHARED_PREFIX:
+            return -1, 0
+        key = (item.adapter_name, tuple(item.ids[:length]))
+        return self._prefix_ids.setdefault(key, len(self._prefix_ids)), length
+
+    def _joinable(self, cache, item: Queued) -> bool:
+        """Whether prefilled rows can be joined (so a prefill may be split into length buckets).
+
+        Known after the first forward; before it, one forward of a single padding
+        token on a scratch cache finds out (a few milliseconds, once per decoder)."""
+        if self.can_join is None:
+            if kv_rows.joinable(cache):  # the shared prefix's forward already told
+                self.can_join = True
+            else:
+                probe = kv_rows.growing_cache()
+                ids = self.torch.full((1, 1), self.pad_id, dtype=self.torch.long)
+                self.forward(ids, self.torch.ones_like(ids), self.torch.zeros_like(ids), probe,
+                             [item.adapter_name] if self.with_names else None)
+                self.can_join = kv_rows.joinable(probe)
+        return self.can_join
+
     def _grammar(self, request: Request):
         return self.grammars().matcher(request.grammar) if request.grammar else None
 
     def _names(self, rows: list[_Row]) -> list[str] | None:
         return [r.item.adapter_name for r in rows] if self.with_names else None
+
+
+def length_buckets(lengths: list[int], overhead: int = BUCKET_OVERHEAD) -> list[list[int]]:
+    """Split rows into groups of similar prompt length, each prefilled by its own forward.
+
+    One left-padded forward computes every row at the longest row's length; real
+    workloads mix 20-token questions with 150-token ones, so most of such a forward
+    would be padding. The split minimises the padded tokens plus ``overhead``
+    token-equivalents per extra forward (dynamic programming over the rows sorted by
+    length). Returns lists of row indices, shortest rows first."""
+    order = sorted(range(len(lengths)), key=lambda r: lengths[r])
+    ordered = [lengths[r] for r in order]
+    # best[j]: least cost of the first j rows; cut[j]: where the last group starts
+    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j):
+            cost = best[i] + (j - i) * ordered[j - 1] + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
 
 
 def _device(cache):

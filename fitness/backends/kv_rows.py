@@ -18,6 +18,23 @@ decoding one group at a time.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SharedPrefixes:
+    """Which cache columns rows share, for one decode step (columns as in the mask
+    before the step's new token).
+
+    ``groups``: (rows, each row's first prefix column, prefix length): those rows'
+    caches hold the same prompt prefix (the same tokens at the same positions), so
+    one row's copy serves them all. ``own_start``: per row, the first column the row
+    attends to on its own (past its prefix; a finished row's is the mask's width, so
+    it attends only to the step's token). An attention that knows this reads each
+    shared prefix once (:mod:`fitness.backends.lean_llama`)."""
+
+    groups: tuple[tuple[tuple[int, ...], tuple[int, ...], int], ...]
+    own_start: tuple[int, ...]
 
 
 def joinable(cache) -> bool:
@@ -29,18 +46,50 @@ def joinable(cache) -> bool:
     return bool(layers) and all(type(layer) in kinds and layer.is_initialized for layer in layers)
 
 
-def join_rows(first, second):
-    """``first`` with the rows of ``second`` appended (in place on ``first``).
+def join_rows(first, *others):
+    """``first`` with the rows of ``others`` appended after its own (in place on ``first``).
 
-    Both caches must be :func:`joinable` with the same number of layers; the result's
-    width is the larger of the two, the narrower side left-padded with zeros."""
+    Every cache must be :func:`joinable` with the same number of layers; the result's
+    width is the largest, narrower rows left-padded with zeros. All caches are copied
+    once, into one new buffer per layer; for a ``GrowingLayer`` that buffer has spare
+    room, so the next decode step appends in place instead of copying it again."""
     import torch
 
-    for a, b in zip(first.layers, second.layers, strict=True):
-        width = max(a.keys.shape[-2], b.keys.shape[-2])
-        a.keys = torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)], dim=0)
-        a.values = torch.cat([_left_pad(a.values, width), _left_pad(b.values, width)], dim=0)
+    for layers in zip(first.layers, *(o.layers for o in others), strict=True):
+        width = max(layer.keys.shape[-2] for layer in layers)
+        rows = sum(layer.keys.shape[0] for layer in layers)
+        head = layers[0]
+        grows = hasattr(head, "adopt")
+        spare = max(GROW_COLUMNS, width // 2) if grows else 0
+        joined = {}
+        for name in ("keys", "values"):
+            parts = [getattr(layer, name) for layer in layers]
+            shape = (rows, *parts[0].shape[1:-2], width + spare, parts[0].shape[-1])
+            buffer = torch.empty(shape, dtype=parts[0].dtype, device=parts[0].device)
+            row = 0
+            for part in parts:
+                pad = width - part.shape[-2]
+                buffer[row:row + part.shape[0], ..., :pad, :] = 0  # hidden by the mask, but must not be NaN
+                buffer[row:row + part.shape[0], ..., pad:width, :] = part
+                row += part.shape[0]
+            joined[name] = buffer
+        if grows:
+            head.adopt(joined["keys"], joined["values"], width)
+        else:
+            head.keys, head.values = joined["keys"], joined["values"]
     return first
+
+
+def select_rows(cache, index):
+    """A new :func:`growing_cache` holding rows ``index`` of ``cache`` (repeats allowed);
+    ``cache`` is left as it was. An empty ``cache`` gives an empty one."""
+    selected = growing_cache()
+    for layer_index, layer in enumerate(getattr(cache, "layers", [])):
+        if not layer.is_initialized:
+            break
+        rows = index.to(layer.keys.device)
+        selected.update(layer.keys.index_select(0, rows), layer.values.index_select(0, rows), layer_index)
+    return selected
 
 
 def cut_left(cache, columns: int) -> None:
@@ -53,16 +102,6 @@ def cut_left(cache, columns: int) -> None:
         else:
             layer.keys = layer.keys[..., columns:, :]
             layer.values = layer.values[..., columns:, :]
-
-
-def _left_pad(tensor, width: int):
-    import torch
-
-    missing = width - tensor.shape[-2]
-    if missing == 0:
-        return tensor
-    pad = torch.zeros((*tensor.shape[:-2], missing, tensor.shape[-1]), dtype=tensor.dtype, device=tensor.device)
-    return torch.cat([pad, tensor], dim=-2)
 
 
 @functools.cache
@@ -114,6 +153,13 @@ def growing_layer():
                     setattr(self, name, view)
                 else:
                     setattr(self, name, getattr(self, name)[indices, ...])
+
+        def adopt(self, keys, values, width: int) -> None:
+            """Take ``keys``/``values`` buffers whose first ``width`` columns are filled."""
+            for name, buffer in (("keys", keys), ("values", values)):
+                view = buffer[..., :width, :]
+                self._grown[name] = (buffer, 0, width, view)
+                setattr(self, name, view)
 
         def cut_left(self, columns: int) -> None:
             for name in ("keys", "values"):

@@ -9,7 +9,14 @@ dispatch per layer. This forward computes the same function with the fewest ops:
   (:mod:`fitness.backends.packed`);
 - one additive attention mask per call, built from the decoder's padding mask;
 - attention by ``scaled_dot_product_attention`` over the decoder's in-place KV cache
-  (:mod:`fitness.backends.kv_rows`), without repeating keys per query head.
+  (:mod:`fitness.backends.kv_rows`), without repeating keys per query head;
+- in decode steps, a prefix that several rows share (one strategy's system prompt and
+  exemplars, :class:`SharedPrefix`) is attended once for all of them: their queries
+  become one query block over one copy of the prefix keys, the rest of each row's
+  cache is attended as before, and the two halves are merged by their log-sum-exp.
+  A decode step on a CPU is bound by reading the cache, and on a few-shot workload
+  most of every row's cache is that prefix. This changes rounding (not the function),
+  so it is used only when the decoder asks for it.
 
 Projections stay separate: fusing q/k/v and gate/up measured 2-4 % faster per decode
 step but changes oneDNN's rounding at some row counts; separate, the logits equal
@@ -87,7 +94,8 @@ class LeanLlama:
     def _matmul(self, x, weight):
         return packed_matmul(x, weight) if self.packed else self.torch.nn.functional.linear(x, weight)
 
-    def __call__(self, ids, mask, positions, cache):
+    def __call__(self, ids, mask, positions, cache, shared=None):
+        """``shared``: :class:`fitness.backends.kv_rows.SharedSpan` spans of the cache, used by decode steps (one new token)."""
         torch = self.torch
         functional = torch.nn.functional
         device = self.final_norm.device
@@ -97,6 +105,7 @@ class LeanLlama:
         cos, sin = self.rotary(hidden, position_ids=positions)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         allowed = _attention_mask(mask, new, hidden.dtype)
+        cascade = _Cascade.plan(shared, mask, hidden.dtype) if shared and new == 1 else None
         for index, layer in enumerate(self.layers):
             x = self._norm(hidden, layer["norm_in"])
             q, k, v = (self._matmul(x, w) for w in layer["qkv"])
@@ -104,7 +113,7 @@ class LeanLlama:
             k = _rotate(k.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
             v = v.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2)
             keys, values = cache.update(k, v, index)
-            attended = self._attend(q, keys, values, allowed)
+            attended = cascade.attend(q, keys, values, self.kv_heads) if cascade else self._attend(q, keys, values, allowed)
             hidden = hidden + self._matmul(attended.transpose(1, 2).reshape(rows, new, -1), layer["o"])
             x = self._norm(hidden, layer["norm_post"])
             gate, up = (self._matmul(x, w) for w in layer["gate_up"])
@@ -134,6 +143,60 @@ class LeanLlama:
         x32 = x.to(torch.float32)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * x32.to(x.dtype)
+
+
+class _Cascade:
+    """Decode-step attention with shared prefixes read once (see the module docstring).
+
+    Each row attends to (a) its cache from column ``own_start`` on, where its
+    shared prefix columns are masked out, and (b) for rows in a shared span,
+    that prefix, computed for all its rows at once from one row's copy. Softmax over
+    the union equals the two partial softmaxes weighted by their log-sum-exp."""
+
+    def __init__(self, spans, own_start: int, own_mask) -> None:
+        self.spans, self.own_start, self.own_mask = spans, own_start, own_mask
+
+    @classmethod
+    def plan(cls, shared, mask, dtype):
+        """From a :class:`fitness.backends.kv_rows.SharedPrefixes` and the step's mask
+        (its last column the new token); None when no row has a shared prefix."""
+        import torch
+
+        if not shared.groups:
+            return None
+        spans = [(torch.tensor(rows, dtype=torch.long), starts[0], starts[0] + length)
+                 for rows, starts, length in shared.groups]
+        own = torch.tensor(shared.own_start, dtype=torch.long)
+        own_start = int(own.min())
+        columns = torch.arange(own_start, mask.shape[1], device=mask.device)
+        visible = mask[:, own_start:].bool() & (columns.view(1, -1) >= own.view(-1, 1))
+        own_mask = torch.zeros((visible.shape[0], 1, 1, visible.shape[1]), dtype=dtype)
+        own_mask.masked_fill_(~visible.view(visible.shape[0], 1, 1, -1), float("-inf"))
+        return cls(spans, own_start, own_mask)
+
+    def attend(self, q, keys, values, kv_heads: int):
+        import torch
+
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        rows, heads, _, dim = q.shape
+        group = heads // kv_heads
+        grouped = q.reshape(rows, kv_heads, group, dim)  # a key head's query heads become its queries
+        out, lse = flash(grouped, keys[:, :, self.own_start:], values[:, :, self.own_start:], 0.0, False,
+                         attn_mask=self.own_mask)
+        out, lse = out.float(), lse.unsqueeze(-1)
+        for index, start, end in self.spans:
+            count = index.shape[0]
+            block = grouped[index].transpose(0, 1).reshape(1, kv_heads, count * group, dim)
+            first = int(index[0])
+            shared_out, shared_lse = flash(block, keys[first:first + 1, :, start:end], values[first:first + 1, :, start:end],
+                                           0.0, False)
+            shared_out = shared_out.float().view(kv_heads, count, group, dim).transpose(0, 1)
+            shared_lse = shared_lse.view(kv_heads, count, group, 1).transpose(0, 1)
+            own_lse = lse[index]
+            top = torch.maximum(own_lse, shared_lse)
+            own_weight, shared_weight = (own_lse - top).exp(), (shared_lse - top).exp()
+            out[index] = (out[index] * own_weight + shared_out * shared_weight) / (own_weight + shared_weight)
+        return out.to(q.dtype).reshape(rows, heads, 1, dim)
 
 
 def _rotate(x, cos, sin):

@@ -102,3 +102,34 @@ def test_finished_rows_are_compacted_in_batches_not_one_by_one():
     assert all(ids == [(4 + k) % 7 + 3 for k in range(len(ids))] for ids, _ in done.values())
     assert {reason for _, reason in done.values()} == {"length"}
     assert selects == [6, 4, 3, 2, 1]  # rows kept by each copy (one layer)
+
+
+def test_length_buckets_split_short_prompts_from_long_ones():
+    from fitness.backends.hf_decode import length_buckets
+
+    lengths = [102, 19, 154, 28, 19, 104, 33, 125]
+    buckets = length_buckets(lengths, overhead=48)
+    assert sorted(r for b in buckets for r in b) == list(range(len(lengths)))  # every row once
+    assert sorted(lengths[r] for r in buckets[0]) == [19, 19, 28, 33]  # short questions alone, shortest first
+    assert all(min(lengths[r] for r in b) > 100 for b in buckets[1:])
+    assert length_buckets([20, 21, 22], overhead=48) == [[0, 1, 2]]  # little padding: one forward
+    assert length_buckets([5], overhead=48) == [[0]]
+
+
+def test_join_many_and_select_rows():
+    """Three caches joined at once (rows in order, each right-aligned); rows selected
+    (with a repeat) into a new cache, leaving the source as it was."""
+    parts = [kv_rows.growing_cache() for _ in range(3)]
+    tensors = [states(rows, columns, seed) for seed, (rows, columns) in enumerate([(2, 5), (1, 8), (2, 3)])]
+    for cache, (k, v) in zip(parts, tensors):
+        cache.update(k, v, 0)
+    picked = kv_rows.select_rows(parts[0], torch.tensor([1, 1, 0]))
+    assert torch.equal(picked.layers[0].keys, tensors[0][0][[1, 1, 0]]) and parts[0].layers[0].keys.shape[0] == 2
+    kv_rows.join_rows(*parts)
+    keys = parts[0].layers[0].keys
+    assert keys.shape == (5, 2, 8, 4)
+    assert torch.equal(keys[:2, :, 3:], tensors[0][0]) and torch.equal(keys[2:3], tensors[1][0])
+    assert torch.equal(keys[3:, :, 5:], tensors[2][0]) and not keys[3:, :, :5].any()
+    before = keys.data_ptr()
+    parts[0].update(*states(5, 1, 9), 0)  # the joined buffer has room: the next step appends in place
+    assert parts[0].layers[0].keys.data_ptr() == before

@@ -15,10 +15,11 @@ needs_bf16 = pytest.mark.skipif(not packing_supported(), reason="CPU without nat
 
 @pytest.fixture(scope="module")
 def bf16_backends():
-    """The bundled model in bf16 twice: the lean forward, and transformers' forward."""
+    """The bundled model in bf16 twice: the lean forward (decode steps attending as
+    transformers' do, not with shared prefixes read once), and transformers' forward."""
     from fitness.backends.hf import HFBackend
 
-    return HFBackend(dtype="bfloat16"), HFBackend(dtype="bfloat16", lean_forward=False)
+    return HFBackend(dtype="bfloat16", shared_prefix_attention=False), HFBackend(dtype="bfloat16", lean_forward=False)
 
 
 def _padded_prompts(pad_id: int):
@@ -108,6 +109,71 @@ def test_requests_with_adapters_take_peft_and_base_requests_are_unchanged(lora_a
     assert backend.model is not backend.base_model  # PEFT now
     assert [c.text for c in adapted] != before
     assert [c.text for c in backend.generate(requests)] == before  # same batch, now through PEFT
+
+
+def test_shared_prefix_attention_equals_attending_each_rows_copy():
+    """Rows whose caches hold the same prefix (from different prefills, so at
+    different columns) attend to one copy of it, merged with their own columns by
+    log-sum-exp: the same output as attending to every row's whole cache (float32,
+    to rounding). A finished row attends only to its new token."""
+    import torch
+
+    from fitness.backends.kv_rows import SharedPrefixes
+    from fitness.backends.lean_llama import _attention_mask, _Cascade
+
+    torch.manual_seed(0)
+    rows, kv_heads, group, dim, width = 6, 3, 3, 16, 40
+    keys, values = torch.randn(rows, kv_heads, width + 1, dim), torch.randn(rows, kv_heads, width + 1, dim)
+    for row, column in ((2, 5), (3, 8)):  # row 1's prefix [5, 20) copied to rows 2 and 3
+        keys[row, :, column:column + 15], values[row, :, column:column + 15] = keys[1, :, 5:20], values[1, :, 5:20]
+    mask = torch.ones(rows, width + 1, dtype=torch.long)
+    mask[0, :10] = mask[1:3, :5] = mask[1:3, 20:23] = mask[3, :8] = 0  # left padding, padding after a prefix
+    q = torch.randn(rows, kv_heads * group, 1, dim)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, keys.repeat_interleave(group, 1), values.repeat_interleave(group, 1), attn_mask=_attention_mask(mask, 1, q.dtype))
+    shared = SharedPrefixes((((1, 2, 3), (5, 5, 8), 15),), own_start=(10, 20, 20, 23, 0, width))
+    got = _Cascade.plan(shared, mask, q.dtype).attend(q, keys, values, kv_heads)
+    torch.testing.assert_close(got[:5], want[:5], atol=1e-5, rtol=1e-5)
+    alone = torch.nn.functional.scaled_dot_product_attention(q[5:], keys[5:, :, -1:].repeat_interleave(group, 1),
+                                                             values[5:, :, -1:].repeat_interleave(group, 1))
+    torch.testing.assert_close(got[5:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_with_shared_prefix_attention_generates_the_same(hf_backend):
+    """The decoder tells the forward which rows share a prompt prefix, through
+    prefills, joins of admitted rows and compactions (3 slots for 10 requests of two
+    system prompts, different token limits): greedy outputs equal decoding without
+    it (the lean forward in float32), and most decode steps did share."""
+    import dataclasses
+
+    from fitness.backends.hf_decode import ContinuousDecoder
+    from fitness.backends.lean_llama import LeanLlama
+
+    lean = LeanLlama(hf_backend.base_model)
+    requests = []
+    for i, question in enumerate(QUESTIONS * 2):
+        request = make_request(question, max_new_tokens=6 + 3 * i)
+        if i % 2:
+            system = {"role": "system", "content": "You are a careful assistant. Answer briefly and exactly."}
+            request = dataclasses.replace(request, messages=(system, request.messages[1]))
+        requests.append(request)
+    shared_steps = []
+
+    def forward(ids, mask, positions, cache, names, shared=None):
+        if shared is not None:
+            shared_steps.append(sum(len(rows) for rows, _, _ in shared.groups))
+        return lean(ids, mask, positions, cache, shared)
+
+    def decode(share: bool) -> list[list[int]]:
+        queue = sorted((hf_backend._encode(i, r) for i, r in enumerate(requests)), key=lambda q: q.ids)
+        out = [None] * len(requests)
+        decoder = ContinuousDecoder(forward, hf_backend.pad_id, hf_backend.stop_ids, token_budget=100_000,
+                                    max_batch=3, with_names=False, share_prefix_attention=share)
+        decoder.run(queue, lambda item, ids, reason: out.__setitem__(item.index, list(ids)))
+        return out
+
+    assert decode(True) == decode(False)
+    assert len(shared_steps) > 10 and sum(count >= 2 for count in shared_steps) > len(shared_steps) // 2
 
 
 def test_lean_forward_applies_only_to_llama_in_bf16_with_native_units(hf_backend, tiny_model_dir):
