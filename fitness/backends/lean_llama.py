@@ -145,16 +145,24 @@ class LeanLlama:
         return weight * x32.to(x.dtype)
 
 
+# one more attention call over a run of rows costs about as much as reading this many
+# (row, column) pairs of the cache: ~50 us against ~80 ns a column at this CPU's bandwidth
+RUN_OVERHEAD_COLUMNS = 512
+
+
 class _Cascade:
     """Decode-step attention with shared prefixes read once (see the module docstring).
 
-    Each row attends to (a) its cache from column ``own_start`` on, where its
-    shared prefix columns are masked out, and (b) for rows in a shared span,
-    that prefix, computed for all its rows at once from one row's copy. Softmax over
-    the union equals the two partial softmaxes weighted by their log-sum-exp."""
+    Each row attends to (a) its own columns, from its ``own_start`` on (columns
+    before it are its padding or its shared prefix), and (b) if it has a shared
+    prefix, that prefix, computed for all rows that share it at once from one row's
+    copy. Softmax over the union equals the two partial softmaxes weighted by their
+    log-sum-exp. (a) runs over contiguous runs of rows (the parts joined into the
+    batch, whose own columns start at about the same place; :func:`_row_runs`), so
+    that no row reads another's far longer history as masked columns."""
 
-    def __init__(self, spans, own_start: int, own_mask) -> None:
-        self.spans, self.own_start, self.own_mask = spans, own_start, own_mask
+    def __init__(self, spans, runs) -> None:
+        self.spans, self.runs = spans, runs
 
     @classmethod
     def plan(cls, shared, mask, dtype):
@@ -166,13 +174,14 @@ class _Cascade:
             return None
         spans = [(torch.tensor(rows, dtype=torch.long), starts[0], starts[0] + length)
                  for rows, starts, length in shared.groups]
-        own = torch.tensor(shared.own_start, dtype=torch.long)
-        own_start = int(own.min())
-        columns = torch.arange(own_start, mask.shape[1], device=mask.device)
-        visible = mask[:, own_start:].bool() & (columns.view(1, -1) >= own.view(-1, 1))
-        own_mask = torch.zeros((visible.shape[0], 1, 1, visible.shape[1]), dtype=dtype)
-        own_mask.masked_fill_(~visible.view(visible.shape[0], 1, 1, -1), float("-inf"))
-        return cls(spans, own_start, own_mask)
+        runs = []
+        for first, last, start in _row_runs(shared.own_start, mask.shape[1]):
+            own = torch.tensor(shared.own_start[first:last], dtype=torch.long)
+            columns = torch.arange(start, mask.shape[1], device=mask.device)
+            visible = mask[first:last, start:].bool() & (columns.view(1, -1) >= own.view(-1, 1))
+            additive = torch.zeros((last - first, 1, 1, visible.shape[1]), dtype=dtype)
+            runs.append((first, last, start, additive.masked_fill_(~visible.view(last - first, 1, 1, -1), float("-inf"))))
+        return cls(spans, runs)
 
     def attend(self, q, keys, values, kv_heads: int):
         import torch
@@ -181,9 +190,10 @@ class _Cascade:
         rows, heads, _, dim = q.shape
         group = heads // kv_heads
         grouped = q.reshape(rows, kv_heads, group, dim)  # a key head's query heads become its queries
-        out, lse = flash(grouped, keys[:, :, self.own_start:], values[:, :, self.own_start:], 0.0, False,
-                         attn_mask=self.own_mask)
-        out, lse = out.float(), lse.unsqueeze(-1)
+        parts = [flash(grouped[first:last], keys[first:last, :, start:], values[first:last, :, start:], 0.0, False,
+                       attn_mask=additive) for first, last, start, additive in self.runs]
+        out = torch.cat([o for o, _ in parts]).float() if len(parts) > 1 else parts[0][0].float()
+        lse = (torch.cat([s for _, s in parts]) if len(parts) > 1 else parts[0][1]).unsqueeze(-1)
         for index, start, end in self.spans:
             count = index.shape[0]
             block = grouped[index].transpose(0, 1).reshape(1, kv_heads, count * group, dim)
@@ -197,6 +207,28 @@ class _Cascade:
             own_weight, shared_weight = (own_lse - top).exp(), (shared_lse - top).exp()
             out[index] = (out[index] * own_weight + shared_out * shared_weight) / (own_weight + shared_weight)
         return out.to(q.dtype).reshape(rows, heads, 1, dim)
+
+
+def _row_runs(own_start, width: int, overhead: int = RUN_OVERHEAD_COLUMNS) -> list[tuple[int, int, int]]:
+    """Contiguous runs of rows ``(first, last, start column)`` for the own-column
+    attention: each run reads columns from its rows' smallest ``own_start`` to
+    ``width``. Minimises the columns read plus ``overhead`` per run (dynamic
+    programming; a batch has at most a few dozen rows)."""
+    n = len(own_start)
+    best, cut = [0] + [float("inf")] * n, [0] * (n + 1)
+    for last in range(1, n + 1):
+        lowest = width
+        for first in range(last - 1, -1, -1):
+            lowest = min(lowest, own_start[first])
+            cost = best[first] + (last - first) * (width - lowest) + overhead
+            if cost < best[last]:
+                best[last], cut[last] = cost, first
+    runs, last = [], n
+    while last > 0:
+        first = cut[last]
+        runs.append((first, last, min(own_start[first:last])))
+        last = first
+    return runs[::-1]
 
 
 def _rotate(x, cos, sin):

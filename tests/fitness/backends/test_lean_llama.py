@@ -139,6 +139,16 @@ def test_shared_prefix_attention_equals_attending_each_rows_copy():
     torch.testing.assert_close(got[5:], alone, atol=1e-5, rtol=1e-5)
 
 
+def test_own_columns_are_attended_in_runs_of_rows_that_start_alike():
+    """Rows joined at different times start their own columns far apart: a run per
+    such part reads far fewer masked columns than one call over the widest."""
+    from fitness.backends.lean_llama import _row_runs
+
+    assert _row_runs([300, 300, 300, 300, 50, 50, 50], 500, overhead=512) == [(0, 4, 300), (4, 7, 50)]
+    assert _row_runs([10, 12, 11], 500, overhead=512) == [(0, 3, 10)]  # another call would cost more than it saves
+    assert _row_runs([40], 41, overhead=512) == [(0, 1, 40)]
+
+
 def test_decoder_with_shared_prefix_attention_generates_the_same(hf_backend):
     """The decoder tells the forward which rows share a prompt prefix, through
     prefills, joins of admitted rows and compactions (3 slots for 10 requests of two
