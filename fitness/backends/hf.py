@@ -149,7 +149,7 @@ class HFBackend:
 
         decoder = ContinuousDecoder(self._forward, self.pad_id, self.stop_ids, self.token_budget, self.max_batch,
                                     with_names=self.model is not self.base_model, grammars=self._grammar_compiler,
-                                    share_prefix_attention=self.shared_prefix_attention)
+                                    share_prefix_attention=self.shared_prefix_attention and self.model is self.base_model)
         decoder.run(queue, finish)
         return results  # type: ignore[return-value]
 

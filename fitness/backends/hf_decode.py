@@ -147,14 +147,20 @@ class ContinuousDecoder:
         return count if count >= worth_it else 0
 
     def _join(self, parts: list[_Batch]) -> _Batch:
-        """One batch of every part's rows, in order (one copy of the KV caches)."""
+        """One batch of every part's rows, in order: one copy of the KV caches, or
+        none where the forward attends part by part (``kv_rows.PartsCache``)."""
         if len(parts) == 1:
             return parts[0]
         torch = self.torch
         width = max(p.mask.shape[1] for p in parts)
         masks = [torch.nn.functional.pad(p.mask, (width - p.mask.shape[1], 0)) for p in parts]
-        kv_rows.join_rows(parts[0].cache, *(p.cache for p in parts[1:]))
-        return _Batch([r for p in parts for r in p.rows], parts[0].cache, torch.cat(masks),
+        if self.share_prefix_attention:  # the forward attends part by part: new rows become new parts, uncopied
+            cache = parts[0].cache if isinstance(parts[0].cache, kv_rows.PartsCache) else kv_rows.PartsCache()
+            for p in parts if cache is not parts[0].cache else parts[1:]:
+                cache.add(p.cache)
+        else:
+            cache = kv_rows.join_rows(parts[0].cache, *(p.cache for p in parts[1:]))
+        return _Batch([r for p in parts for r in p.rows], cache, torch.cat(masks),
                       torch.cat([p.logits for p in parts]))
 
     # ---- decoding --------------------------------------------------------------------
@@ -227,8 +233,11 @@ class ContinuousDecoder:
         batch.rows, batch.mask, batch.logits = [batch.rows[b] for b in keep], batch.mask[index], batch.logits[index]
         cut = batch.mask.shape[1] - max(r.span for r in batch.rows) if self.can_join else 0
         if cut:
-            kv_rows.cut_left(batch.cache, cut)
             batch.mask = batch.mask[:, cut:]
+            if isinstance(batch.cache, kv_rows.PartsCache):  # parts may be narrower than the mask
+                batch.cache.cut_to(batch.mask.shape[1])
+            else:
+                kv_rows.cut_left(batch.cache, cut)
 
 
     def _prefill(self, items: list[Queued]) -> list[_Batch]:
@@ -353,6 +362,8 @@ def length_buckets(lengths: list[int], overhead: int = BUCKET_OVERHEAD) -> list[
 
 
 def _device(cache):
+    if isinstance(cache, kv_rows.PartsCache):
+        cache = cache.parts[0]
     return cache.layers[0].keys.device
 
 

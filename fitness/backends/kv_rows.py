@@ -182,3 +182,74 @@ def growing_cache():
     from transformers.cache_utils import Cache
 
     return Cache(layer_class_to_replicate=growing_layer())
+
+
+MAX_PARTS = 4  # more parts cost a few small ops per layer each; adjacent small ones are merged
+
+
+class PartsCache:
+    """A running batch's KV cache kept as consecutive parts, each a cache of its own
+    rows and width (rows ``[0, n0)`` in the first part, ``[n0, n0 + n1)`` in the next...).
+
+    Why: joining admitted rows into one cache copies every running row's KV (on a
+    real workload, half a second per admission at 64 rows); as a new part they are
+    copied not at all, and dropping finished rows copies only the parts they were
+    in. Only a forward that attends part by part can use it (the lean forward's
+    decode steps, :mod:`fitness.backends.lean_llama`); each part is right-aligned to
+    the batch's mask, so part ``p``'s columns are the mask's last ``width(p)``.
+    Beyond :data:`MAX_PARTS` the two adjacent parts with the fewest rows are merged."""
+
+    def __init__(self) -> None:
+        self.parts: list = []
+
+    def add(self, cache) -> None:
+        """Append ``cache``'s rows (a growing cache or another ``PartsCache``) after ours."""
+        self.parts.extend(cache.parts if isinstance(cache, PartsCache) else [cache])
+        while len(self.parts) > MAX_PARTS:
+            sizes = [rows_of(a) + rows_of(b) for a, b in zip(self.parts, self.parts[1:])]
+            first = sizes.index(min(sizes))
+            join_rows(self.parts[first], self.parts.pop(first + 1))
+
+    def ranges(self):
+        """``(first row, last row + 1, part)`` of every part, in row order."""
+        first = 0
+        for part in self.parts:
+            rows = rows_of(part)
+            yield first, first + rows, part
+            first += rows
+
+    def width(self) -> int:
+        return max(part.layers[0].keys.shape[-2] for part in self.parts)
+
+    def batch_select_indices(self, index) -> None:
+        """Keep rows ``index`` (ascending, no repeats): a part loses rows by a copy of
+        itself alone, and goes when it keeps none."""
+        keep = index.tolist()
+        kept_parts, position = [], 0
+        for first, last, part in list(self.ranges()):
+            local = []
+            while position < len(keep) and keep[position] < last:
+                local.append(keep[position] - first)
+                position += 1
+            if len(local) == last - first:
+                kept_parts.append(part)
+            elif local:
+                part.batch_select_indices(_tensor(local, index))
+                kept_parts.append(part)
+        self.parts = kept_parts
+
+    def cut_to(self, width: int) -> None:
+        """The batch's mask is now ``width`` columns (its first ones, padding in every
+        row, were dropped): each part loses what of them it had."""
+        for part in self.parts:
+            cut_left(part, part.layers[0].keys.shape[-2] - width)
+
+
+def rows_of(cache) -> int:
+    return cache.layers[0].keys.shape[0]
+
+
+def _tensor(values: list[int], like):
+    import torch
+
+    return torch.tensor(values, dtype=torch.long, device=like.device)

@@ -34,6 +34,7 @@ in float32 as ``LlamaRMSNorm`` does.
 
 from __future__ import annotations
 
+from fitness.backends.kv_rows import PartsCache
 from fitness.backends.packed import pack_linears, pack_weight, packable, packed_matmul
 
 
@@ -95,7 +96,8 @@ class LeanLlama:
         return packed_matmul(x, weight) if self.packed else self.torch.nn.functional.linear(x, weight)
 
     def __call__(self, ids, mask, positions, cache, shared=None):
-        """``shared``: :class:`fitness.backends.kv_rows.SharedSpan` spans of the cache, used by decode steps (one new token)."""
+        """``shared``: a :class:`fitness.backends.kv_rows.SharedPrefixes`, used by decode
+        steps (one new token; a ``PartsCache`` comes only with decode steps and ``shared``)."""
         torch = self.torch
         functional = torch.nn.functional
         device = self.final_norm.device
@@ -105,15 +107,25 @@ class LeanLlama:
         cos, sin = self.rotary(hidden, position_ids=positions)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         allowed = _attention_mask(mask, new, hidden.dtype)
-        cascade = _Cascade.plan(shared, mask, hidden.dtype) if shared and new == 1 else None
+        parts = list(cache.ranges()) if isinstance(cache, PartsCache) else None
+        if parts is not None:  # a decode step (the decoder joins rows into parts only when it shares prefixes)
+            extents = [(first, last, part.layers[0].keys.shape[-2] + new) for first, last, part in parts]
+            cascade = _Cascade.plan(shared, mask, hidden.dtype, extents)
+        else:
+            cascade = _Cascade.plan(shared, mask, hidden.dtype) if shared and new == 1 else None
         for index, layer in enumerate(self.layers):
             x = self._norm(hidden, layer["norm_in"])
             q, k, v = (self._matmul(x, w) for w in layer["qkv"])
             q = _rotate(q.view(rows, new, self.heads, self.head_dim).transpose(1, 2), cos, sin)
             k = _rotate(k.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
             v = v.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2)
-            keys, values = cache.update(k, v, index)
-            attended = cascade.attend(q, keys, values, self.kv_heads) if cascade else self._attend(q, keys, values, allowed)
+            if parts is not None:
+                sources = [part.update(k[first:last], v[first:last], index) for first, last, part in parts]
+                attended = cascade.attend(q, sources, self.kv_heads)
+            else:
+                keys, values = cache.update(k, v, index)
+                attended = cascade.attend(q, [(keys, values)], self.kv_heads) if cascade else \
+                    self._attend(q, keys, values, allowed)
             hidden = hidden + self._matmul(attended.transpose(1, 2).reshape(rows, new, -1), layer["o"])
             x = self._norm(hidden, layer["norm_post"])
             gate, up = (self._matmul(x, w) for w in layer["gate_up"])
@@ -157,48 +169,69 @@ class _Cascade:
     before it are its padding or its shared prefix), and (b) if it has a shared
     prefix, that prefix, computed for all rows that share it at once from one row's
     copy. Softmax over the union equals the two partial softmaxes weighted by their
-    log-sum-exp. (a) runs over contiguous runs of rows (the parts joined into the
-    batch, whose own columns start at about the same place; :func:`_row_runs`), so
-    that no row reads another's far longer history as masked columns."""
+    log-sum-exp. (a) runs over contiguous runs of rows: the parts of a
+    :class:`fitness.backends.kv_rows.PartsCache`, or on one cache the runs
+    :func:`_row_runs` picks, so that no row reads another's far longer history as
+    masked columns.
+
+    ``sources``: the caches' (keys, values) after the step's update, one per part
+    (one in all for a single cache); runs and spans name theirs by index."""
 
     def __init__(self, spans, runs) -> None:
         self.spans, self.runs = spans, runs
 
     @classmethod
-    def plan(cls, shared, mask, dtype):
-        """From a :class:`fitness.backends.kv_rows.SharedPrefixes` and the step's mask
-        (its last column the new token); None when no row has a shared prefix."""
+    def plan(cls, shared, mask, dtype, parts=None):
+        """From a :class:`fitness.backends.kv_rows.SharedPrefixes`, the step's mask
+        (its last column the new token) and, for a ``PartsCache``, each part's
+        ``(first row, last row + 1, width after the step)``. Without parts, None when
+        no row has a shared prefix (the plain attention serves)."""
         import torch
 
-        if not shared.groups:
-            return None
-        spans = [(torch.tensor(rows, dtype=torch.long), starts[0], starts[0] + length)
-                 for rows, starts, length in shared.groups]
-        runs = []
-        for first, last, start in _row_runs(shared.own_start, mask.shape[1]):
+        width = mask.shape[1]
+        if parts is None:  # one cache: every run reads it, at the mask's own columns
+            if not shared.groups:
+                return None
+            layout = [(first, last, 0, first, 0) for first, last, _ in _row_runs(shared.own_start, width)]
+        else:  # (first, last, source, its first row in the source, the source's first column in the mask)
+            layout = [(first, last, source, 0, width - part_width) for source, (first, last, part_width) in enumerate(parts)]
+        runs, home = [], {}
+        for first, last, source, local_first, offset in layout:
             own = torch.tensor(shared.own_start[first:last], dtype=torch.long)
-            columns = torch.arange(start, mask.shape[1], device=mask.device)
+            start = int(own.min())  # in the mask's columns
+            columns = torch.arange(start, width, device=mask.device)
             visible = mask[first:last, start:].bool() & (columns.view(1, -1) >= own.view(-1, 1))
             additive = torch.zeros((last - first, 1, 1, visible.shape[1]), dtype=dtype)
-            runs.append((first, last, start, additive.masked_fill_(~visible.view(last - first, 1, 1, -1), float("-inf"))))
+            additive.masked_fill_(~visible.view(last - first, 1, 1, -1), float("-inf"))
+            runs.append((first, last, source, local_first, start - offset, additive))
+            home.update({row: (source, row - first + local_first, offset) for row in range(first, last)})
+        spans = []
+        for rows, starts, length in shared.groups:
+            source, local, offset = home[rows[0]]  # the first row's copy serves them all
+            spans.append((torch.tensor(rows, dtype=torch.long), source, local, starts[0] - offset, starts[0] - offset + length))
         return cls(spans, runs)
 
-    def attend(self, q, keys, values, kv_heads: int):
+    def attend(self, q, sources, kv_heads: int):
+        """``sources``: (keys, values) of each source the plan names, after the step's update."""
         import torch
 
         flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
         rows, heads, _, dim = q.shape
         group = heads // kv_heads
         grouped = q.reshape(rows, kv_heads, group, dim)  # a key head's query heads become its queries
-        parts = [flash(grouped[first:last], keys[first:last, :, start:], values[first:last, :, start:], 0.0, False,
-                       attn_mask=additive) for first, last, start, additive in self.runs]
+        parts = []
+        for first, last, source, local, start, additive in self.runs:
+            keys, values = sources[source]
+            count = last - first
+            parts.append(flash(grouped[first:last], keys[local:local + count, :, start:], values[local:local + count, :, start:],
+                               0.0, False, attn_mask=additive))
         out = torch.cat([o for o, _ in parts]).float() if len(parts) > 1 else parts[0][0].float()
         lse = (torch.cat([s for _, s in parts]) if len(parts) > 1 else parts[0][1]).unsqueeze(-1)
-        for index, start, end in self.spans:
+        for index, source, local, start, end in self.spans:
+            keys, values = sources[source]
             count = index.shape[0]
             block = grouped[index].transpose(0, 1).reshape(1, kv_heads, count * group, dim)
-            first = int(index[0])
-            shared_out, shared_lse = flash(block, keys[first:first + 1, :, start:end], values[first:first + 1, :, start:end],
+            shared_out, shared_lse = flash(block, keys[local:local + 1, :, start:end], values[local:local + 1, :, start:end],
                                            0.0, False)
             shared_out = shared_out.float().view(kv_heads, count, group, dim).transpose(0, 1)
             shared_lse = shared_lse.view(kv_heads, count, group, 1).transpose(0, 1)

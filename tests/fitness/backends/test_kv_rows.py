@@ -133,3 +133,31 @@ def test_join_many_and_select_rows():
     before = keys.data_ptr()
     parts[0].update(*states(5, 1, 9), 0)  # the joined buffer has room: the next step appends in place
     assert parts[0].layers[0].keys.data_ptr() == before
+
+
+def test_parts_cache_adds_without_copying_and_drops_rows_part_by_part(monkeypatch):
+    """Admitted rows become a new part (no copy of the running rows); compaction
+    copies only parts that lose rows, drops emptied ones; beyond MAX_PARTS the
+    smallest adjacent pair is merged; cutting columns trims each part to the batch."""
+    monkeypatch.setattr(kv_rows, "MAX_PARTS", 3)
+    caches = []
+    for seed, (rows, columns) in enumerate([(3, 9), (2, 6), (1, 4), (2, 7)]):
+        cache = kv_rows.growing_cache()
+        cache.update(*states(rows, columns, seed), 0)
+        caches.append(cache)
+    running = caches[0].layers[0].keys.data_ptr()
+    parts = kv_rows.PartsCache()
+    for cache in caches[:3]:
+        parts.add(cache)
+    assert [(f, l) for f, l, _ in parts.ranges()] == [(0, 3), (3, 5), (5, 6)] and parts.width() == 9
+    assert parts.parts[0].layers[0].keys.data_ptr() == running  # untouched
+    parts.add(caches[3])  # four parts: the two with fewest rows together (2 + 1) merge
+    assert [(f, l) for f, l, _ in parts.ranges()] == [(0, 3), (3, 6), (6, 8)]
+    assert parts.parts[1].layers[0].keys.shape == (3, 2, 6, 4)
+    parts.batch_select_indices(torch.tensor([0, 1, 2, 6]))  # the middle part loses every row, the last one row
+    assert [(f, l) for f, l, _ in parts.ranges()] == [(0, 3), (3, 4)]
+    assert parts.parts[0].layers[0].keys.data_ptr() == running
+    k3, _ = states(2, 7, 3)
+    assert torch.equal(parts.parts[1].layers[0].keys, k3[:1])
+    parts.cut_to(7)  # the batch's mask 9 -> 7 columns: the first part loses 2, the other (7 wide) none
+    assert parts.parts[0].layers[0].keys.shape[-2] == 7 and torch.equal(parts.parts[1].layers[0].keys, k3[:1])

@@ -132,8 +132,12 @@ def test_shared_prefix_attention_equals_attending_each_rows_copy():
     want = torch.nn.functional.scaled_dot_product_attention(
         q, keys.repeat_interleave(group, 1), values.repeat_interleave(group, 1), attn_mask=_attention_mask(mask, 1, q.dtype))
     shared = SharedPrefixes((((1, 2, 3), (5, 5, 8), 15),), own_start=(10, 20, 20, 23, 0, width))
-    got = _Cascade.plan(shared, mask, q.dtype).attend(q, keys, values, kv_heads)
+    got = _Cascade.plan(shared, mask, q.dtype).attend(q, [(keys, values)], kv_heads)
     torch.testing.assert_close(got[:5], want[:5], atol=1e-5, rtol=1e-5)
+    # the same rows as two parts of their own widths (rows 0-2: the last 36 columns; rows 3-5: all)
+    parts = [(keys[:3, :, 5:], values[:3, :, 5:]), (keys[3:], values[3:])]
+    in_parts = _Cascade.plan(shared, mask, q.dtype, [(0, 3, width - 4), (3, 6, width + 1)]).attend(q, parts, kv_heads)
+    torch.testing.assert_close(in_parts, got, atol=1e-5, rtol=1e-5)
     alone = torch.nn.functional.scaled_dot_product_attention(q[5:], keys[5:, :, -1:].repeat_interleave(group, 1),
                                                              values[5:, :, -1:].repeat_interleave(group, 1))
     torch.testing.assert_close(got[5:], alone, atol=1e-5, rtol=1e-5)
@@ -151,12 +155,14 @@ def test_own_columns_are_attended_in_runs_of_rows_that_start_alike():
 
 def test_decoder_with_shared_prefix_attention_generates_the_same(hf_backend):
     """The decoder tells the forward which rows share a prompt prefix, through
-    prefills, joins of admitted rows and compactions (3 slots for 10 requests of two
-    system prompts, different token limits): greedy outputs equal decoding without
-    it (the lean forward in float32), and most decode steps did share."""
+    prefills, joins of admitted rows (as parts of a ``PartsCache``) and compactions
+    (3 slots for 10 requests of two system prompts, different token limits): greedy
+    outputs equal decoding without it (the lean forward in float32), and most decode
+    steps did share."""
     import dataclasses
 
     from fitness.backends.hf_decode import ContinuousDecoder
+    from fitness.backends.kv_rows import PartsCache
     from fitness.backends.lean_llama import LeanLlama
 
     lean = LeanLlama(hf_backend.base_model)
@@ -167,11 +173,12 @@ def test_decoder_with_shared_prefix_attention_generates_the_same(hf_backend):
             system = {"role": "system", "content": "You are a careful assistant. Answer briefly and exactly."}
             request = dataclasses.replace(request, messages=(system, request.messages[1]))
         requests.append(request)
-    shared_steps = []
+    shared_steps, in_parts = [], []
 
     def forward(ids, mask, positions, cache, names, shared=None):
         if shared is not None:
             shared_steps.append(sum(len(rows) for rows, _, _ in shared.groups))
+            in_parts.append(isinstance(cache, PartsCache))
         return lean(ids, mask, positions, cache, shared)
 
     def decode(share: bool) -> list[list[int]]:
@@ -184,6 +191,7 @@ def test_decoder_with_shared_prefix_attention_generates_the_same(hf_backend):
 
     assert decode(True) == decode(False)
     assert len(shared_steps) > 10 and sum(count >= 2 for count in shared_steps) > len(shared_steps) // 2
+    assert sum(in_parts) > len(in_parts) // 2  # admitted rows joined as parts, not copied
 
 
 def test_lean_forward_applies_only_to_llama_in_bf16_with_native_units(hf_backend, tiny_model_dir):
