@@ -273,7 +273,9 @@ class ContinuousDecoder:
             names = [k[0] for k in keys] if self.with_names else None
             self.forward(prefix_ids, group_mask, (group_mask.cumsum(-1) - 1).clamp(min=0), cache, names)
         suffixes = [item.ids[prefix_lens[group_of_row[row]]:] for row, item in enumerate(items)]
-        buckets = length_buckets([len(s) for s in suffixes]) if self._joinable(cache, items[0]) else [list(range(n))]
+        buckets = length_buckets([len(s) for s in suffixes])
+        if len(buckets) > 1 and not self._joinable(cache, items[0]):
+            buckets = [list(range(n))]
         parts = []
         for rows in buckets:
             groups_index = torch.tensor([group_of_row[r] for r in rows], dtype=torch.long)
