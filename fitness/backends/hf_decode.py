@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from fitness.backends import kv_rows
 from fitness.backends.base import Request
+from fitness.backends.row_sampler import RowSampler
 
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate forward pass
 # admit new rows once at least 1/REFILL_SHARE of the batch could be refilled: a
@@ -62,7 +63,7 @@ class Queued:
 @dataclass
 class _Row:
     item: Queued
-    sampler: _RowSampler
+    sampler: RowSampler
     span: int  # cache columns from this row's first real token to the end
     grammar: object = None  # a grammar_rows.RowGrammar for constrained requests
     outputs: list[int] = field(default_factory=list)
@@ -295,7 +296,7 @@ class ContinuousDecoder:
         suffix_ids, suffix_mask = left_pad(suffixes, self.pad_id)
         mask = torch.cat([prefix_mask, suffix_mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_mask.shape[1]:]
-        rows = [_Row(item, _RowSampler(item.request, torch), 0, self._grammar(item.request)) for item in items]
+        rows = [_Row(item, RowSampler(item.request, torch), 0, self._grammar(item.request)) for item in items]
         for row in rows:
             row.prefix_id, row.prefix_len = self._prefix_of(row.item)
         logits = self.forward(suffix_ids, mask, positions, cache, self._names(rows))
@@ -381,28 +382,3 @@ def left_pad(rows: list[list[int]], pad_id: int):
             ids[i, width - len(r):] = torch.tensor(r)
             mask[i, width - len(r):] = 1
     return ids, mask
-
-
-class _RowSampler:
-    """Next-token choice for one sampled row: temperature + top-p from the row's own
-    generator, so a seeded sample never depends on the rest of the batch. Greedy
-    rows (``greedy``) are picked for the whole batch at once, in ``_step``."""
-
-    def __init__(self, request: Request, torch) -> None:
-        self.torch = torch
-        s = request.sampling
-        self.greedy = s.greedy
-        self.temperature = s.temperature
-        self.top_p = s.top_p
-        self.generator = None if self.greedy else torch.Generator().manual_seed(s.seed)
-
-    def pick(self, logits) -> int:
-        torch = self.torch
-        probs = torch.softmax(logits / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            # keep the smallest prefix whose mass reaches top_p (always at least one token)
-            drop = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p
-            sorted_probs[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-        return int(torch.multinomial(probs, 1, generator=self.generator))

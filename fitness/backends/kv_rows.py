@@ -59,7 +59,7 @@ def join_rows(first, *others):
         width = max(layer.keys.shape[-2] for layer in layers)
         rows = sum(layer.keys.shape[0] for layer in layers)
         head = layers[0]
-        grows = hasattr(head, "adopt")
+        grows = hasattr(head, "_hold")  # a GrowingLayer: it takes the buffer, spare room included
         spare = max(GROW_COLUMNS, width // 2) if grows else 0
         joined = {}
         for name in ("keys", "values"):
@@ -74,7 +74,8 @@ def join_rows(first, *others):
                 row += part.shape[0]
             joined[name] = buffer
         if grows:
-            head.adopt(joined["keys"], joined["values"], width)
+            head._hold("keys", joined["keys"], 0, width)
+            head._hold("values", joined["values"], 0, width)
         else:
             head.keys, head.values = joined["keys"], joined["values"]
     return first
@@ -110,11 +111,10 @@ def growing_layer():
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
-        """Keys and values are views of buffers with room to grow, so a decode step
-        writes one column instead of copying the whole cache (``DynamicLayer``
-        concatenates, which on a CPU costs more than the step's matmuls). Anything
-        that replaces ``keys``/``values`` (joining rows, say) is noticed and the next
-        append starts a new buffer."""
+        """Keys and values are views of buffers with room to grow: a decode step writes
+        one column instead of copying the cache (``DynamicLayer`` concatenates, which on
+        a CPU costs more than the step's matmuls). A replaced ``keys``/``values`` is
+        noticed and the next append starts a new buffer."""
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
@@ -139,35 +139,28 @@ def growing_layer():
                     buffer[..., :length, :] = current
                 start, end = 0, length
             buffer[..., end:end + n, :] = new
-            view = buffer[..., start:end + n, :]
-            self._grown[name] = (buffer, start, end + n, view)
+            return self._hold(name, buffer, start, end + n)
+
+        def _hold(self, name: str, buffer, start: int, end: int):
+            """Make columns ``[start, end)`` of ``buffer`` the layer's ``name`` (keys or values)."""
+            view = buffer[..., start:end, :]
+            self._grown[name] = (buffer, start, end, view)
+            setattr(self, name, view)
             return view
 
         def batch_select_indices(self, indices) -> None:
             for name in ("keys", "values"):
                 buffer, start, end, view = self._grown[name]
                 if getattr(self, name) is view:  # keep the spare room
-                    buffer = buffer.index_select(0, indices)
-                    view = buffer[..., start:end, :]
-                    self._grown[name] = (buffer, start, end, view)
-                    setattr(self, name, view)
+                    self._hold(name, buffer.index_select(0, indices), start, end)
                 else:
                     setattr(self, name, getattr(self, name)[indices, ...])
-
-        def adopt(self, keys, values, width: int) -> None:
-            """Take ``keys``/``values`` buffers whose first ``width`` columns are filled."""
-            for name, buffer in (("keys", keys), ("values", values)):
-                view = buffer[..., :width, :]
-                self._grown[name] = (buffer, 0, width, view)
-                setattr(self, name, view)
 
         def cut_left(self, columns: int) -> None:
             for name in ("keys", "values"):
                 buffer, start, end, view = self._grown[name]
                 if getattr(self, name) is view:
-                    view = buffer[..., start + columns:end, :]
-                    self._grown[name] = (buffer, start + columns, end, view)
-                    setattr(self, name, view)
+                    self._hold(name, buffer, start + columns, end)
                 else:
                     setattr(self, name, getattr(self, name)[..., columns:, :])
 
