@@ -11,8 +11,10 @@ the run's duration (``--early`` of them before the first checkpoint is written),
 one kill at each ``EVO_FAULT`` point of the first generations (inside a checkpoint
 write, after an evaluation), and resumed with ``evo resume``. A case passes when the
 final population, hall of fame, metrics (timings aside), lineage, best.json and
-journal equal the reference, and the killed and resumed processes together sent no
-request the reference did not (``regenerated`` = 0).
+journal equal the reference, and the killed and resumed processes together journaled
+no completion twice (``regenerated`` = 0: the completions committed to the journal,
+counted in the same transaction, add up to the reference's; a batch generated but
+not yet committed when the kill came is lost work, made again once, not a duplicate).
 
 Damage mode: each file of the latest checkpoint is truncated, overwritten with random
 bytes, has 16 bytes flipped, is deleted, and state.json gets an unknown version; then
@@ -47,30 +49,31 @@ TIMING = ("wall_s", "backend_s")
 DAMAGES = ("truncate", "random", "flip", "delete")
 
 
-# ---- the child process: one run or resume, counting the requests it sends ----------------
+# ---- the child process: one run or resume, counting the completions it journals -----------
+KEPT_TABLE = "crash_test_kept"
+
+
 def child(argv: list[str]) -> None:
-    command, target, backend_kind, count_file, delay = argv[0], argv[1], argv[2], argv[3], float(argv[4])
+    command, target, backend_kind, delay = argv[0], argv[1], argv[2], float(argv[3])
     sys.path.insert(0, str(ROOT / "tests" / "evo"))
     from evo.config.sections import RunConfig
     from evo.engine.backend import build_backend
     from evo.engine.run import resume_evolution, run_evolution
 
-    class Counting:
-        """Appends each batch's request count to a file: a SIGKILLed process reports nothing at exit."""
+    class Slowed:
+        """Sleeps ``delay`` per request before generating, so kills land inside generations."""
 
         def __init__(self, inner):
             self.inner = inner
 
         def generate(self, requests, progress=None):
             time.sleep(delay * len(requests))
-            out = self.inner.generate(requests, progress)
-            with open(count_file, "a") as f:
-                f.write(f"{len(requests)}\n")
-            return out
+            return self.inner.generate(requests, progress)
 
         def count_tokens(self, text):
             return self.inner.count_tokens(text)
 
+    _count_journaled_completions()
     from evo.rundir.files import RunDir
     from genomes.errors import InputError
 
@@ -78,14 +81,29 @@ def child(argv: list[str]) -> None:
         if command == "run":
             config = RunConfig.from_dict(json.loads(Path(target).read_text()))
             inner = _scripted() if backend_kind == "scripted" else build_backend(config)
-            run_evolution(config, backend=Counting(inner), show_progress=False)
+            run_evolution(config, backend=Slowed(inner), show_progress=False)
         else:
             config = RunDir(target).read_config()
             inner = _scripted() if backend_kind == "scripted" else build_backend(config)
-            resume_evolution(target, backend=Counting(inner), show_progress=True)
+            resume_evolution(target, backend=Slowed(inner), show_progress=True)
     except InputError as e:
         print(f"evo: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def _count_journaled_completions() -> None:
+    """Every journal commit also adds its completions (votes) to a side table, in the
+    same SQLite transaction: a SIGKILL leaves both or neither, so the count is exact."""
+    from fitness.journal import Journal
+
+    original = Journal.put_many
+
+    def put_many(self, rows, seed, strategies=None):
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS {KEPT_TABLE} (completions INTEGER)")
+        self._db.execute(f"INSERT INTO {KEPT_TABLE} VALUES (?)", (sum(r.votes for _, r in rows),))  # opens the transaction
+        original(self, rows, seed, strategies)  # ... that this one commits
+
+    Journal.put_many = put_many
 
 
 def _scripted():
@@ -94,13 +112,12 @@ def _scripted():
     return ArithmeticOracle()
 
 
-def spawn(args, command: str, target: Path, counts: Path, fault: str | None = None) -> subprocess.Popen:
+def spawn(args, command: str, target: Path, fault: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("EVO_FAULT", None)
     if fault:
         env["EVO_FAULT"] = fault
-    return subprocess.Popen([sys.executable, __file__, "--child", command, str(target), args.backend, str(counts),
-                             str(args.delay)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, __file__, "--child", command, str(target), args.backend, str(args.delay)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 
@@ -122,20 +139,31 @@ def artifacts(run_dir: Path) -> dict:
             "best": json.loads((run_dir / "best.json").read_text()), "journal": journal}
 
 
-def requests_sent(counts: Path) -> int:
-    return sum(int(line) for line in counts.read_text().split()) if counts.exists() else 0
+def completions_journaled(run_dir: Path) -> int:
+    """Completions committed to the run's journal, by every process that ran it."""
+    import sqlite3
+
+    if not (run_dir / "journal.sqlite").exists():
+        return 0
+    db = sqlite3.connect(run_dir / "journal.sqlite")
+    try:
+        return db.execute(f"SELECT COALESCE(SUM(completions), 0) FROM {KEPT_TABLE}").fetchone()[0]
+    except sqlite3.OperationalError:  # nothing committed yet
+        return 0
+    finally:
+        db.close()
 
 
 # ---- kill mode ------------------------------------------------------------------------------
 def reference(args, work: Path) -> tuple[dict, int, float, tuple[float, float]]:
-    """The uninterrupted run: its artifacts, requests, duration, and when its run
+    """The uninterrupted run: its artifacts, completions journaled, duration, and when its run
     directory became a run (config.json) and when its first checkpoint appeared."""
     ref_dir = work / "reference"
     config = json.loads(json.dumps(SMALL_RUN))
     config["run"]["out_dir"] = str(ref_dir)
     (work / "reference.json").write_text(json.dumps(config))
     started = time.perf_counter()
-    proc = spawn(args, "run", work / "reference.json", work / "reference.counts")
+    proc = spawn(args, "run", work / "reference.json")
     created = first_checkpoint = None
     while proc.poll() is None:
         if created is None and (ref_dir / "crash" / "config.json").exists():
@@ -147,18 +175,17 @@ def reference(args, work: Path) -> tuple[dict, int, float, tuple[float, float]]:
     if proc.returncode:
         sys.exit(f"crash_test: the reference run failed:\n{proc.stderr.read()}")
     first_checkpoint = first_checkpoint or duration / 5
-    return (artifacts(ref_dir / "crash"), requests_sent(work / "reference.counts"), duration,
+    return (artifacts(ref_dir / "crash"), completions_journaled(ref_dir / "crash"), duration,
             (created or 0.0, first_checkpoint))
 
 
-def kill_case(args, work: Path, name: str, expected: dict, expected_requests: int,
+def kill_case(args, work: Path, name: str, expected: dict, expected_completions: int,
               at: float | None = None, fault: str | None = None) -> dict:
     case = work / name
     config = json.loads(json.dumps(SMALL_RUN))
     config["run"]["out_dir"] = str(case)
     (work / f"{name}.json").write_text(json.dumps(config))
-    counts = work / f"{name}.counts"
-    proc = spawn(args, "run", work / f"{name}.json", counts, fault)
+    proc = spawn(args, "run", work / f"{name}.json", fault)
     if at is not None:
         try:
             proc.wait(timeout=at)
@@ -171,30 +198,31 @@ def kill_case(args, work: Path, name: str, expected: dict, expected_requests: in
     checkpoints = sorted((case / "crash" / "checkpoints").glob("gen-*"))
     stage = ("no run yet" if not started else "before 1st checkpoint" if not checkpoints
              else f"after gen {int(checkpoints[-1].name[4:])}")
-    resumed = spawn(args, "resume", case / "crash", counts) if started else spawn(args, "run", work / f"{name}.json", counts)
+    resumed = spawn(args, "resume", case / "crash") if started else spawn(args, "run", work / f"{name}.json")
     _, err = resumed.communicate()
     ok = resumed.returncode == 0 and "Traceback" not in err
     identical = ok and artifacts(case / "crash") == expected
     moment = f"{at:.1f} s" if at is not None else fault
     return {"moment": f"{moment} ({stage if killed else 'finished'})", "killed": killed, "early": stage == "before 1st checkpoint",
             "resumed": ok, "identical": identical,
-            "regenerated": requests_sent(counts) - expected_requests, "error": "" if ok else err.strip()[-300:]}
+            "regenerated": completions_journaled(case / "crash") - expected_completions,
+            "error": "" if ok else err.strip()[-300:]}
 
 
 def kill_mode(args, work: Path) -> list[dict]:
-    expected, expected_requests, duration, (created, first_checkpoint) = reference(args, work)
+    expected, expected_completions, duration, (created, first_checkpoint) = reference(args, work)
     print(f"reference run: {duration:.1f} s, a run directory after {created:.1f} s, first checkpoint after "
-          f"{first_checkpoint:.1f} s, {expected_requests} requests", flush=True)
+          f"{first_checkpoint:.1f} s, {expected_completions} completions journaled", flush=True)
     rng = random.Random(args.seed)
     moments = sorted([rng.uniform(created, first_checkpoint) for _ in range(args.early)]
                      + [rng.uniform(0.0, duration) for _ in range(args.kills - args.early)])
     faults = [f"{point}@{g}" for g in range(args.fault_generations) for point in ("after-evaluate", "checkpoint-write")]
     rows = []
     for i, at in enumerate(moments):
-        rows.append(kill_case(args, work, f"kill-{i:02d}", expected, expected_requests, at=at))
+        rows.append(kill_case(args, work, f"kill-{i:02d}", expected, expected_completions, at=at))
         _print_row(rows[-1])
     for fault in faults:
-        rows.append(kill_case(args, work, f"fault-{fault.replace('@', '-')}", expected, expected_requests, fault=fault))
+        rows.append(kill_case(args, work, f"fault-{fault.replace('@', '-')}", expected, expected_completions, fault=fault))
         _print_row(rows[-1])
     return rows
 
@@ -226,7 +254,7 @@ def damage_mode(args, work: Path) -> list[dict]:
     config["run"]["out_dir"] = str(base)
     config["run"]["generations"] = 2
     (work / "damage-base.json").write_text(json.dumps(config))
-    proc = spawn(args, "run", work / "damage-base.json", work / "damage-base.counts")
+    proc = spawn(args, "run", work / "damage-base.json")
     proc.communicate()
     reference_dir = base / "crash"
     latest = sorted((reference_dir / "checkpoints").glob("gen-*"))[-1]
@@ -241,7 +269,7 @@ def damage_mode(args, work: Path) -> list[dict]:
         previous = sorted((case / "checkpoints").glob("gen-*"))[-2]
         before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in previous.iterdir()}
         damage(case / "checkpoints" / latest.name / name, how, rng)
-        resumed = spawn(args, "resume", case, work / "damage.counts")
+        resumed = spawn(args, "resume", case)
         _, err = resumed.communicate()
         lines = [line for line in err.splitlines() if line.startswith("evo: ")]
         if how == "version":
@@ -288,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     passed = sum(r["identical"] and r["regenerated"] == 0 for r in rows)
     print(f"\n{passed}/{len(rows)} cases passed ({args.backend} backend; kills: "
           f"{sum(r['killed'] for r in rows)} processes killed, {sum(r['early'] for r in rows)} before the first "
-          f"checkpoint; completions generated twice: "
+          f"checkpoint; completions journaled twice: "
           f"{sum(max(r['regenerated'], 0) for r in rows)})")
     return 0 if passed == len(rows) else 1
 

@@ -1,6 +1,8 @@
 """runs/crash_test.py on the scripted backend: random SIGKILLs (some before the first
 checkpoint), the EVO_FAULT points, and every damage to every checkpoint file all end
-in the uninterrupted run's state or a one-line refusal, with nothing generated twice."""
+in the uninterrupted run's state or a one-line refusal, with no completion journaled
+twice (counted in the journal's own transactions, so a kill between generating a
+batch and committing it cannot look like a duplicate)."""
 
 from __future__ import annotations
 
@@ -19,5 +21,5 @@ def test_crash_test_script_passes_every_case(tmp_path, capsys):
     assert status == 0, out
     summary = out.strip().splitlines()[-1]
     passed, total = summary.split(" cases passed")[0].split("/")
-    assert passed == total == "21" and "generated twice: 0" in summary  # 4 kills, 4 fault points, 13 damages
+    assert passed == total == "21" and "journaled twice: 0" in summary  # 4 kills, 4 fault points, 13 damages
     assert "(before 1st checkpoint)" in out and "state.json: version" in out and "refused" in out
