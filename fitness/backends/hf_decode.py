@@ -206,22 +206,22 @@ class ContinuousDecoder:
     def _shared_prefixes(self, batch: _Batch) -> kv_rows.SharedPrefixes:
         """Rows whose prompts start with the same prefix, found by the prefix's id: a
         row's prompt begins at its first real column (``width - span``), wherever the
-        prefill that computed it put it."""
+        prefill that computed it put it. A prefix only one live row has is no group:
+        that row attends to it as its own (one read either way, one call fewer)."""
         width = batch.mask.shape[1]
         groups: dict[int, tuple[list[int], list[int], int]] = {}
         own_start = []
         for b, row in enumerate(batch.rows):
-            first = width - row.span
-            if row.done:
-                own_start.append(width)
-            elif row.prefix_id >= 0:
+            own_start.append(width if row.done else width - row.span)
+            if not row.done and row.prefix_id >= 0:
                 rows, starts, length = groups.setdefault(row.prefix_id, ([], [], row.prefix_len))
                 rows.append(b)
-                starts.append(first)
-                own_start.append(first + length)
-            else:
-                own_start.append(first)
-        return kv_rows.SharedPrefixes(tuple((tuple(r), tuple(s), n) for r, s, n in groups.values()), tuple(own_start))
+                starts.append(width - row.span)
+        shared = tuple((tuple(r), tuple(s), n) for r, s, n in groups.values() if len(r) > 1)
+        for rows, starts, length in shared:
+            for b, first in zip(rows, starts):
+                own_start[b] = first + length
+        return kv_rows.SharedPrefixes(shared, tuple(own_start))
 
     def _compact(self, batch: _Batch) -> None:
         """Drop finished rows from the cache, then columns that are padding in every row left."""
