@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--strategy", default="fewshot", help="strategy file or seed name (default fewshot)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated task families")
     parser.add_argument("--model", default="default")
-    parser.add_argument("--token-budget", type=int, default=16_384)
+    parser.add_argument("--token-budget", type=int, default=None, help="default: the backend's own (auto)")
     parser.add_argument("--constrain", choices=("structure", "answer"), help="also run the requests constrained")
     parser.add_argument("--no-single", action="store_true", help="skip the one-at-a-time pass")
     args = parser.parse_args()

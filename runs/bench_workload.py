@@ -119,9 +119,10 @@ def run_generate(backend: HFBackend, requests: list[Request]) -> list[str]:
             texts[q.index] = q.request.prefill + tok.decode(new[:stop], skip_special_tokens=True)
         batch.clear()
 
+    token_budget, max_batch = backend.batch_limits()  # what our backend uses without shared-prefix attention
     for q in sorted(encoded, key=lambda q: (q.ids, q.index)):
         rows, width = len(batch) + 1, max([len(b.ids) + b.request.sampling.max_new_tokens for b in batch + [q]])
-        if batch and (rows > backend.max_batch or rows * width > backend.token_budget):
+        if batch and (rows > max_batch or rows * width > token_budget):
             flush()
         batch.append(q)
     if batch:

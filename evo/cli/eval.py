@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
     g.add_argument("--device", default="cpu", help="torch device (default cpu)")
     g.add_argument("--dtype", choices=DTYPES, default="auto",
                    help="weights and activations (default auto: bfloat16 where the device multiplies it natively)")
-    g.add_argument("--token-budget", type=int, default=16_384, help="padded tokens in the running batch (default 16384)")
+    g.add_argument("--token-budget", type=int, default=None,
+                   help="padded tokens in the running batch (default: auto, 32768 on the lean bf16 forward, else 16384)")
 
 
 def command(args: argparse.Namespace) -> int:

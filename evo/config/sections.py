@@ -157,8 +157,9 @@ class ModelSection:
     device: str = setting("cpu", "hf backend: torch device (cpu, cuda)")
     dtype: str = setting("auto", "hf backend: weights and activations; auto = bfloat16 where the device multiplies it "
                                  "natively (AMX / AVX512-BF16 CPUs, recent GPUs), else float32", choices=DTYPES)
-    token_budget: int = setting(16_384, "hf backend: padded tokens in the running batch (rows x longest prompt "
-                                        "+ tokens it may still generate)", low=256)
+    token_budget: int = setting(0, "hf backend: padded tokens in the running batch (rows x longest prompt "
+                                   "+ tokens it may still generate); 0: auto (32768, and 96 rows, where shared prompt "
+                                   "prefixes are read once: the lean bf16 forward; else 16384 and 64)", low=0)
     backend: str = setting("hf", "hf (transformers + PEFT, CPU or GPU) or vllm (pip install 'evo-reason[vllm]')",
                            choices=BACKEND_KINDS)
     max_loras: int = setting(0, "vllm: adapters resident at once (0: population.size + population.offspring + "

@@ -80,7 +80,7 @@ def model_spec(config: RunConfig, gene_model: str) -> BackendSpec:
         if entry.dtype:
             options["dtype"] = entry.dtype
         return BackendSpec("vllm", options)
-    options = {**common, "device": m.device, "dtype": entry.dtype or m.dtype, "token_budget": m.token_budget}
+    options = {**common, "device": m.device, "dtype": entry.dtype or m.dtype, "token_budget": m.token_budget or None}
     if entry.max_context:
         options["max_context"] = entry.max_context
     return BackendSpec("hf", options)
