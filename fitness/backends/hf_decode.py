@@ -3,10 +3,13 @@
 The queue of requests (sorted so that one strategy's requests sit together) feeds
 one running batch. Each step picks a token for every row; a row that stops (end
 token or its own ``max_new_tokens``) is returned at once (its slot is freed with
-others', see ``_step``), and as soon as enough slots are free the next requests of the queue are prefilled together and joined to
-the running batch (:mod:`fitness.backends.kv_rows`). So a batch never waits for its
-longest member: real workloads mix answers that stop after 20 tokens with chains
-that run to the limit, and without refilling most steps would run nearly empty.
+others', see ``_step``), and as soon as enough slots are free the next requests of
+the queue are prefilled together (a shared prompt prefix once, suffixes of very
+different lengths in separate forwards) and joined to the running batch
+(:mod:`fitness.backends.kv_rows`; as new parts of a ``PartsCache``, uncopied, when
+the forward reads shared prefixes once). So a batch never waits for its longest
+member: real workloads mix answers that stop after 20 tokens with chains that run
+to the limit, and without refilling most steps would run nearly empty.
 
 Every row sees exactly its own tokens: rows are left-padded, the mask hides the
 padding, positions count only real tokens, and each row samples from its own
