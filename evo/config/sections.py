@@ -153,6 +153,8 @@ class ModelSection:
                                                         "make the model an evolving gene")
     max_resident_models: int = setting(2, "several models: at most this many loaded at once (least recently used "
                                           "unloaded first)", low=1)
+    max_resident_gb: float = setting(0.0, "several models: at most this many GiB of weight files loaded at once, "
+                                          "least recently used unloaded first (0: no bound but the count)", low=0)
     cache_dir: str = setting("", "where the converted default model is cached (empty: $EVO_CACHE_DIR or ~/.cache/evo)")
     device: str = setting("cpu", "hf backend: torch device (cpu, cuda)")
     dtype: str = setting("auto", "hf backend: weights and activations; auto = bfloat16 where the device multiplies it "

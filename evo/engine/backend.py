@@ -56,7 +56,8 @@ def backend_spec(config: RunConfig) -> BackendSpec:
     if len(models) == 1:
         return model_spec(config, models[0])
     return BackendSpec("multi", {"primary": models[0], "models": {name: model_spec(config, name) for name in models},
-                                 "max_resident": config.model.max_resident_models})
+                                 "max_resident": config.model.max_resident_models,
+                                 "max_resident_gb": config.model.max_resident_gb})
 
 
 def model_spec(config: RunConfig, gene_model: str) -> BackendSpec:

@@ -3,7 +3,7 @@
 ``BackendSpec(kind, options)``: ``kind`` is ``"hf"`` (transformers + PEFT, CPU or
 GPU) or ``"vllm"`` (GPU); ``options`` are the keyword arguments of that backend's
 constructor. ``"multi"`` (several models, :mod:`fitness.backends.multi`) takes
-``{"primary": name, "models": {name: BackendSpec}, "max_resident": n}``. Heavy libraries are imported only by :func:`build_backend_from_spec`.
+``{"primary": name, "models": {name: BackendSpec}, "max_resident": n, "max_resident_gb": x}``. Heavy libraries are imported only by :func:`build_backend_from_spec`.
 """
 
 from __future__ import annotations
@@ -35,5 +35,6 @@ def build_backend_from_spec(spec: BackendSpec):
         from fitness.backends.multi import MultiModelBackend
 
         o = spec.options
-        return MultiModelBackend(o["models"], o["primary"], o.get("max_resident", 2))
+        return MultiModelBackend(o["models"], o["primary"], o.get("max_resident", 2),
+                                 max_resident_bytes=int(o.get("max_resident_gb", 0) * 2**30))
     raise InputError(f"model.backend: unknown backend {spec.kind!r} (choose from {', '.join(BACKEND_KINDS)})")

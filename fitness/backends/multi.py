@@ -8,8 +8,10 @@ Contract (the backend contract of :mod:`fitness.backends.base`, per model):
 - ``""`` and ``"default"`` name the primary model; any other name must be one of the
   configured models (anything else raises InputError naming it, before any load);
 - backends are built lazily, on the first request for their model, and at most
-  ``max_resident`` are held at once: the least recently used one is dropped first
-  (its memory freed) when another must load. Models already resident are served
+  ``max_resident`` are held at once, weighing together at most ``max_resident_bytes``
+  (0: no such bound) by their weight files' size (``size_of``; a model alone over
+  the bound still loads, alone): the least recently used one is dropped first (its
+  memory freed) when another must load. Models already resident are served
   first within a call, so a call never loads a model it could have served before
   evicting it;
 - ``count_tokens`` counts with the primary model's tokenizer: chain length is a
@@ -37,7 +39,8 @@ class MultiModelBackend:
     (:func:`fitness.backends.factory.build_backend_from_spec`, or a fake in tests)."""
 
     def __init__(self, specs: Mapping[str, BackendSpec], primary: str, max_resident: int = 2,
-                 build: Callable[[BackendSpec], object] | None = None) -> None:
+                 build: Callable[[BackendSpec], object] | None = None, max_resident_bytes: int = 0,
+                 size_of: Callable[[BackendSpec], int] | None = None) -> None:
         if primary not in specs:
             raise InputError(f"primary model {primary!r} is not among the configured models ({', '.join(specs)})")
         if max_resident < 1:
@@ -45,6 +48,8 @@ class MultiModelBackend:
         if build is None:
             from fitness.backends.factory import build_backend_from_spec as build
         self.specs, self.primary, self.max_resident, self._build = dict(specs), primary, max_resident, build
+        self.max_resident_bytes, self._size_of = max_resident_bytes, size_of or weight_bytes
+        self._sizes: dict[str, int] = {}
         self._resident: OrderedDict[str, object] = OrderedDict()  # model name -> backend, oldest first
         self.loads = 0  # backends built so far (evictions make a model load again)
         self._tokenizer = None  # the primary model's, when it is not resident
@@ -64,7 +69,7 @@ class MultiModelBackend:
         if name in self._resident:
             self._resident.move_to_end(name)
             return self._resident[name]
-        while len(self._resident) >= self.max_resident:
+        while self._resident and self._no_room_for(name):
             _, victim = self._resident.popitem(last=False)
             close = getattr(victim, "close", None)
             if close:
@@ -76,6 +81,18 @@ class MultiModelBackend:
         self.loads += 1
         self._resident[name] = built
         return built
+
+    def _no_room_for(self, name: str) -> bool:
+        if len(self._resident) >= self.max_resident:
+            return True
+        if not self.max_resident_bytes:
+            return False
+        return self._size(name) + sum(self._size(n) for n in self._resident) > self.max_resident_bytes
+
+    def _size(self, name: str) -> int:
+        if name not in self._sizes:
+            self._sizes[name] = self._size_of(self.specs[name])
+        return self._sizes[name]
 
     @property
     def resident(self) -> tuple[str, ...]:
@@ -117,6 +134,19 @@ class MultiModelBackend:
         if not hasattr(backend, "materialise_lora"):
             raise InputError("this backend cannot serve LoRA genes")
         return backend.materialise_lora(gene)
+
+
+def weight_bytes(spec: BackendSpec) -> int:
+    """Bytes of a model's weight files (its local directory, after any conversion):
+    what loading it costs, give or take the dtype it loads in."""
+    from pathlib import Path
+
+    from fitness.backends.model_store import resolve_model
+
+    path = resolve_model(spec.options.get("model", "default"), spec.options.get("cache_dir"))
+    files = [path] if Path(path).is_file() else [f for f in Path(path).iterdir()
+                                                 if f.suffix in (".safetensors", ".bin", ".gguf", ".pt")]
+    return sum(f.stat().st_size for f in files)
 
 
 def _free_device_memory() -> None:

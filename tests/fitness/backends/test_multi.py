@@ -141,3 +141,40 @@ def test_a_lora_gene_on_the_second_model_changes_its_outputs(tiny_model_dir, tmp
                                        Request(request("Hello there", "tiny").messages, SamplingParams(max_new_tokens=4),
                                                adapter=adapter, model="tiny")])
     assert plain.text != adapted.text
+
+
+def test_a_byte_bound_unloads_the_least_recently_used_until_the_next_model_fits():
+    """Sizes 3 / 5 / 4 (weight bytes) under a bound of 8: "default" + "big" fit; "other"
+    needs the least recently used out, and then the next, until it fits; a model alone
+    over the bound still loads, alone. Without a byte bound only the count bounds
+    residency."""
+    Echo.built = []
+    sizes = {"default": 3, "big": 5, "other": 4}
+    specs = {n: BackendSpec("fake", {"name": n}) for n in sizes}
+    backend = MultiModelBackend(specs, "default", max_resident=3, build=lambda spec: Echo(spec.options["name"]),
+                                max_resident_bytes=8, size_of=lambda spec: sizes[spec.options["name"]])
+    backend.generate([request("a")])
+    backend.generate([request("b", "big")])
+    assert backend.resident == ("default", "big")  # 3 + 5 = 8 fits
+    backend.generate([request("c", "other")])  # 4 more: "default" (LRU) goes, 5 + 4 = 9 still over: "big" too
+    assert backend.resident == ("other",)
+    backend.generate([request("d")])  # 4 + 3 = 7 fits
+    assert backend.resident == ("other", "default")
+    sizes["huge"] = 20
+    specs["huge"] = BackendSpec("fake", {"name": "huge"})
+    backend.specs["huge"] = specs["huge"]
+    backend.generate([request("e", "huge")])
+    assert backend.resident == ("huge",)
+    unbounded = multi(max_resident=3)
+    for model in ("default", "big", "other"):
+        unbounded.generate([request("x", model)])
+    assert unbounded.resident == ("default", "big", "other")
+
+
+def test_weight_bytes_sums_the_weight_files_of_a_model_directory(tmp_path):
+    from fitness.backends.multi import weight_bytes
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / "tokenizer.json").write_text("{}" * 100)
+    assert weight_bytes(BackendSpec("hf", {"model": str(tmp_path)})) == 1000
