@@ -117,8 +117,8 @@ def spawn(args, command: str, target: Path, fault: str | None = None) -> subproc
     env.pop("EVO_FAULT", None)
     if fault:
         env["EVO_FAULT"] = fault
-    return subprocess.Popen([sys.executable, __file__, "--child", command, str(target), args.backend, str(args.delay)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen([sys.executable, __file__, "--child", command, str(target), args.backend, str(args.delay)],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 # ---- what must be identical -----------------------------------------------------------------

@@ -112,7 +112,8 @@ class ContinuousDecoder:
         self.token_budget, self.max_batch, self.with_names = token_budget, max_batch, with_names
         self.grammars = grammars
         self.share_prefix_attention = share_prefix_attention
-        self._prefix_ids: dict[tuple, int] = {}
+        self._prefix_ids: dict[tuple, int] = {}  # (adapter, prefix tokens) -> id
+        self._prefix_of_item: dict[int, tuple[int, int]] = {}  # Queued.index -> (id, length)
         self.can_join: bool | None = None  # known after the first prefill (kv_rows.joinable)
 
     def run(self, queue: list[Queued], on_finish: Callable[[Queued, list[int], str], None]) -> None:
@@ -243,7 +244,6 @@ class ContinuousDecoder:
             else:
                 kv_rows.cut_left(batch.cache, cut)
 
-
     def _prefill(self, items: list[Queued]) -> list[_Batch]:
         """Run the prompts through the model: new batches, to be joined.
 
@@ -314,11 +314,16 @@ class ContinuousDecoder:
         """(id, length) of the shared prompt prefix the row starts with, or (-1, 0).
         The id names the adapter and tokens, so rows prefilled at different times
         (or without a shared prefill) with the same prefix get the same id."""
-        length = min(item.prefix_len, len(item.ids) - 1)
-        if not self.share_prefix_attention or length < MIN_SHARED_PREFIX:
+        if not self.share_prefix_attention:
             return -1, 0
-        key = (item.adapter_name, tuple(item.ids[:length]))
-        return self._prefix_ids.setdefault(key, len(self._prefix_ids)), length
+        if item.index not in self._prefix_of_item:  # asked at every step while the item waits in the queue
+            length = min(item.prefix_len, len(item.ids) - 1)
+            if length < MIN_SHARED_PREFIX:
+                self._prefix_of_item[item.index] = (-1, 0)
+            else:
+                key = (item.adapter_name, tuple(item.ids[:length]))
+                self._prefix_of_item[item.index] = (self._prefix_ids.setdefault(key, len(self._prefix_ids)), length)
+        return self._prefix_of_item[item.index]
 
     def _joinable(self, cache, item: Queued) -> bool:
         """Whether prefilled rows can be joined (so a prefill may be split into length buckets).

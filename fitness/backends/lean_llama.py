@@ -11,7 +11,7 @@ dispatch per layer. This forward computes the same function with the fewest ops:
 - attention by ``scaled_dot_product_attention`` over the decoder's in-place KV cache
   (:mod:`fitness.backends.kv_rows`), without repeating keys per query head;
 - in decode steps, a prefix that several rows share (one strategy's system prompt and
-  exemplars, :class:`SharedPrefix`) is attended once for all of them: their queries
+  exemplars, :class:`fitness.backends.kv_rows.SharedPrefixes`) is attended once for all of them: their queries
   become one query block over one copy of the prefix keys, the rest of each row's
   cache is attended as before, and the two halves are merged by their log-sum-exp.
   A decode step on a CPU is bound by reading the cache, and on a few-shot workload
