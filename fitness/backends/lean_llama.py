@@ -194,7 +194,11 @@ class _Cascade:
                 return None
             layout = [(first, last, 0, first, 0) for first, last, _ in _row_runs(shared.own_start, width)]
         else:  # (first, last, source, its first row in the source, the source's first column in the mask)
-            layout = [(first, last, source, 0, width - part_width) for source, (first, last, part_width) in enumerate(parts)]
+            layout = []
+            for source, (first, last, part_width) in enumerate(parts):
+                offset = width - part_width  # within a part too, runs keep short rows off long histories
+                own = [max(start, offset) for start in shared.own_start[first:last]]
+                layout += [(first + a, first + b, source, a, offset) for a, b, _ in _row_runs(own, width)]
         runs, home = [], {}
         for first, last, source, local_first, offset in layout:
             own = torch.tensor(shared.own_start[first:last], dtype=torch.long)

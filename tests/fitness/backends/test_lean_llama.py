@@ -153,6 +153,29 @@ def test_own_columns_are_attended_in_runs_of_rows_that_start_alike():
     assert _row_runs([40], 41, overhead=512) == [(0, 1, 40)]
 
 
+def test_a_part_whose_rows_start_far_apart_is_attended_in_runs_and_equals_sdpa():
+    """Within one part of a ``PartsCache`` (rows admitted together), rows whose own
+    columns start far apart (a long and a short prompt) get runs of their own, and
+    the result still equals attending to every row's whole cache."""
+    import torch
+
+    from fitness.backends.kv_rows import SharedPrefixes
+    from fitness.backends.lean_llama import _attention_mask, _Cascade
+
+    torch.manual_seed(1)
+    rows, kv_heads, group, dim, width = 4, 1, 3, 8, 1500
+    keys, values = torch.randn(rows, kv_heads, width + 1, dim), torch.randn(rows, kv_heads, width + 1, dim)
+    mask = torch.ones(rows, width + 1, dtype=torch.long)
+    mask[2:, :1400] = 0  # rows 2-3: short prompts, left-padded
+    q = torch.randn(rows, kv_heads * group, 1, dim)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, keys.repeat_interleave(group, 1), values.repeat_interleave(group, 1), attn_mask=_attention_mask(mask, 1, q.dtype))
+    shared = SharedPrefixes((), own_start=(0, 0, 1400, 1400))
+    plan = _Cascade.plan(shared, mask, q.dtype, [(0, 4, width + 1)])
+    assert [(first, last) for first, last, *_ in plan.runs] == [(0, 2), (2, 4)]
+    torch.testing.assert_close(plan.attend(q, [(keys, values)], kv_heads), want, atol=1e-5, rtol=1e-5)
+
+
 def test_decoder_with_shared_prefix_attention_generates_the_same(hf_backend):
     """The decoder tells the forward which rows share a prompt prefix, through
     prefills, joins of admitted rows (as parts of a ``PartsCache``) and compactions
