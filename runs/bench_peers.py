@@ -1,6 +1,6 @@
 """Side by side with the tools people would pick instead, at an equal budget.
 
-    pip install -e '.[peers]'          # gepa (runs/setup.sh installs it with the dev extra)
+    pip install -e '.[peers]'          # gepa, dspy (runs/setup.sh installs them with the dev extra)
     python runs/bench_peers.py --config runs/search.toml --budget 600 --test 100
     python runs/bench_peers.py ... --methods ours,gepa      # a subset; the others are kept
 
@@ -11,11 +11,15 @@ Methods, on the same tasks, model, splits and budget:
   the same rollouts, the pick by training fitness;
 - ``gepa``: GEPA over our backend (:mod:`evo.peers.gepa_peer`), the bundled model as
   its reflection model, ``max_metric_calls`` = the budget;
-- ``evoprompt``: EvoPrompt's GA (:mod:`evo.peers.evoprompt`).
+- ``evoprompt``: EvoPrompt's GA (:mod:`evo.peers.evoprompt`);
+- ``mipro`` and ``bootstrap_rs``: DSPy's MIPROv2 (instructions and demos, the bundled
+  model proposing instructions) and BootstrapFewShotWithRandomSearch (demos), over our
+  backend with our format (:mod:`evo.peers.dspy_peer`), sized from the budget and
+  stopped at it.
 The budget is fresh scored completions (a k-vote task costs k), checked per method in
-the output; the completions that write a candidate (a reflection, a crossover) are
-reported apart. GEPA and EvoPrompt see training-split tasks only (train and dev sets
-drawn from it). Every pick is rendered into our strategy format and scored by our
+the output; the completions that write a candidate (a reflection, a crossover, an
+instruction proposal) are reported apart. The peers see training-split tasks only
+(train and dev sets drawn from it). Every pick is rendered into our strategy format and scored by our
 verifier on the same test tasks (no method reads them).
 
 Output under ``--out`` (default runs/out/peers): one folder per method with its
@@ -44,7 +48,7 @@ from evo.engine.task_pool import TaskPool  # noqa: E402
 from evo.report.stats import bootstrap_ci  # noqa: E402
 from genomes.strategy import Strategy  # noqa: E402
 
-METHODS = ("ours", "random", "gepa", "evoprompt")
+METHODS = ("ours", "random", "gepa", "evoprompt", "mipro", "bootstrap_rs")
 
 
 def main() -> None:
@@ -160,7 +164,25 @@ def run_evoprompt_method(args, config, backend, pool, trainset, devset, out: Pat
             "proposals": counting.proposal_calls, "tokens": counting.tokens, **result}
 
 
-RUNNERS = {"ours": run_ours, "random": run_random, "gepa": run_gepa_method, "evoprompt": run_evoprompt_method}
+def dspy_runner(method: str):
+    """The runner of one DSPy optimizer (``mipro`` or ``bootstrap_rs``)."""
+
+    def run_dspy_method(args, config, backend, pool, trainset, devset, out: Path) -> dict:
+        from evo.peers.budget import CountingBackend
+        from evo.peers.dspy_peer import run_dspy
+        from evo.peers.render import BASE_SEED
+
+        counting = CountingBackend(backend, args.budget)
+        result = run_dspy(method, counting, trainset, devset, args.budget, seed=config.run.seed,
+                          max_new_tokens=Strategy.load(BASE_SEED).decoding.max_new_tokens, threads=args.threads)
+        return {**result, "rollouts": counting.rollouts, "proposals": counting.proposal_calls,
+                "tokens": counting.tokens}
+
+    return run_dspy_method
+
+
+RUNNERS = {"ours": run_ours, "random": run_random, "gepa": run_gepa_method, "evoprompt": run_evoprompt_method,
+           "mipro": dspy_runner("mipro"), "bootstrap_rs": dspy_runner("bootstrap_rs")}
 
 
 # ---- scoring and the table ---------------------------------------------------------
@@ -228,10 +250,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=int, default=600, help="scored completions per method")
     parser.add_argument("--test", type=int, default=100, help="test tasks per family")
-    parser.add_argument("--train", type=int, default=12, help="GEPA's training tasks per family")
-    parser.add_argument("--dev", type=int, default=6, help="dev tasks per family (GEPA's valset, EvoPrompt's dev set)")
+    parser.add_argument("--train", type=int, default=12, help="GEPA's and DSPy's training tasks per family")
+    parser.add_argument("--dev", type=int, default=6,
+                        help="dev tasks per family (GEPA's and DSPy's valset, EvoPrompt's dev set)")
     parser.add_argument("--minibatch", type=int, default=3, help="GEPA's reflection minibatch")
     parser.add_argument("--population", type=int, default=6, help="EvoPrompt's population")
+    parser.add_argument("--threads", type=int, default=32,
+                        help="DSPy's threads (their calls are batched into one generate; default 32)")
     parser.add_argument("--methods", default=",".join(METHODS), type=lambda s: [m for m in s.split(",") if m])
     parser.add_argument("--out", default="runs/out/peers")
     args = parser.parse_args(argv)

@@ -29,6 +29,12 @@ try:
     HAVE_GEPA = True
 except ImportError:
     HAVE_GEPA = False
+try:
+    import dspy  # noqa: F401
+
+    HAVE_DSPY = True
+except ImportError:
+    HAVE_DSPY = False
 needs_gepa = pytest.mark.skipif(not HAVE_GEPA, reason="needs the peers extra (pip install -e '.[peers]')")
 
 
@@ -99,7 +105,8 @@ def test_the_gepa_adapter_scores_and_explains_with_our_parser(tmp_path):
 
 def test_bench_peers_runs_every_method_at_one_budget_and_resumes(tmp_path):
     cfg = config(tmp_path, run={"generations": 2})
-    methods = ["ours", "random", "evoprompt"] + (["gepa"] if HAVE_GEPA else [])
+    methods = ["ours", "random", "evoprompt"] + (["gepa"] if HAVE_GEPA else []) + \
+        (["mipro", "bootstrap_rs"] if HAVE_DSPY else [])
     args = bench_peers.parse_args(["--budget", "60", "--test", "4", "--train", "3", "--dev", "2", "--population", "3",
                                    "--methods", ",".join(methods), "--out", str(tmp_path / "peers")])
     backend = ArithmeticOracle()
