@@ -8,5 +8,9 @@ splits and budget (``runs/bench_peers.py``).
 - :mod:`evo.peers.gepa_peer`: GEPA (PyPI ``gepa``, the ``peers`` extra) with an
   adapter over our backend and the bundled model as its reflection model;
 - :mod:`evo.peers.evoprompt`: EvoPrompt's genetic algorithm (Guo et al., 2023),
-  written here from the paper: roulette selection, LLM crossover + mutation, top-N.
+  written here from the paper: roulette selection, LLM crossover + mutation, top-N;
+- :mod:`evo.peers.dspy_peer`: DSPy's MIPROv2 and BootstrapFewShotWithRandomSearch
+  (PyPI ``dspy``, the ``peers`` extra): a ``dspy.LM`` engine over our backend that
+  batches DSPy's threaded calls and stops at the budget, and an adapter that renders
+  and parses our format.
 """

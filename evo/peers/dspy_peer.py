@@ -254,20 +254,22 @@ def metric_for(tasks):
 
 # ---- sizes from the budget --------------------------------------------------------------
 def random_search_candidates(budget: int, train: int, val: int) -> int:
-    """BootstrapFewShotWithRandomSearch's ``num_candidate_programs`` for ``budget``:
-    it scores 3 fixed programs plus the candidates on the valset, and a candidate's
-    bootstrap runs the teacher over (at most) the whole trainset."""
-    return max(1, budget // (val + train) - 3)
+    """BootstrapFewShotWithRandomSearch's ``num_candidate_programs`` for ``budget``.
+
+    It scores ``candidates + 3`` programs on the valset (zero-shot, labeled demos only,
+    unshuffled bootstrap, then the candidates) and bootstraps ``candidates + 1`` of
+    them, each running the teacher over (at most) the whole trainset."""
+    return max(1, (budget - 3 * val - train) // (val + train))
 
 
 def mipro_sizes(budget: int, train: int, val: int) -> dict[str, int]:
-    """MIPROv2's sizes for ``budget``: ``num_candidates`` demo sets (each bootstrap up
-    to the trainset), the default program once on the valset, then trials of
-    ``minibatch_size`` with a full valset score every ``minibatch_full_eval_steps``."""
-    candidates = 3
+    """MIPROv2's sizes for ``budget``: ``num_candidates`` demo sets, of which all but
+    two (zero-shot, labeled only) bootstrap over (at most) the trainset; the default
+    program once on the valset; then trials of ``minibatch_size`` with a full valset
+    score every ``minibatch_full_eval_steps`` trials."""
+    candidates, every = 3, 5
     minibatch = max(1, min(val, 25))
-    every = 5
-    left = budget - candidates * train - val
+    left = budget - (candidates - 2) * train - val
     trials = max(1, int(left / (minibatch + val / every)))
     return {"num_candidates": candidates, "num_trials": trials, "minibatch_size": minibatch,
             "minibatch_full_eval_steps": every}
