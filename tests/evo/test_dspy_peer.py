@@ -144,8 +144,8 @@ def test_demos_become_exemplars_labeled_or_bootstrapped_and_bad_ones_are_left_ou
 
 
 def test_sizes_fit_the_budget():
-    candidates = random_search_candidates(600, train=24, val=12)
-    assert (candidates + 3) * 12 + (candidates + 1) * 24 <= 600 < (candidates + 4) * 12 + (candidates + 2) * 24
+    candidates = random_search_candidates(600, train=24, val=12)  # bootstraps of half the trainset fit
+    assert (candidates + 3) * 12 + (candidates + 1) * 12 <= 600 < (candidates + 4) * 12 + (candidates + 2) * 12
     assert random_search_candidates(10, train=24, val=12) == 1
     sizes = mipro_sizes(600, train=24, val=12)
     trials, batch, every = sizes["num_trials"], sizes["minibatch_size"], sizes["minibatch_full_eval_steps"]
