@@ -200,17 +200,38 @@ def score_and_write(args, config, backend, picks: dict, test, out: Path) -> dict
         row = {"method": m, "accuracy": sum(correct) / len(correct), "ci": [low, high],
                "well_formed": sum(r.answer is not None for r in scored[m]) / len(correct),
                "rollouts": picks[m]["rollouts"], "proposals": picks[m].get("proposals", 0),
-               "tokens": picks[m].get("tokens"), "wall_s": picks[m].get("wall_s"), "correct": correct}
+               "tokens": picks[m].get("tokens"), "wall_s": picks[m].get("wall_s"), "correct": correct,
+               "families": by_family(scored[m])}
         if "ours" in scored and m != "ours":
             gain = [a - b for a, b in zip([float(r.correct) for r in scored["ours"]], correct)]
             row["ours_minus"] = [sum(gain) / len(gain), *bootstrap_ci(gain, rng)]
         rows.append(row)
-    table = format_table(rows, len(test), args.budget)
+    table = format_table(rows, len(test), args.budget) + "\n\n" + family_table(rows)
     (out / "table.md").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps({"budget": args.budget, "test_tasks": len(test), "rows": rows},
                                                  indent=2) + "\n")
     plot(rows, out / "peers.png")
     return {"rows": rows, "table": table}
+
+
+def by_family(results) -> dict[str, list]:
+    """Per task family: [test accuracy, tasks]."""
+    families: dict[str, list[float]] = {}
+    for r in results:
+        families.setdefault(r.family, []).append(float(r.correct))
+    return {f: [sum(c) / len(c), len(c)] for f, c in sorted(families.items())}
+
+
+def family_table(rows: list[dict]) -> str:
+    """Test accuracy per family (columns) and method (rows)."""
+    families = sorted({f for r in rows for f in r["families"]})
+    counts = {f: next(r["families"][f][1] for r in rows if f in r["families"]) for f in families}
+    lines = ["| method | " + " | ".join(f"{f} ({counts[f]})" for f in families) + " |",
+             "|---|" + "---|" * len(families)]
+    for r in rows:
+        cells = [f"{r['families'][f][0]:.1%}" if f in r["families"] else "–" for f in families]
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict], tasks: int, budget: int) -> str:

@@ -58,10 +58,17 @@ def roulette(rng: random.Random, scored: Sequence[tuple[str, float]]) -> str:
     return scored[-1][0]
 
 
+PROPOSAL_TEMPERATURE = 0.7  # crossover + mutation replies are sampled, so a pair drawn twice can give a new child
+BARREN_GENERATIONS = 3  # generations in a row with no new child before the search counts as converged
+
+
 def run_evoprompt(backend, dev_tasks, initial: Sequence[str], budget: int, size: int = 6, seed: int = 0,
                   max_new_tokens: int = 160) -> dict[str, Any]:
     """Run the GA within ``budget`` rollouts (``backend`` is a CountingBackend); returns
-    the best prompt, its dev score, generations run and every prompt scored."""
+    the best prompt, its dev score, generations run and every prompt scored. It stops
+    when the budget cannot score another prompt, or after :data:`BARREN_GENERATIONS`
+    generations in a row without a new child (a small model often writes no
+    ``<prompt>`` span: the child is then its first parent)."""
     from fitness.evaluate import evaluate
 
     rng = random.Random(seed)
@@ -79,12 +86,14 @@ def run_evoprompt(backend, dev_tasks, initial: Sequence[str], budget: int, size:
         if backend.left < cost:
             break
         population.append((text, score(text)))
-    generations = 0
+    generations = barren = 0
     try:
         while backend.left >= cost:
             pairs = [(roulette(rng, population), roulette(rng, population)) for _ in range(size)]
             replies = backend.propose([Request(({"role": "user", "content": GA_TEMPLATE.format(a=a, b=b)},),
-                                               SamplingParams(max_new_tokens=max_new_tokens)) for a, b in pairs])
+                                               SamplingParams(PROPOSAL_TEMPERATURE, 1.0, max_new_tokens,
+                                                              rng.randrange(2**31)))
+                                       for a, b in pairs])
             children = [child_text(r.text) or a for r, (a, _) in zip(replies, pairs)]
             scored, fresh = [], 0
             for child in children:
@@ -95,7 +104,8 @@ def run_evoprompt(backend, dev_tasks, initial: Sequence[str], budget: int, size:
                 scored.append((child, score(child)))
             population = sorted(dict(population + scored).items(), key=lambda p: -p[1])[:size]
             generations += 1
-            if not fresh:  # the LLM wrote nothing new: the search has converged
+            barren = 0 if fresh else barren + 1
+            if barren >= BARREN_GENERATIONS:  # the LLM keeps writing nothing new: converged
                 break
     except BudgetSpent:
         pass

@@ -60,6 +60,11 @@ def _text(content: Any) -> str:
 class GepaAdapter:
     """GEPA's adapter protocol over our evaluator (see the module doc)."""
 
+    # GEPA reads this attribute before every reflection: None = its own reflective
+    # proposer (with the reflection LM). Without it gepa 0.1.4 raised AttributeError
+    # inside each reflection, caught it, and proposed nothing all run.
+    propose_new_texts = None
+
     def __init__(self, backend, seed: int = 0) -> None:
         self.backend, self.seed = backend, seed
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from evo.peers.budget import BudgetSpent, CountingBackend
 from evo.peers.evoprompt import child_text, roulette, run_evoprompt
 from evo.peers.render import base_instruction, strategy_of
 from fitness.backends.base import Request, SamplingParams
+from genomes.chat_format import format_completion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "runs"))
 import bench_peers  # noqa: E402
@@ -89,6 +91,53 @@ def test_evoprompt_stays_within_its_budget_and_returns_the_best(tmp_path):
     assert 0.0 <= result["search_score"] <= 1.0
 
 
+def test_evoprompt_samples_its_proposals_and_stops_after_barren_generations(tmp_path):
+    from evo.peers.evoprompt import BARREN_GENERATIONS
+
+    tasks = TaskPool(config(tmp_path)).training_batch([("chain_sum", 0)] * 4, generation=0)
+    oracle = ArithmeticOracle()  # writes no <prompt> span: every child is its parent
+    counting = CountingBackend(oracle, limit=1000)
+    result = run_evoprompt(counting, tasks, [base_instruction(), "Answer."], budget=1000, size=3)
+    assert result["generations"] == BARREN_GENERATIONS and counting.rollouts == 8  # two prompts x 4 tasks
+    proposals = [r for r in oracle.requests if "Cross over" in r.messages[-1]["content"]]
+    assert len(proposals) == 3 * BARREN_GENERATIONS and all(r.sampling.temperature > 0 for r in proposals)
+    assert len({r.sampling.seed for r in proposals}) == len(proposals)
+
+
+class EvenOnlyReflector(ArithmeticOracle):
+    """Right on even sums only (so GEPA has something to fix) unless the instruction
+    says to check the sum, which GEPA's reflection prompt is answered with (in a
+    fenced block, as that prompt asks)."""
+
+    def generate(self, requests, progress=None):
+        from fitness.backends.base import Completion
+
+        out = []
+        for r, c in zip(requests, super().generate(requests, progress)):
+            content = r.messages[-1]["content"]
+            match = re.search(r"problem: (.*) =", content)
+            if content.startswith("I provided an assistant"):  # GEPA's reflection prompt
+                c = Completion("```\nAdd the numbers one at a time and check the sum.\n```", 5, 12, "stop")
+            elif eval(match.group(1)) % 2 and "check the sum" not in r.messages[0]["content"]:
+                c = Completion(format_completion([match.group(1)], "0"), 5, 5, "stop")
+            out.append(c)
+        return out
+
+
+@needs_gepa
+def test_gepa_reflects_with_our_backend_and_proposes_new_instructions(tmp_path):
+    from evo.peers.gepa_peer import run_gepa
+
+    pool = TaskPool(config(tmp_path))
+    train = pool.training_batch([("chain_sum", 0)] * 6, generation=0)
+    val = pool.training_batch([("chain_sum", 0)] * 4, generation=1)
+    counting = CountingBackend(EvenOnlyReflector(), limit=80)
+    result = run_gepa(counting, train, val, budget=60, out_dir=tmp_path / "gepa", minibatch=3)
+    assert counting.proposal_calls > 0  # reflections ran (they failed silently before propose_new_texts)
+    assert result["candidates"] >= 2 and counting.rollouts <= 80
+    assert "check the sum" in result["instruction"]  # the reflected instruction won
+
+
 @needs_gepa
 def test_the_gepa_adapter_scores_and_explains_with_our_parser(tmp_path):
     from evo.peers.gepa_peer import COMPONENT, GepaAdapter, feedback
@@ -119,7 +168,9 @@ def test_bench_peers_runs_every_method_at_one_budget_and_resumes(tmp_path):
         assert len(r["correct"]) == 4
         if m != "ours":
             assert len(r["ours_minus"]) == 3
-    assert (tmp_path / "peers" / "table.md").read_text().count("\n| ") == len(methods) + 1
+    table = (tmp_path / "peers" / "table.md").read_text()
+    assert table.count("\n| ") == 2 * (len(methods) + 1)  # the table, then accuracy per family
+    assert "| method | chain_sum (4) |" in table and all(r["families"]["chain_sum"][1] == 4 for r in rows.values())
     assert (tmp_path / "peers" / "peers.png").stat().st_size > 1000
     before = len(backend.requests)
     again = bench_peers.run(args, cfg, backend)
