@@ -142,7 +142,10 @@ def run_gepa_method(args, config, backend, pool, trainset, devset, out: Path) ->
     # what was used
     counting = CountingBackend(backend, args.budget + len(devset) + 2 * args.minibatch)
     result = run_gepa(counting, trainset, devset, args.budget, out, seed=config.run.seed, minibatch=args.minibatch)
-    return {"strategy": strategy_of(result["instruction"], "gepa").encode(), "rollouts": counting.rollouts,
+    # a GEPA run resumed after a kill generates (and counts here) only what was left;
+    # GEPA's own count (one metric call = one greedy rollout) covers the whole run
+    return {"strategy": strategy_of(result["instruction"], "gepa").encode(),
+            "rollouts": max(counting.rollouts, result["metric_calls"]), "rollouts_since_resume": counting.rollouts,
             "proposals": counting.proposal_calls, "tokens": counting.tokens, **result}
 
 
