@@ -218,11 +218,10 @@ def score_and_write(args, config, backend, picks: dict, test, out: Path) -> dict
 
 
 def by_family(results) -> dict[str, list]:
-    """Per task family: [test accuracy, tasks]."""
-    families: dict[str, list[float]] = {}
-    for r in results:
-        families.setdefault(r.family, []).append(float(r.correct))
-    return {f: [sum(c) / len(c), len(c)] for f, c in sorted(families.items())}
+    """Per task family: [test accuracy, tasks] (from :func:`fitness.evaluate.summarise`)."""
+    from fitness.evaluate import summarise
+
+    return {row.family: [row.accuracy, row.n] for row in summarise(results) if row.family != "all"}
 
 
 def family_table(rows: list[dict]) -> str:

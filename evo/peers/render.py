@@ -10,20 +10,27 @@ search). Decoding is the seed's: greedy, one vote.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from genomes.strategy import Strategy
 
 BASE_SEED = "direct"
 
 
+@functools.cache
+def base_strategy() -> Strategy:
+    """The ``direct`` seed, read once (a DSPy run renders a prompt with it per call)."""
+    return Strategy.load(BASE_SEED)
+
+
 def base_instruction() -> str:
     """The instruction a peer starts from: the ``direct`` seed's role and approach."""
-    prompt = Strategy.load(BASE_SEED).prompt
+    prompt = base_strategy().prompt
     return " ".join(part for part in (prompt.role, prompt.approach) if part).strip()
 
 
 def strategy_of(instruction: str, name: str = "peer") -> Strategy:
     """Our strategy for an instruction text (see the module doc)."""
-    base = Strategy.load(BASE_SEED)
+    base = base_strategy()
     prompt = dataclasses.replace(base.prompt, role="", approach=" ".join(instruction.split()))
     return dataclasses.replace(base, name=name, prompt=prompt)
