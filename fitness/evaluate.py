@@ -195,3 +195,15 @@ def _summary(family: str, rs: list[ExampleResult]) -> FamilySummary:
         mean_completion_tokens=sum(r.completion_tokens for r in rs) / n,
         well_formed=sum(r.answer is not None for r in rs) / n,
     )
+
+
+def evaluate_answerer(answerer, tasks: Sequence[Task], backend: Backend, seed: int = 0,
+                      progress: ProgressCallback | None = None) -> list[ExampleResult]:
+    """Every task answered by a :class:`genomes.strategy.Strategy`, or by its family's
+    strategy of a :class:`genomes.routes.Routes`; results in task order, from one
+    ``generate`` call."""
+    from genomes.routes import in_task_order, route_jobs
+
+    jobs, positions = route_jobs(answerer, list(tasks))
+    return in_task_order(evaluate_many(jobs, backend, seed, progress), positions)
+

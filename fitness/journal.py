@@ -122,6 +122,13 @@ class Journal:
         for gen, text in self._db.execute("SELECT generation, result FROM results ORDER BY rowid"):
             yield gen, result_from_json(json.loads(text))
 
+    def scores(self, seed: int) -> Iterator[tuple[str, str, str, float]]:
+        """(genome hash, task id, family, score) of every result of ``seed``, in the
+        order they were stored (light: the completions are not decoded)."""
+        yield from self._db.execute(
+            "SELECT genome_hash, task_id, json_extract(result, '$.family'), score FROM results WHERE seed=? "
+            "ORDER BY rowid", (seed,))
+
     def strategy(self, genome_hash: str) -> dict | None:
         row = self._db.execute("SELECT strategy FROM strategies WHERE genome_hash=?", (genome_hash,)).fetchone()
         return json.loads(row[0]) if row else None

@@ -5,8 +5,12 @@
     python runs/bench_peers.py ... --methods ours,gepa      # a subset; the others are kept
 
 Methods, on the same tasks, model, splits and budget:
-- ``ours``: our evolution (``budget.rollouts`` = the budget), its pick by the export
-  rule (the hall ranked by validation);
+- ``ours``: our evolution (``budget.rollouts`` = the budget, validation scoring
+  counted in it as the peers' dev sets are: ``budget.counts_validation``), its pick
+  what ``evo export`` writes as ``routes.json``: the hall's best by validation as the
+  default and a strategy per family where the run took a route
+  (:mod:`evo.engine.routing`); the table adds ``ours (one strategy)``, the default
+  alone, scored on the same tasks;
 - ``random``: random strategies (prompts, chains, exemplars, constrained modes) at
   the same rollouts, the pick by training fitness;
 - ``gepa``: GEPA over our backend (:mod:`evo.peers.gepa_peer`), the bundled model as
@@ -91,17 +95,19 @@ def run(args, config: RunConfig, backend) -> dict:
 
 # ---- the methods -------------------------------------------------------------------
 def run_ours(args, config, backend, pool, trainset, devset, out: Path) -> dict:
+    from evo.engine.routing import routes_of_run
     from evo.engine.run import resume_evolution, run_evolution
-    from evo.tune.on_test import best_strategy_of
 
     run = dataclasses.replace(config.run, out_dir=str(out), name="evolution")
-    cfg = dataclasses.replace(config, run=run, budget=dataclasses.replace(config.budget, rollouts=args.budget))
+    budget = dataclasses.replace(config.budget, rollouts=args.budget, counts_validation=True)
+    cfg = dataclasses.replace(config, run=run, budget=budget)
     if (cfg.run_dir / "checkpoints").is_dir():
         result = resume_evolution(cfg.run_dir, backend=backend, show_progress=True)
     else:
         result = run_evolution(cfg, backend=backend, show_progress=True, overwrite=True)
     last = result.metrics[-1]
-    return {"strategy": best_strategy_of(cfg.run_dir).encode(), "rollouts": last["search_rollouts"],
+    routes = routes_of_run(cfg.run_dir)
+    return {"strategy": routes.default.encode(), "routes": routes.encode(), "rollouts": last["rollouts"],
             "validation_rollouts": last["heldout_rollouts"], "tokens": last["tokens"], "proposals": 0}
 
 
@@ -191,10 +197,26 @@ RUNNERS = {"ours": run_ours, "random": run_random, "gepa": run_gepa_method, "evo
 # ---- scoring and the table ---------------------------------------------------------
 def score_and_write(args, config, backend, picks: dict, test, out: Path) -> dict:
     from fitness.evaluate import evaluate_many
+    from genomes.routes import Routes, in_task_order, route_jobs
 
-    methods = list(picks)
-    strategies = [Strategy.decode(picks[m]["strategy"], where=f"{m} result") for m in methods]
-    scored = dict(zip(methods, evaluate_many([(s, test) for s in strategies], backend, seed=config.run.seed)))
+    answerers = {}
+    for m, pick in picks.items():
+        if "routes" in pick:
+            routes = Routes.decode(pick["routes"], where=f"{m} result")
+            answerers[m] = routes
+            if routes.routes:  # what routing added, paired on the same tasks
+                answerers[f"{m} (one strategy)"] = routes.default
+                picks = {**picks, f"{m} (one strategy)": pick}
+        else:
+            answerers[m] = Strategy.decode(pick["strategy"], where=f"{m} result")
+    methods = list(answerers)
+    jobs, spans = [], []
+    for m in methods:  # every method's requests in one generate call
+        method_jobs, positions = route_jobs(answerers[m], test)
+        spans.append((len(jobs), len(jobs) + len(method_jobs), positions))
+        jobs += method_jobs
+    per_job = evaluate_many(jobs, backend, seed=config.run.seed)
+    scored = {m: in_task_order(per_job[start:end], positions) for m, (start, end, positions) in zip(methods, spans)}
     rng = random.Random(f"{config.run.seed}/peers")
     rows = []
     for m in methods:

@@ -16,7 +16,10 @@ test split: no choice ever reads it), compares the test accuracy of:
                                 scored on the run's first training batch until as many
                                 training rollouts as (c) spent are spent, each vote
                                 counted; the best by training fitness is kept),
-  (c) evolution                (the config's run; the hall of fame's best).
+  (c) evolution                (the config's run; the hall of fame's best),
+  (d) evolution + routes       (what `evo export` writes as routes.json: the export
+                                pick, and a strategy per family where the run took a
+                                route, evo.engine.routing).
 
 Per seed and pooled over seeds, per family and overall: accuracy of each, the mean
 held-out gain of (c) over (a) and over (b) with a 95 % paired bootstrap CI (the
@@ -49,7 +52,7 @@ from fitness.loss import individual_loss
 from genomes.operators import random_strategy
 from genomes.strategy import Strategy
 
-METHODS = ("best seed", "random search", "evolution")
+METHODS = ("best seed", "random search", "evolution", "evolution + routes")
 
 
 def main() -> None:
@@ -134,8 +137,18 @@ def run_seed(args, config: RunConfig, backend, out_dir: Path) -> dict:
     random_train = score(candidates, first_batch)
     best_random = max(zip(candidates, random_train), key=lambda p: train_fitness(p[1], first_batch))[0]
 
-    picks = dict(zip(METHODS, (best_seed, best_random, evo.best)))
-    scored = dict(zip(picks, score(list(picks.values()), heldout)))
+    from evo.engine.routing import routes_of_run
+    from genomes.routes import in_task_order, route_jobs
+
+    routes = routes_of_run(config.run_dir)
+    picks = dict(zip(METHODS, (best_seed, best_random, evo.best, routes)))
+    jobs, spans = [], []
+    for answerer in picks.values():
+        method_jobs, positions = route_jobs(answerer, heldout)
+        spans.append((len(jobs), len(jobs) + len(method_jobs), positions))
+        jobs += method_jobs
+    per_job = evaluate_with_journal(jobs, backend, journal, config.run.seed, 0)[0]
+    scored = {m: in_task_order(per_job[a:b], positions) for m, (a, b, positions) in zip(picks, spans)}
     journal.close()
     return {
         "seed": config.run.seed,
@@ -144,7 +157,8 @@ def run_seed(args, config: RunConfig, backend, out_dir: Path) -> dict:
         "correct": {m: [float(r.correct) for r in rs] for m, rs in scored.items()},
         "well_formed": {m: [float(bool(r.steps) and r.answer is not None and r.response is not None) for r in rs]
                         for m, rs in scored.items()},
-        "strategies": {m: s.content_hash() for m, s in picks.items()},
+        "strategies": {m: s.content_hash() for m, s in picks.items() if isinstance(s, Strategy)},
+        "routes": {family: s.content_hash() for family, s in routes.routes.items()},
         "evolved_constrain": evo.best.decoding.constrain,
         "train_rollouts": train_rollouts,
         "random_candidates": len(candidates),
@@ -213,12 +227,16 @@ def pooled(results: list[dict]) -> dict:
     for group in [*families, "all"]:
         rows = [(r, i) for r in results for i, f in enumerate(r["families"]) if group in (f, "all")]
         entry = {"tasks": len(rows)}
-        for method in METHODS:
+        for method in methods_of(results):
             entry[method] = _mean([r["correct"][method][i] for r, i in rows])
-        for base in ("best seed", "random search"):
-            diffs = [r["correct"]["evolution"][i] - r["correct"][base][i] for r, i in rows]
+        gains = [("evolution", "best seed"), ("evolution", "random search")]
+        if "evolution + routes" in entry:
+            gains += [("evolution + routes", "evolution"), ("evolution + routes", "random search")]
+        for method, base in gains:
+            diffs = [r["correct"][method][i] - r["correct"][base][i] for r, i in rows]
             low, high = bootstrap_ci(diffs, rng)
-            entry[f"gain over {base}"] = {"mean": _mean(diffs), "ci95": [low, high]}
+            name = f"gain over {base}" if method == "evolution" else f"routes gain over {base}"
+            entry[name] = {"mean": _mean(diffs), "ci95": [low, high]}
         if all("constant" in r for r, _ in rows):
             entry["constant answer"] = _mean([r["constant"][i] for r, i in rows])
         entry["evolution well-formed"] = _mean([r["well_formed"]["evolution"][i] for r, i in rows])
@@ -229,8 +247,13 @@ def pooled(results: list[dict]) -> dict:
     return report
 
 
+def methods_of(results: list[dict]) -> list[str]:
+    """The methods every result scored (seeds saved before routes lack the last)."""
+    return [m for m in METHODS if all(m in r["correct"] for r in results)]
+
+
 def print_seed(result: dict) -> None:
-    accs = ", ".join(f"{m} {_mean(result['correct'][m]):.1%}" for m in METHODS)
+    accs = ", ".join(f"{m} {_mean(result['correct'][m]):.1%}" for m in methods_of([result]))
     print(f"seed {result['seed']}: {len(result['families'])} held-out tasks; {accs}; rollouts evolution "
           f"{result['train_rollouts']}, random {result['random_rollouts']} ({result['random_candidates']} candidates); "
           f"evolved constrain={result['evolved_constrain']}; outside backend {result['outside_backend_share']:.2%}")
@@ -248,6 +271,13 @@ def print_pooled(report: dict) -> None:
         const = f"{e['constant answer']:>8.1%}" if "constant answer" in e else f"{'-':>8}"
         print(f"{group:<22}{e['tasks']:>6}{const}{e['best seed']:>8.1%}{e['random search']:>8.1%}{e['evolution']:>8.1%}   "
               f"{gains[0]:<26}{gains[1]:<26}{e['best seed well-formed']:.0%} -> {e['evolution well-formed']:.0%}")
+    routed = {g: e for g, e in report["groups"].items() if "evolution + routes" in e}
+    if routed:
+        print(f"\n{'family':<22}{'tasks':>6}{'routes':>8}   {'routes - evolved':<26}{'routes - random':<26}")
+        for group, e in routed.items():
+            gains = [f"{g['mean'] * 100:+5.1f} [{g['ci95'][0] * 100:+5.1f}, {g['ci95'][1] * 100:+5.1f}]"
+                     for g in (e["routes gain over evolution"], e["routes gain over random search"])]
+            print(f"{group:<22}{e['tasks']:>6}{e['evolution + routes']:>8.1%}   {gains[0]:<26}{gains[1]:<26}")
 
 
 if __name__ == "__main__":

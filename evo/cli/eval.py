@@ -1,4 +1,5 @@
-"""`evo eval STRATEGY --tasks ...`: score one strategy on a task set.
+"""`evo eval STRATEGY --tasks ...`: score one strategy (or a routes file: a strategy
+per task family, as `evo export` writes it) on a task set.
 
 Everything the user can get wrong (strategy file, task specs, model path, output
 location) is checked before the model loads, so mistakes cost no waiting.
@@ -13,16 +14,18 @@ import time
 from pathlib import Path
 
 from fitness.backends.model_store import DTYPES, check_model
-from fitness.evaluate import ExampleResult, FamilySummary, evaluate, summarise
+from fitness.evaluate import ExampleResult, FamilySummary, evaluate_answerer, summarise
 from fitness.tasks import SPLITS, TEST, load_tasks, parse_task_specs
 from genomes.errors import InputError
+from genomes.routes import Routes, load_answerer, route_jobs
 from genomes.strategy import Strategy
 
 
 def add_parser(sub) -> None:
     ev = sub.add_parser("eval", help="score one strategy file on a task set",
                         description="Score one strategy (prompt + chain template + decoding) on tasks.")
-    ev.add_argument("strategy", help="strategy file (.json/.toml/.yaml) or a shipped seed name (direct, stepwise, fewshot)")
+    ev.add_argument("strategy", help="strategy file (.json/.toml/.yaml), a shipped seed name (direct, stepwise, "
+                                     "fewshot), or a routes.json from `evo export` (a strategy per family)")
     ev.add_argument("--tasks", required=True,
                     help="comma-separated: reasoning-gym family, family@LEVEL, or a .jsonl file (e.g. chain_sum@1,letter_counting)")
     ev.add_argument("--n", type=int, default=16, help="tasks per entry of --tasks (default 16)")
@@ -44,7 +47,8 @@ def add_parser(sub) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    strategy = Strategy.load(args.strategy)
+    answerer = load_answerer(args.strategy)
+    strategy = answerer.default if isinstance(answerer, Routes) else answerer
     specs = parse_task_specs(args.tasks)
     if not specs:
         raise InputError("--tasks is empty")
@@ -54,6 +58,9 @@ def command(args: argparse.Namespace) -> int:
     check_model(model)
     tasks = load_tasks(specs, n=args.n, split=args.split, seed=args.seed, split_seed=args.split_seed)
     _say(f"strategy {strategy.name} ({strategy.content_hash()}), {len(tasks)} {args.split} tasks, model {model}")
+    if isinstance(answerer, Routes):
+        for family, routed in sorted(answerer.routes.items()):
+            _say(f"  {family}: routed to {routed.name} ({routed.content_hash()})")
 
     started = time.perf_counter()
     from fitness.backends.hf import HFBackend
@@ -61,7 +68,7 @@ def command(args: argparse.Namespace) -> int:
     backend = HFBackend(model=model, cache_dir=args.cache_dir, device=args.device, dtype=args.dtype,
                         token_budget=args.token_budget)
     _say(f"model ready in {time.perf_counter() - started:.1f}s")
-    results = _evaluate_with_progress(strategy, tasks, backend, args.seed)
+    results = _evaluate_with_progress(answerer, tasks, backend, args.seed)
     elapsed = time.perf_counter() - started
 
     _write_jsonl(out, results)
@@ -71,11 +78,12 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_with_progress(strategy: Strategy, tasks, backend, seed: int) -> list[ExampleResult]:
+def _evaluate_with_progress(answerer: Strategy | Routes, tasks, backend, seed: int) -> list[ExampleResult]:
     from evo.engine.progress import RequestProgress
 
-    with RequestProgress("generating", len(tasks) * strategy.decoding.votes) as bar:
-        return evaluate(strategy, tasks, backend, seed=seed, progress=bar.update)
+    total = sum(len(group) * s.decoding.votes for s, group in route_jobs(answerer, tasks)[0])
+    with RequestProgress("generating", total) as bar:
+        return evaluate_answerer(answerer, tasks, backend, seed=seed, progress=bar.update)
 
 
 def _check_writable(out: Path) -> None:

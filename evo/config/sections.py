@@ -108,6 +108,16 @@ class TasksSection:
 class BudgetSection:
     rollouts: int = setting(0, "hard limit on search rollouts (training completions, each vote counted; held-out "
                                "scoring is reported apart); 0: no limit", low=0)
+    counts_validation: bool = setting(False, "validation counts against budget.rollouts too (as peers' dev sets "
+                                             "do); the search keeps one generation's validation back")
+
+
+@dataclass(frozen=True)
+class RoutingSection:
+    enabled: bool = setting(True, "keep a strategy per task family (evo export writes routes.json): the one with the "
+                                  "best training evidence, when it beats the default on the family's validation tasks")
+    min_tasks: int = setting(8, "training tasks of a family an individual needs to be its candidate", low=1)
+    prior_tasks: float = setting(4.0, "pseudo-tasks at the family's mean added to a candidate's evidence", low=0)
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,7 @@ class RunConfig:
     population: PopulationSection = field(default_factory=PopulationSection)
     tasks: TasksSection = field(default_factory=TasksSection)
     budget: BudgetSection = field(default_factory=BudgetSection)
+    routing: RoutingSection = field(default_factory=RoutingSection)
     exemplars: ExemplarsSection = field(default_factory=ExemplarsSection)
     loss: LossSection = field(default_factory=LossSection)
     curriculum: CurriculumSection = field(default_factory=CurriculumSection)
@@ -250,7 +261,8 @@ class RunConfig:
         before ``model.dtype`` existed ran in float32, and those written before
         ``population.constrain_modes`` never constrained decoding, and those written
         before ``tasks.test_share`` had no test split (their held-out set is all
-        validation, the same tasks as before); resume them so."""
+        validation, the same tasks as before), and those written before ``[routing]``
+        kept no routes; resume them so."""
         data = as_mapping(data, where)
         model = data.get("model")
         if isinstance(model, dict) and "dtype" not in model:
@@ -261,6 +273,8 @@ class RunConfig:
         tasks = data.get("tasks")
         if isinstance(tasks, dict) and "test_share" not in tasks:
             data = {**data, "tasks": {**tasks, "test_share": 0.0}}
+        if "routing" not in data:
+            data = {**data, "routing": {"enabled": False}}
         return cls.from_dict(data, where)
 
 

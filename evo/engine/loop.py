@@ -49,6 +49,7 @@ from evo.engine.individuals import make_individual, new_fitness
 from evo.engine.loop_state import individual_to_json
 from evo.engine.progress import RequestProgress
 from evo.engine.racing import BudgetExhausted, Racing
+from evo.engine.routing import Routing
 from evo.engine.selection import Selection, same_genome
 from evo.engine.snapshot import Snapshot
 from evo.engine.task_pool import TaskPool
@@ -106,7 +107,7 @@ def fmt_share(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:5.1%}"
 
 
-class Loop(Variation, Selection, Racing, Snapshot):
+class Loop(Variation, Selection, Racing, Routing, Snapshot):
     def __init__(self, config: RunConfig, backend, run_dir: RunDir, counters: Counters, show_progress: bool,
                  on_generation: GenerationCallback | None = None) -> None:
         self.config, self.backend, self.run_dir, self.counters = config, backend, run_dir, counters
@@ -309,16 +310,21 @@ class Loop(Variation, Selection, Racing, Snapshot):
         child.fitness.values = parent.fitness.values
         return child
 
-    def validation_scores(self, gen: int) -> dict[str, float]:
-        """Validation accuracy of the ``tasks.heldout_top`` best of the hall, by
-        strategy hash, in hall order: what export ranks by (selection never reads it)."""
+    def validation_results(self, gen: int) -> dict[str, list]:
+        """Validation results of the ``tasks.heldout_top`` best of the hall (those the
+        budget affords when it counts validation), by strategy hash, in hall order:
+        what export ranks by (selection never reads it)."""
         top = self.hall[: self.config.tasks.heldout_top] if self.heldout_tasks else []
-        per_ind = self.generate([(ind.strategy, self.heldout_tasks) for ind in top], gen, "validation", heldout=True)
-        return {ind.strategy.content_hash(): sum(r.correct for r in results) / len(results)
-                for ind, results in zip(top, per_ind)}
+        jobs, top = self.affordable_validation([(ind.strategy, self.heldout_tasks) for ind in top], top)
+        per_ind = self.generate(jobs, gen, "validation", heldout=True) if jobs else []
+        return {ind.strategy.content_hash(): results for ind, results in zip(top, per_ind)}
 
     def record(self, gen: int, population: list) -> None:
-        scores = self.validation_scores(gen)
+        validated = self.validation_results(gen)
+        scores = {h: sum(r.correct for r in results) / len(results) for h, results in validated.items()}
+        # the export pick: highest validation accuracy, hall order breaking ties
+        default = max(scores, key=lambda h: scores[h]) if scores else None
+        routes = self.route_record(gen, default, validated.get(default, []))
         heldout = next(iter(scores.values()), None)
         best = self.hall[0]
         record = {
@@ -333,6 +339,7 @@ class Loop(Variation, Selection, Racing, Snapshot):
             "heldout_accuracy": heldout,  # on the validation split (key kept: older runs' metrics read the same)
             "heldout_split": "validation",
             "validation_scores": scores,
+            "routes": routes,  # per family: the specialist, its evidence, whether it is taken (evo.engine.routing)
             "best_hash": best.strategy.content_hash(),
             "frontier": dict(self.curriculum.frontier),
             "rollouts": self.counters.rollouts,

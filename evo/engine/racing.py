@@ -12,7 +12,9 @@ whole batch, so every fitness that selection compares covers the same tasks.
 
 The budget (``budget.rollouts`` > 0) is a hard limit on search rollouts: training
 completions, each vote of a self-consistency strategy counted (held-out scoring is
-reporting and counted apart). Before each backend call the loop plans its cost from
+reporting and counted apart; with ``budget.counts_validation`` validation counts
+too, and the search keeps back what one generation's validation costs, so the
+choices at the end are still validated). Before each backend call the loop plans its cost from
 the journal (:func:`fitness.journal.planned_rollouts`); children that do not fit are
 left out, last born first (never scored, never selected); when even the re-scoring
 of the survivors does not fit, the run stops at the last complete generation. A
@@ -41,7 +43,29 @@ class Racing:
     def budget_left(self) -> int | None:
         """Search rollouts still allowed; None without a budget."""
         limit = self.config.budget.rollouts
-        return None if limit == 0 else max(0, limit - self.search_rollouts())
+        if limit == 0:
+            return None
+        if self.config.budget.counts_validation:
+            return max(0, limit - self.counters.rollouts - self.validation_reserve())
+        return max(0, limit - self.search_rollouts())
+
+    def validation_reserve(self) -> int:
+        """What one generation's validation may cost: the hall's best on every
+        validation task, and each family's specialist on its own (routing)."""
+        per_round = self.config.tasks.heldout_top + (1 if self.routes_enabled() else 0)
+        return per_round * len(self.heldout_tasks)
+
+    def affordable_validation(self, jobs: list, labels: list) -> tuple[list, list]:
+        """The leading ``jobs`` (and their ``labels``) whose validation the budget
+        pays for: all of them unless ``budget.counts_validation``."""
+        limit = self.config.budget.rollouts
+        if limit == 0 or not self.config.budget.counts_validation:
+            return list(jobs), list(labels)
+        left = max(0, limit - self.counters.rollouts)
+        n = len(jobs)
+        while n and planned_rollouts(jobs[:n], self.journal, self.config.run.seed) > left:
+            n -= 1
+        return list(jobs[:n]), list(labels[:n])
 
     def affordable(self, jobs: list, droppable: Sequence[int], generation: int) -> set[int]:
         """Indices of ``droppable`` jobs (children, in birth order) to leave out so

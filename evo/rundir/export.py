@@ -6,6 +6,8 @@ scored it (``tasks.heldout_top`` members) and by training fitness after those, s
 the choice of what to export reads the validation split, never the test split::
 
     DIR/index.json                      rank, hash, fitness, accuracy per exported strategy
+    DIR/routes.json                     a strategy per task family: rank 1 as the default, and the
+                                        routes the run took (evo.engine.routing); `evo eval` reads it
     DIR/rank-1-<hash>/strategy.json     the strategy file (`evo eval` and seeds accept it)
     DIR/rank-1-<hash>/prompt.txt        the rendered prompt template, {question} as placeholder
     DIR/rank-1-<hash>/card.json         fitness, loss terms, lineage (ancestor chain), run config
@@ -72,6 +74,11 @@ def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
                      | {"path": target.name, "adapter": (target / "adapter").is_dir()})
         written.append(target)
     (out / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    if hall:
+        from evo.engine.routing import routes_of_run
+
+        default = Strategy.decode(hall[0]["strategy"], where="hall of fame entry 1")
+        routes_of_run(run_dir, default).save(out / "routes.json")
     return written
 
 

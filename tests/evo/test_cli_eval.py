@@ -91,3 +91,30 @@ def test_eval_on_the_bundled_model_writes_results(quick_strategy, tmp_path):
     all_row = next(line for line in table.splitlines() if line.startswith("all "))
     assert all_row.split()[1] == "6"
     assert f"results: {out}" in table
+
+
+def test_eval_reads_a_routes_file_and_answers_each_family_with_its_strategy(quick_strategy, tmp_path):
+    from genomes.routes import Routes
+    from genomes.strategy import Strategy
+
+    tasks = tmp_path / "sums.jsonl"
+    tasks.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(40)))
+    default = Strategy.load(quick_strategy)
+    terse = Strategy.decode({"name": "terse", "decoding": {"max_new_tokens": 6}, "chain": {"max_steps": 1}})
+    routes = tmp_path / "routes.json"
+    Routes(default, {"jsonl:sums": terse}).save(routes)
+    out = tmp_path / "results.jsonl"
+    proc = evo("eval", str(routes), "--tasks", f"chain_sum@0,{tasks}", "--n", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert f"jsonl:sums: routed to terse ({terse.content_hash()})" in proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["family"] for r in rows] == ["chain_sum"] * 3 + ["jsonl:sums"] * 3  # task order kept
+    assert {r["strategy_hash"] for r in rows[:3]} == {default.content_hash()}
+    assert {r["strategy_hash"] for r in rows[3:]} == {terse.content_hash()}
+    assert all(r["completion_tokens"] <= 6 for r in rows[3:])
+
+
+def test_a_malformed_routes_file_is_one_line_naming_the_field(tmp_path):
+    path = tmp_path / "routes.json"
+    path.write_text(json.dumps({"kind": "routes", "routes": {}}))
+    assert_one_line_error(evo("eval", str(path), "--tasks", "chain_sum"), "default")

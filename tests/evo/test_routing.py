@@ -1,0 +1,204 @@
+"""Routes (evo.engine.routing, genomes.routes): a strategy per family, chosen on
+training evidence, confirmed on validation, exported and evaluated; and a budget
+that counts validation."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from evo.engine.routing import choose_specialists, gather_evidence, routes_of_run, shrunk_accuracy
+from evo.engine.run import run_evolution
+from evo.rundir.export import export_top
+from fakes import config, read_jsonl
+from fitness.backends.base import Completion
+from fitness.evaluate import evaluate_answerer
+from fitness.journal import Journal
+from genomes.chat_format import format_completion
+from genomes.errors import InputError
+from genomes.routes import Routes, load_answerer, route_jobs
+from genomes.strategy import Strategy
+
+
+class FamiliesDisagree:
+    """chain_sum is answered right only under the ``direct`` seed's approach ("as few
+    steps"), basic_arithmetic only under any other: no single strategy answers both,
+    a strategy per family answers all."""
+
+    def __init__(self):
+        self.requests = []
+
+    def generate(self, requests, progress=None):
+        self.requests += requests
+        out = []
+        for r in requests:
+            question = r.messages[-1]["content"]
+            chain = re.search(r"problem: (.*) =", question)
+            arith = re.match(r"Calculate (.*)\.$", question)
+            direct = "as few steps" in r.messages[0]["content"]
+            if chain:
+                answer = str(eval(chain.group(1))) if direct else "12345"
+            elif arith:
+                answer = "12345" if direct else f"{eval(arith.group(1)):g}"
+            else:
+                answer = "?"
+            out.append(Completion(format_completion(["work"], answer, "done"), 10, 20, "stop"))
+        if progress:
+            progress(len(requests))
+        return out
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+FAMILIES = {"families": ["chain_sum", "basic_arithmetic"], "per_family": 4, "rotate_every": 1,
+            "heldout_per_family": 6}
+
+
+def routed_run(tmp_path, **sections):
+    backend = FamiliesDisagree()
+    sections = {"routing": {"min_tasks": 4}, **sections}
+    cfg = config(tmp_path, run={"generations": 4}, tasks=FAMILIES,
+                 population={"size": 4, "offspring": 6, "seeds": ["direct", "stepwise", "fewshot"]}, **sections)
+    return cfg, backend, run_evolution(cfg, backend=backend, show_progress=False)
+
+
+# ---- the choice, pure --------------------------------------------------------------
+def test_evidence_counts_training_rows_only_and_keeps_first_appearance_order():
+    rows = [("a", "t1", "f", 1.0), ("b", "t1", "f", 0.0), ("a", "v1", "f", 1.0), ("a", "t2", "g", 0.5)]
+    evidence = gather_evidence(rows, excluded_tasks={"v1"})
+    assert evidence == {"f": {"a": [1, 1], "b": [0, 1]}, "g": {"a": [0, 1]}}  # half credit is not correct
+    assert list(evidence["f"]) == ["a", "b"]
+
+
+def test_a_few_lucky_tasks_do_not_beat_steady_evidence():
+    # 3/3 right against 14/16: shrunk towards the family mean, the longer record wins
+    evidence = {"f": {"lucky": [3, 3], "steady": [14, 16], "poor": [2, 16]}}
+    chosen = choose_specialists(evidence, min_tasks=3, prior_tasks=4)
+    assert chosen["f"][0] == "steady"
+    assert shrunk_accuracy(3, 3, 19 / 35, 4) < shrunk_accuracy(14, 16, 19 / 35, 4)
+    # without shrinkage the lucky one would win; below min_tasks nobody is a candidate
+    assert choose_specialists(evidence, min_tasks=3, prior_tasks=0)["f"][0] == "lucky"
+    assert choose_specialists(evidence, min_tasks=17, prior_tasks=4) == {}
+
+
+def test_equal_evidence_goes_to_the_earliest():
+    chosen = choose_specialists({"f": {"x": [2, 8], "y": [2, 8]}}, min_tasks=8, prior_tasks=4)
+    assert chosen["f"] == ("x", 2, 8)
+
+
+# ---- in a run ---------------------------------------------------------------------
+def test_a_run_routes_each_family_to_the_strategy_that_answers_it(tmp_path):
+    cfg, backend, _ = routed_run(tmp_path)
+    last = read_jsonl(tmp_path / "t" / "metrics.jsonl")[-1]
+    routes = last["routes"]
+    assert set(routes) == {"chain_sum", "basic_arithmetic"}
+    taken = [f for f, row in routes.items() if row["taken"]]
+    assert len(taken) == 1, routes  # the default answers one family, a route the other
+    row = routes[taken[0]]
+    assert row["validation"] == 1.0 and row["default_validation"] == 0.0
+    assert row["train"][1] >= 4
+
+    answerer = routes_of_run(tmp_path / "t")
+    assert isinstance(answerer, Routes) and set(answerer.routes) == set(taken)
+    from evo.engine.task_pool import TaskPool
+
+    test = TaskPool(cfg).test(6, fewer_ok=True)
+    routed = evaluate_answerer(answerer, test, FamiliesDisagree())
+    single = evaluate_answerer(answerer.default, test, FamiliesDisagree())
+    assert [r.task_id for r in routed] == [t.id for t in test]  # back in task order
+    assert sum(r.correct for r in routed) == len(test) > sum(r.correct for r in single)
+
+
+def test_routes_read_no_test_task(tmp_path):
+    cfg, backend, _ = routed_run(tmp_path)
+    from evo.engine.task_pool import TaskPool
+
+    pool = TaskPool(cfg)
+    test_questions = {t.question for t in pool.test(50, fewer_ok=True)}
+    validation = {t.question for t in pool.validation()}
+    asked = {r.messages[-1]["content"] for r in backend.requests}
+    assert not asked & test_questions and validation <= asked
+    with Journal(tmp_path / "t" / "journal.sqlite") as journal:  # evidence: what the journal holds
+        assert {f for _, _, f, _ in journal.scores(cfg.run.seed)} == {"chain_sum", "basic_arithmetic"}
+
+
+def test_routing_is_off_for_one_family_and_when_disabled(tmp_path):
+    cfg = config(tmp_path / "one", run={"generations": 2})
+    from fakes import ArithmeticOracle
+
+    run_evolution(cfg, backend=ArithmeticOracle(), show_progress=False)
+    assert all(m["routes"] == {} for m in read_jsonl(tmp_path / "one" / "t" / "metrics.jsonl"))
+    routed_run(tmp_path / "off", routing={"enabled": False, "min_tasks": 4})
+    assert all(m["routes"] == {} for m in read_jsonl(tmp_path / "off" / "t" / "metrics.jsonl"))
+    assert routes_of_run(tmp_path / "off" / "t").routes == {}
+
+
+def test_export_writes_routes_that_eval_reads(tmp_path):
+    routed_run(tmp_path)
+    export_top(tmp_path / "t", 1, tmp_path / "export")
+    path = tmp_path / "export" / "routes.json"
+    answerer = load_answerer(path)
+    assert isinstance(answerer, Routes) and answerer.routes
+    data = json.loads(path.read_text())
+    assert data["kind"] == "routes" and set(data["evidence"]) == set(data["routes"])
+    # the default is the export's rank 1
+    rank1 = next((tmp_path / "export").glob("rank-1-*"))
+    assert answerer.default.content_hash() == Strategy.load(rank1 / "strategy.json").content_hash()
+
+
+def test_a_resumed_routed_run_equals_an_uninterrupted_one(tmp_path):
+    from evo.engine.run import resume_evolution
+
+    routed_run(tmp_path / "whole")
+    backend = FamiliesDisagree()
+    cfg = config(tmp_path / "cut", run={"generations": 2}, tasks=FAMILIES,
+                 population={"size": 4, "offspring": 6, "seeds": ["direct", "stepwise", "fewshot"]},
+                 routing={"min_tasks": 4})
+    run_evolution(cfg, backend=backend, show_progress=False)
+    resume_evolution(tmp_path / "cut" / "t", generations=4, backend=FamiliesDisagree(), show_progress=False)
+    whole = read_jsonl(tmp_path / "whole" / "t" / "metrics.jsonl")
+    cut = read_jsonl(tmp_path / "cut" / "t" / "metrics.jsonl")
+    assert [m["routes"] for m in whole] == [m["routes"] for m in cut]
+
+
+# ---- the budget counts validation ----------------------------------------------------
+def test_a_budget_that_counts_validation_covers_every_rollout(tmp_path):
+    limit = 150
+    cfg, backend, _ = routed_run(tmp_path, budget={"rollouts": limit, "counts_validation": True})
+    last = read_jsonl(tmp_path / "t" / "metrics.jsonl")[-1]
+    assert last["rollouts"] == len(backend.requests) <= limit
+    assert last["heldout_rollouts"] > 0  # validation still ran, inside the budget
+
+
+# ---- the file ----------------------------------------------------------------------
+def test_routes_file_errors_name_the_field(tmp_path):
+    good = Routes(Strategy.load("direct"), {"chain_sum": Strategy.load("stepwise")}).encode()
+    path = tmp_path / "r.json"
+    for broken, field in [({**good, "kind": "strategy"}, "kind"), ({k: v for k, v in good.items() if k != "default"},
+                                                                     "default"),
+                          ({**good, "routes": {"chain_sum": {"decoding": {"votes": 0}}}}, "routes.chain_sum"),
+                          ({**good, "extra": 1}, "extra")]:
+        path.write_text(json.dumps(broken))
+        if broken.get("kind") != "routes":
+            with pytest.raises(InputError):  # a strategy file with an unknown field
+                load_answerer(path)
+            continue
+        with pytest.raises(InputError, match=field):
+            load_answerer(path)
+    assert load_answerer("direct").name == Strategy.load("direct").name  # seeds still load
+
+
+def test_route_jobs_group_by_strategy():
+    a, b = Strategy.load("direct"), Strategy.load("stepwise")
+
+    class T:
+        def __init__(self, family):
+            self.family = family
+
+    tasks = [T("x"), T("y"), T("x"), T("z")]
+    jobs, positions = route_jobs(Routes(a, {"y": b}), tasks)
+    assert [s.content_hash() for s, _ in jobs] == [a.content_hash(), b.content_hash()]
+    assert positions == [[0, 2, 3], [1]]
