@@ -49,3 +49,13 @@ def summarise(result) -> None:
     search = last.get("search_rollouts", last["rollouts"] - last.get("heldout_rollouts", 0))
     print(f"{search} search rollouts{budget} (+{last.get('heldout_rollouts', 0)} validation), {last['tokens']:,} tokens; "
           f"results in {result.run_dir}")
+    for line in route_lines(last.get("routes") or {}):
+        print(line)
+
+
+def route_lines(routes: dict) -> list[str]:
+    """One line per family the run routes to its own strategy (`evo export` writes them
+    as routes.json)."""
+    return [f"route {family}: strategy {row['hash']}, validation {row['validation']:.1%} against the best's "
+            f"{row['default_validation']:.1%} (train {row['train'][0]}/{row['train'][1]})"
+            for family, row in sorted(routes.items()) if row.get("taken")]

@@ -124,6 +124,8 @@ class Routing:
             elif family in scored:
                 mine = accuracy_by_family(scored[family]).get(family, [0, 0])
                 row.update(validation=_share(mine), taken=mine[0] > default[0])
+                if not row["taken"]:
+                    row["why"] = "no better on validation"
             else:
                 row.update(validation=None, taken=False, why="not validated (budget)")
             record[family] = row

@@ -155,6 +155,7 @@ def render_html(run: RunData, plots: dict[str, str | None]) -> str:
                               fmt.fitness(-_num(r.get("l_total"))), fmt.pct(r.get("accuracy")),
                               f"{_num(r.get('chain_tokens')):.1f}", len(r.get("scored_on") or []))
                              for k, r in enumerate(run.hall))))
+    parts += _routes_section(run.metrics[-1].get("routes") if run.metrics else None)
     parts.append("\n<h2>Per generation</h2>\n<details open><summary>metrics.jsonl</summary>\n")
     parts.append(_table(("gen", "evaluated", "best fitness", "mean fitness", "best acc", "mean acc", "validation acc",
                          "mean chain tokens", "rollouts", "reused", "tokens", "wall", "best hash", "frontier"),
@@ -227,3 +228,16 @@ def _best_section(best: dict | None) -> list[str]:
         if details:
             parts.append(f"<details><summary>chain and decoding genes</summary><pre>{e(json.dumps(details, indent=2))}</pre></details>\n")
     return parts
+
+
+def _routes_section(routes: dict | None) -> list[str]:
+    """Per family, the specialist the last generation found and whether it is routed to
+    (evo.engine.routing); nothing for a run that keeps no routes."""
+    if not routes:
+        return []
+    rows = ((family, r.get("hash", ""), f"{r['train'][0]}/{r['train'][1]}", fmt.pct(r.get("validation")),
+             fmt.pct(r.get("default_validation")), "routed" if r.get("taken") else r.get("why", ""))
+            for family, r in sorted(routes.items()))
+    return ["<h2>Routes: a strategy per family (evo export writes them as routes.json)</h2>\n",
+            _table(("family", "specialist", "train correct", "validation", "best's validation", "taken"), rows)]
+

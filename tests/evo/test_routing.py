@@ -202,3 +202,22 @@ def test_route_jobs_group_by_strategy():
     jobs, positions = route_jobs(Routes(a, {"y": b}), tasks)
     assert [s.content_hash() for s, _ in jobs] == [a.content_hash(), b.content_hash()]
     assert positions == [[0, 2, 3], [1]]
+
+
+def test_the_run_summary_names_each_route(tmp_path):
+    from evo.cli.run import route_lines
+
+    routed_run(tmp_path)
+    last = read_jsonl(tmp_path / "t" / "metrics.jsonl")[-1]
+    lines = route_lines(last["routes"])
+    taken = [f for f, row in last["routes"].items() if row["taken"]]
+    assert len(lines) == len(taken) == 1
+    assert lines[0].startswith(f"route {taken[0]}: strategy {last['routes'][taken[0]]['hash']}, validation 100.0%")
+
+
+def test_the_report_shows_the_routes(tmp_path):
+    from evo.report.html import write_report
+
+    routed_run(tmp_path)
+    page = write_report(tmp_path / "t").read_text()
+    assert "Routes: a strategy per family" in page and "<td>routed</td>" in page
