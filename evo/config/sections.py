@@ -58,8 +58,7 @@ class RunSection:
 class PopulationSection:
     size: int = setting(8, "mu: survivors per generation", low=1)
     offspring: int = setting(8, "lambda: children per generation", low=1)
-    seeds: tuple[str, ...] = setting(("direct", "stepwise", "fewshot"),
-                                     "initial strategies: shipped seed names or strategy files")
+    seeds: tuple[str, ...] = setting(("direct", "stepwise", "fewshot"), "initial strategies: shipped seed names or strategy files")
     crossover_prob: float = setting(0.3, "share of children made by crossover", low=0, high=1)
     mutation_prob: float = setting(0.7, "share made by mutation (crossover_prob + mutation_prob <= 1; the rest are copies)",
                                    low=0, high=1)
@@ -71,8 +70,7 @@ class PopulationSection:
     hall_of_fame: int = setting(5, "best distinct strategies kept (ranked by L_total)", low=1)
     hall_min_batches: int = setting(1, "with rotating batches: batches of evidence a strategy needs before it can "
                                        "outrank one that has them (1: rank on fitness alone)", low=1)
-    llm_rewrite_prob: float = setting(0.0, "share of mutations that ask the model to rewrite an instruction",
-                                      low=0, high=1)
+    llm_rewrite_prob: float = setting(0.0, "share of mutations that ask the model to rewrite an instruction", low=0, high=1)
     lora_sigmas: tuple[float, ...] = setting(DEFAULT_SIGMAS, "mut_lora: noise scales a perturbation draws from "
                                                              "(two significant digits, in [1e-10, 9.9])")
     race_share: float = setting(0.0, "racing: share of the training batch a new child is scored on first "
@@ -118,6 +116,8 @@ class RoutingSection:
                                   "best training evidence, when it beats the default on the family's validation tasks")
     min_tasks: int = setting(8, "training tasks of a family an individual needs to be its candidate", low=1)
     prior_tasks: float = setting(4.0, "pseudo-tasks at the family's mean added to a candidate's evidence", low=0)
+    keep_specialists: bool = setting(False, "selection keeps each family's best (by that shrunk accuracy) among the "
+                                            "survivors, so specialists live on to be refined and routed (scalar mode)")
 
 
 @dataclass(frozen=True)

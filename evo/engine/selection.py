@@ -19,9 +19,29 @@ class Selection:
         half a small population (copies of a good seed survive side by side)."""
         unique = one_per_genome(candidates)
         if len(unique) >= k:
-            return self.rank(unique, k)
+            kept = self.specialists_kept(unique, k)
+            rest = [ind for ind in unique if not any(ind is s for s in kept)]
+            return self.rank(kept + self.rank(rest, k - len(kept)), k)
         copies = [ind for ind in candidates if not any(ind is u for u in unique)]
         return unique + self.rank(copies, k - len(unique))
+
+    def specialists_kept(self, unique: list, k: int) -> list:
+        """With ``routing.keep_specialists`` (scalar mode, several families): per family
+        the candidate with the best shrunk accuracy on it (:mod:`evo.engine.routing`),
+        at most ``k // 2`` of them, so that a strategy that answers one family well
+        survives a population ranked on all families together. [] otherwise."""
+        if not (self.config.routing.keep_specialists and self.mode == "scalar" and len(self.pool.specs) > 1):
+            return []
+        from evo.engine.routing import choose_specialists, gather_evidence
+
+        rows = [(str(i), r.task_id, r.family, r.score) for i, ind in enumerate(unique) for r in ind.results or ()]
+        chosen = choose_specialists(gather_evidence(rows, set()), min_tasks=1, prior_tasks=self.config.routing.prior_tasks)
+        kept: list = []
+        for family in sorted(chosen):
+            ind = unique[int(chosen[family][0])]
+            if not any(ind is s for s in kept):
+                kept.append(ind)
+        return self.rank(kept, k // 2)
 
     def rank(self, candidates: list, k: int) -> list:
         if self.mode == "multi":

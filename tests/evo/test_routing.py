@@ -149,19 +149,21 @@ def test_export_writes_routes_that_eval_reads(tmp_path):
     assert answerer.default.content_hash() == Strategy.load(rank1 / "strategy.json").content_hash()
 
 
-def test_a_resumed_routed_run_equals_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_resumed_routed_run_equals_an_uninterrupted_one(tmp_path, keep):
     from evo.engine.run import resume_evolution
 
-    routed_run(tmp_path / "whole")
-    backend = FamiliesDisagree()
+    routing = {"min_tasks": 4, "keep_specialists": keep}
+    routed_run(tmp_path / "whole", routing=routing)
     cfg = config(tmp_path / "cut", run={"generations": 2}, tasks=FAMILIES,
-                 population={"size": 4, "offspring": 6, "seeds": ["direct", "stepwise", "fewshot"]},
-                 routing={"min_tasks": 4})
-    run_evolution(cfg, backend=backend, show_progress=False)
+                 population={"size": 4, "offspring": 6, "seeds": ["direct", "stepwise", "fewshot"]}, routing=routing)
+    run_evolution(cfg, backend=FamiliesDisagree(), show_progress=False)
     resume_evolution(tmp_path / "cut" / "t", generations=4, backend=FamiliesDisagree(), show_progress=False)
     whole = read_jsonl(tmp_path / "whole" / "t" / "metrics.jsonl")
     cut = read_jsonl(tmp_path / "cut" / "t" / "metrics.jsonl")
     assert [m["routes"] for m in whole] == [m["routes"] for m in cut]
+    assert [m["best_hash"] for m in whole] == [m["best_hash"] for m in cut]
+    assert read_jsonl(tmp_path / "whole" / "t" / "lineage.jsonl") == read_jsonl(tmp_path / "cut" / "t" / "lineage.jsonl")
 
 
 # ---- the budget counts validation ----------------------------------------------------
@@ -221,3 +223,26 @@ def test_the_report_shows_the_routes(tmp_path):
     routed_run(tmp_path)
     page = write_report(tmp_path / "t").read_text()
     assert "Routes: a strategy per family" in page and "<td>routed</td>" in page
+
+
+# ---- selection keeps specialists ---------------------------------------------------------
+def test_selection_keeps_each_familys_best_when_asked():
+    from types import SimpleNamespace
+
+    from evo.engine.selection import Selection
+
+    def ind(ident, fitness, right):  # right: family -> correct out of 4
+        results = [SimpleNamespace(task_id=f"{f}{i}", family=f, score=float(i < right[f]))
+                   for f in ("a", "b") for i in range(4)]
+        return SimpleNamespace(id=ident, fitness=SimpleNamespace(values=(fitness,)), results=results,
+                               strategy=SimpleNamespace(content_hash=lambda ident=ident: f"h{ident}"))
+
+    generalists = [ind(i, 0.5 - i / 100, {"a": 3, "b": 1}) for i in range(4)]
+    specialist = ind(9, 0.1, {"a": 0, "b": 4})  # worst overall, best on b
+    for keep, expected in ((False, False), (True, True)):
+        sel = Selection()
+        sel.config = SimpleNamespace(routing=SimpleNamespace(keep_specialists=keep, prior_tasks=4.0))
+        sel.mode, sel.pool = "scalar", SimpleNamespace(specs={"a": 0, "b": 0})
+        chosen = sel.select(generalists + [specialist], 4)
+        assert len(chosen) == 4 and (specialist in chosen) is expected
+        assert [c.id for c in chosen] == sorted([c.id for c in chosen], key=lambda i: (i == 9, i))  # by fitness
