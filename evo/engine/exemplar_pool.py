@@ -105,14 +105,19 @@ def make_exemplar(question: str, steps: Sequence[str], answer: str | None, respo
         return None
 
 
+def stated_answer(answer: str) -> str:
+    """The one step (and response) of an exemplar that has no chain of its own."""
+    return f"The answer is {answer}."
+
+
 def labeled_exemplars(tasks: Sequence[Task], max_question_chars: int) -> tuple[Exemplar, ...]:
     """Training tasks as exemplars: the question, the gold steps (or one step stating
     the answer), the gold answer and a one-line response."""
     out = []
     for task in tasks:
         answer = (task.answer or "").strip()
-        steps = tuple(task.steps) if task.steps else (f"The answer is {answer}.",)
-        exemplar = make_exemplar(task.question, steps, answer, f"The answer is {answer}.",
+        steps = tuple(task.steps) if task.steps else (stated_answer(answer),)
+        exemplar = make_exemplar(task.question, steps, answer, stated_answer(answer),
                                  f"labeled:{TRAIN}:{task.id}", max_question_chars)
         if exemplar is not None:
             out.append(exemplar)

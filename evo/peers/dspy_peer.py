@@ -46,7 +46,6 @@ from genomes.strategy import Exemplar, Strategy
 QUESTION, STEPS, ANSWER = "question", "steps", "answer"
 BUDGET_SPENT = "(the rollout budget is spent: nothing was generated)"
 PROPOSAL_TOKENS = 192  # what a proposal completion may write (GEPA's reflections get the same)
-MAX_QUESTION_CHARS = 1500  # as exemplars.max_question_chars: longer questions make no demo
 
 
 def require_dspy():
@@ -168,19 +167,24 @@ def is_task_signature(signature) -> bool:
     return set(signature.input_fields) == {QUESTION} and set(signature.output_fields) == {STEPS, ANSWER}
 
 
-def demo_exemplars(demos: Sequence[Any], max_question_chars: int = MAX_QUESTION_CHARS) -> tuple[Exemplar, ...]:
+def demo_exemplars(demos: Sequence[Any], max_question_chars: int | None = None) -> tuple[Exemplar, ...]:
     """DSPy demos (labeled: question and gold answer; bootstrapped: the model's
     verified steps and answer too) as our exemplars; a demo that would make an invalid
-    one (no answer, a format marker inside) is left out."""
-    from evo.engine.exemplar_pool import make_exemplar
+    one (no answer, a format marker inside, a question longer than
+    ``max_question_chars``, default ``exemplars.max_question_chars``) is left out."""
+    from evo.config.sections import ExemplarsSection
+    from evo.engine.exemplar_pool import make_exemplar, stated_answer
+
+    if max_question_chars is None:
+        max_question_chars = ExemplarsSection().max_question_chars
 
     out = []
     for demo in demos:
         get = demo.get if hasattr(demo, "get") else lambda name, default=None, d=demo: getattr(d, name, default)
         question, answer = str(get(QUESTION, "") or ""), str(get(ANSWER, "") or "").strip()
-        steps = [s for s in str(get(STEPS, "") or "").split("\n") if s.strip()] or [f"The answer is {answer}."]
+        steps = [s for s in str(get(STEPS, "") or "").split("\n") if s.strip()] or [stated_answer(answer)]
         kind = "bootstrapped" if get(STEPS, None) else "labeled"
-        exemplar = make_exemplar(question, steps, answer, f"The answer is {answer}.", f"dspy-{kind}:train",
+        exemplar = make_exemplar(question, steps, answer, stated_answer(answer), f"dspy-{kind}:train",
                                  max_question_chars)
         if exemplar is not None:
             out.append(exemplar)
