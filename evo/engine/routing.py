@@ -14,12 +14,15 @@ generation, after the validation scoring of the hall's best:
    scored breaks a tie).
 3. *Confirmation* (validation split): a specialist that is not the default (the
    export pick: the hall's best by validation) is scored on its family's validation
-   tasks only; the route is taken when it answers more of them correctly than the
-   default did. One specialist per family is compared once, so the validation
-   figure is not the maximum of many draws.
+   tasks only. The family's route is the best validated specialist so far (a route
+   found early is not lost when a later generation's specialist is worse), taken
+   when it answers more of the family's validation tasks than the default does.
+   Only one specialist per family per generation is validated, so the maximum is
+   over a handful of draws (``tried`` in the record), not over the population.
 
-The record (``metrics.jsonl`` key ``routes``) holds per family the specialist's hash,
-its training evidence, both validation accuracies and whether the route is taken;
+The record (``metrics.jsonl`` key ``routes``) holds per family the route's hash, its
+training evidence, both validation accuracies, how many specialists were tried and
+whether the route is taken;
 :func:`routes_of_run` turns the latest checkpoint's record into a
 :class:`genomes.routes.Routes` (what ``evo export`` writes as ``routes.json``). Only
 training-split completions are evidence and only validation tasks confirm: the test
@@ -114,22 +117,44 @@ class Routing:
             families.append(family)
         jobs, families = self.affordable_validation(jobs, families)
         scored = dict(zip(families, self.generate(jobs, gen, "routes", heldout=True))) if jobs else {}
-        record = {}
+        found = {}  # family -> this generation's validated specialist: (validation, hash, train)
         for family, (genome_hash, correct, n) in specialists.items():
-            default = default_by_family.get(family, [0, 0])
-            row: dict[str, Any] = {"hash": genome_hash, "train": [correct, n],
-                                   "default_validation": _share(default)}
             if genome_hash == default_hash:
-                row.update(validation=row["default_validation"], taken=False, why="the default")
+                found[family] = (_share(default_by_family.get(family, [0, 0])), genome_hash, [correct, n])
             elif family in scored:
-                mine = accuracy_by_family(scored[family]).get(family, [0, 0])
-                row.update(validation=_share(mine), taken=mine[0] > default[0])
-                if not row["taken"]:
-                    row["why"] = "no better on validation"
-            else:
-                row.update(validation=None, taken=False, why="not validated (budget)")
-            record[family] = row
-        return record
+                found[family] = (_share(accuracy_by_family(scored[family]).get(family, [0, 0])), genome_hash,
+                                 [correct, n])
+        prior = self.metrics[-1].get("routes") or {} if self.metrics else {}
+        return {family: route_row(prior.get(family), found.get(family), default_hash,
+                                  _share(default_by_family.get(family, [0, 0])))
+                for family in sorted(set(prior) | set(found))}
+
+
+def route_row(prior: Mapping[str, Any] | None, found: tuple | None, default_hash: str,
+              default_validation: float | None) -> dict[str, Any]:
+    """A family's route after this generation: the best validated specialist so far
+    (the earlier on a tie: ``prior`` is last generation's row, ``found`` this
+    generation's validated specialist), taken when it is not the default and beats the
+    default's validation accuracy on the family. ``tried`` counts the distinct
+    specialists validated for the family so far (how many draws the maximum is over)."""
+    options = []
+    if prior and prior.get("validation") is not None:
+        options.append((prior["validation"], prior["hash"], prior["train"]))
+    tried = prior.get("tried", 1) if prior and prior.get("validation") is not None else 0
+    if found is not None and found[0] is not None and not any(o[1] == found[1] for o in options):
+        options.append(found)
+        tried += 1
+    if not options:
+        return {"hash": prior["hash"] if prior else None, "train": prior["train"] if prior else [0, 0],
+                "validation": None, "default_validation": default_validation, "taken": False,
+                "why": "not validated (budget)", "tried": 0}
+    validation, genome_hash, train = max(options, key=lambda o: o[0])  # max keeps the first of equals
+    row = {"hash": genome_hash, "train": train, "validation": validation, "default_validation": default_validation,
+           "tried": tried}
+    if genome_hash == default_hash:
+        return {**row, "taken": False, "why": "the default"}
+    taken = default_validation is not None and validation > default_validation
+    return {**row, "taken": taken} if taken else {**row, "taken": False, "why": "no better on validation"}
 
 
 def _share(counts: list[int]) -> float | None:

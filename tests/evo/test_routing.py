@@ -246,3 +246,21 @@ def test_selection_keeps_each_familys_best_when_asked():
         chosen = sel.select(generalists + [specialist], 4)
         assert len(chosen) == 4 and (specialist in chosen) is expected
         assert [c.id for c in chosen] == sorted([c.id for c in chosen], key=lambda i: (i == 9, i))  # by fitness
+
+
+def test_a_route_found_early_is_kept_when_a_later_specialist_is_worse():
+    from evo.engine.routing import route_row
+
+    first = route_row(None, (0.375, "s1", [4, 8]), default_hash="d", default_validation=0.125)
+    assert first["taken"] and first["hash"] == "s1" and first["tried"] == 1
+    later = route_row(first, (0.125, "s2", [3, 8]), default_hash="d", default_validation=0.125)
+    assert later["taken"] and later["hash"] == "s1" and later["tried"] == 2
+    tie = route_row(later, (0.375, "s3", [5, 8]), default_hash="d", default_validation=0.125)
+    assert tie["hash"] == "s1" and tie["tried"] == 3  # the earlier of equals
+    # a new default as good as the route: no route; the route's record stays for later
+    caught_up = route_row(tie, None, default_hash="d2", default_validation=0.375)
+    assert not caught_up["taken"] and caught_up["hash"] == "s1" and caught_up["why"] == "no better on validation"
+    itself = route_row(caught_up, None, default_hash="s1", default_validation=0.375)
+    assert not itself["taken"] and itself["why"] == "the default"
+    nothing = route_row(None, None, default_hash="d", default_validation=0.5)
+    assert not nothing["taken"] and nothing["validation"] is None
