@@ -191,4 +191,5 @@ def routes_of_run(run_dir: str | Path, default=None):
 
 
 def _evidence_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"train": row["train"], "validation": row["validation"], "default_validation": row["default_validation"]}
+    return {"train": row["train"], "validation": row["validation"], "default_validation": row["default_validation"],
+            "tried": row.get("tried", 1)}
