@@ -116,8 +116,8 @@ class RoutingSection:
                                   "best training evidence, when it beats the default on the family's validation tasks")
     min_tasks: int = setting(8, "training tasks of a family an individual needs to be its candidate", low=1)
     prior_tasks: float = setting(4.0, "pseudo-tasks at the family's mean added to a candidate's evidence", low=0)
-    keep_specialists: bool = setting(False, "selection keeps each family's best (by that shrunk accuracy) among the "
-                                            "survivors, so specialists live on to be refined and routed (scalar mode)")
+    significance: float = setting(0.1, "p a route needs in a sign test against the default on validation", low=0, high=1)
+    keep_specialists: bool = setting(False, "selection keeps each family's best among the survivors (scalar mode)")
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,20 @@ generation, after the validation scoring of the hall's best:
    ``routing.prior_tasks`` pseudo-tasks (few lucky tasks do not win a route).
 2. *Specialist*: per family the candidate with the highest estimate (the earliest
    scored breaks a tie).
-3. *Confirmation* (validation split): a specialist that is not the default (the
-   export pick: the hall's best by validation) is scored on its family's validation
-   tasks only. The family's route is the best validated specialist so far (a route
-   found early is not lost when a later generation's specialist is worse), taken
-   when it answers more of the family's validation tasks than the default does.
-   Only one specialist per family per generation is validated, so the maximum is
-   over a handful of draws (``tried`` in the record), not over the population.
+3. *Confirmation* (validation split): the specialist, and the family's route of
+   the generation before (so a route found early is not lost to a worse later
+   specialist), are scored on the family's validation tasks (the journal returns what
+   was scored before at no cost). The better of them by validation accuracy (the
+   earlier on a tie) is the family's route, taken when it is not the default (the
+   export pick: the hall's best by validation) and beats it in a one-sided exact sign
+   test on the same tasks (tasks it answers and the default does not, against the
+   reverse) at ``routing.significance``. Eight validation tasks are little evidence:
+   a route measured 3 of 8 against the default's 1 of 8 answered 18 % of the test
+   split against the default's 50 %, hence the test rather than "more correct".
 
 The record (``metrics.jsonl`` key ``routes``) holds per family the route's hash, its
-training evidence, both validation accuracies, how many specialists were tried and
-whether the route is taken;
+training evidence, both validation accuracies, its wins and losses against the
+default and the test's p, how many specialists were tried and whether it is taken;
 :func:`routes_of_run` turns the latest checkpoint's record into a
 :class:`genomes.routes.Routes` (what ``evo export`` writes as ``routes.json``). Only
 training-split completions are evidence and only validation tasks confirm: the test
@@ -96,65 +99,88 @@ class Routing:
         the run has one family or no validation split, or nothing is validated yet."""
         if not self.routes_enabled() or default_hash is None:
             return {}
+        r = self.config.routing
+        evidence = gather_evidence(self.journal.scores(self.config.run.seed), {t.id for t in self.heldout_tasks})
+        specialists = choose_specialists(evidence, r.min_tasks, r.prior_tasks)
+        prior = (self.metrics[-1].get("routes") or {}) if self.metrics else {}
+        candidates: dict[str, list[tuple[str, list[int]]]] = {}  # family -> (hash, train), the earlier first
+        for family, row in prior.items():
+            if row.get("hash") and row.get("validation") is not None:
+                candidates.setdefault(family, []).append((row["hash"], row["train"]))
+        for family, (genome_hash, correct, n) in specialists.items():
+            if all(h != genome_hash for h, _ in candidates.get(family, [])):
+                candidates.setdefault(family, []).append((genome_hash, [correct, n]))
+        scored = self.validate_candidates(gen, candidates, default_hash)
+        default_right = {res.task_id: res.correct for res in default_results}
+        record = {}
+        for family in sorted(set(prior) | set(candidates)):
+            options = [compare(genome_hash, train, scored.get((family, genome_hash)), default_right)
+                       for genome_hash, train in candidates.get(family, [])]
+            # the prior route was counted when it was tried; a new specialist adds one
+            known = 1 if prior.get(family, {}).get("validation") is not None else 0
+            tried = prior.get(family, {}).get("tried", known) + sum(o is not None for o in options[known:])
+            record[family] = route_row([o for o in options if o is not None], default_hash, tried, r.significance,
+                                       _share(accuracy_by_family(default_results).get(family, [0, 0])))
+        return record
+
+    def validate_candidates(self, gen: int, candidates: dict, default_hash: str) -> dict[tuple[str, str], list]:
+        """(family, hash) -> validation results on the family's tasks, for every
+        candidate (the journal returns the ones validated before at no cost; the
+        budget may leave the last new ones out). The default's are its own results."""
         from genomes.strategy import Strategy
 
-        r = self.config.routing
-        validation_ids = {t.id for t in self.heldout_tasks}
-        evidence = gather_evidence(self.journal.scores(self.config.run.seed), validation_ids)
-        specialists = choose_specialists(evidence, r.min_tasks, r.prior_tasks)
-        default_by_family = accuracy_by_family(default_results)
         tasks_by_family: dict[str, list] = {}
         for task in self.heldout_tasks:
             tasks_by_family.setdefault(task.family, []).append(task)
-        jobs, families = [], []
-        for family, (genome_hash, _, _) in specialists.items():
-            if genome_hash == default_hash or family not in tasks_by_family:
-                continue
-            encoded = self.journal.strategy(genome_hash)
-            if encoded is None:  # journaled before strategies were stored: nothing to route to
-                continue
-            jobs.append((Strategy.decode(encoded, where=f"journal strategy {genome_hash}"), tasks_by_family[family]))
-            families.append(family)
-        jobs, families = self.affordable_validation(jobs, families)
-        scored = dict(zip(families, self.generate(jobs, gen, "routes", heldout=True))) if jobs else {}
-        found = {}  # family -> this generation's validated specialist: (validation, hash, train)
-        for family, (genome_hash, correct, n) in specialists.items():
-            if genome_hash == default_hash:
-                found[family] = (_share(default_by_family.get(family, [0, 0])), genome_hash, [correct, n])
-            elif family in scored:
-                found[family] = (_share(accuracy_by_family(scored[family]).get(family, [0, 0])), genome_hash,
-                                 [correct, n])
-        prior = self.metrics[-1].get("routes") or {} if self.metrics else {}
-        return {family: route_row(prior.get(family), found.get(family), default_hash,
-                                  _share(default_by_family.get(family, [0, 0])))
-                for family in sorted(set(prior) | set(found))}
+        jobs, keys = [], []
+        for family, rows in candidates.items():
+            for genome_hash, _ in rows:
+                encoded = self.journal.strategy(genome_hash)
+                if family not in tasks_by_family or encoded is None:  # journaled before strategies were stored
+                    continue
+                jobs.append((Strategy.decode(encoded, where=f"journal strategy {genome_hash}"), tasks_by_family[family]))
+                keys.append((family, genome_hash))
+        jobs, keys = self.affordable_validation(jobs, keys)
+        return dict(zip(keys, self.generate(jobs, gen, "routes", heldout=True))) if jobs else {}
 
 
-def route_row(prior: Mapping[str, Any] | None, found: tuple | None, default_hash: str,
+def compare(genome_hash: str, train: list[int], results: list | None, default_right: dict[str, bool]) -> dict | None:
+    """A candidate's validation on its family against the default's on the same tasks:
+    accuracy, wins (it right, the default wrong) and losses; None when not validated."""
+    if not results:
+        return None
+    wins = sum(r.correct and not default_right.get(r.task_id, False) for r in results)
+    losses = sum(not r.correct and default_right.get(r.task_id, False) for r in results)
+    return {"hash": genome_hash, "train": train, "validation": sum(r.correct for r in results) / len(results),
+            "wins": wins, "losses": losses}
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """One-sided exact sign test: the chance of ``wins`` or more of ``wins + losses``
+    discordant tasks going the candidate's way if it were no better than the default."""
+    from math import comb
+
+    n = wins + losses
+    return sum(comb(n, k) for k in range(wins, n + 1)) / 2 ** n if n else 1.0
+
+
+def route_row(options: list[dict], default_hash: str, tried: int, significance: float,
               default_validation: float | None) -> dict[str, Any]:
-    """A family's route after this generation: the best validated specialist so far
-    (the earlier on a tie: ``prior`` is last generation's row, ``found`` this
-    generation's validated specialist), taken when it is not the default and beats the
-    default's validation accuracy on the family. ``tried`` counts the distinct
-    specialists validated for the family so far (how many draws the maximum is over)."""
-    options = []
-    if prior and prior.get("validation") is not None:
-        options.append((prior["validation"], prior["hash"], prior["train"]))
-    tried = prior.get("tried", 1) if prior and prior.get("validation") is not None else 0
-    if found is not None and found[0] is not None and not any(o[1] == found[1] for o in options):
-        options.append(found)
-        tried += 1
+    """A family's route: of the validated candidates (the earlier first) the one with
+    the best validation accuracy (the earlier on a tie), taken when it is not the
+    default and a one-sided exact sign test of its wins against the default's on the
+    family's validation tasks gives p <= ``significance``."""
     if not options:
-        return {"hash": prior["hash"] if prior else None, "train": prior["train"] if prior else [0, 0],
-                "validation": None, "default_validation": default_validation, "taken": False,
-                "why": "not validated (budget)", "tried": 0}
-    validation, genome_hash, train = max(options, key=lambda o: o[0])  # max keeps the first of equals
-    row = {"hash": genome_hash, "train": train, "validation": validation, "default_validation": default_validation,
-           "tried": tried}
-    if genome_hash == default_hash:
+        return {"hash": None, "train": [0, 0], "validation": None, "default_validation": default_validation,
+                "taken": False, "why": "not validated (budget)", "tried": tried}
+    best = max(options, key=lambda o: o["validation"])  # max keeps the first of equals
+    p = sign_test_p(best["wins"], best["losses"])
+    row = {**best, "p": round(p, 4), "default_validation": default_validation, "tried": tried}
+    if best["hash"] == default_hash:
         return {**row, "taken": False, "why": "the default"}
-    taken = default_validation is not None and validation > default_validation
-    return {**row, "taken": taken} if taken else {**row, "taken": False, "why": "no better on validation"}
+    if best["wins"] > best["losses"] and p <= significance:
+        return {**row, "taken": True}
+    return {**row, "taken": False, "why": f"not significantly better on validation (p = {p:.2f})"}
 
 
 def _share(counts: list[int]) -> float | None:

@@ -248,19 +248,36 @@ def test_selection_keeps_each_familys_best_when_asked():
         assert [c.id for c in chosen] == sorted([c.id for c in chosen], key=lambda i: (i == 9, i))  # by fitness
 
 
-def test_a_route_found_early_is_kept_when_a_later_specialist_is_worse():
-    from evo.engine.routing import route_row
+def test_a_route_needs_a_significant_sign_test_and_the_best_validated_is_kept():
+    from evo.engine.routing import route_row, sign_test_p
 
-    first = route_row(None, (0.375, "s1", [4, 8]), default_hash="d", default_validation=0.125)
-    assert first["taken"] and first["hash"] == "s1" and first["tried"] == 1
-    later = route_row(first, (0.125, "s2", [3, 8]), default_hash="d", default_validation=0.125)
-    assert later["taken"] and later["hash"] == "s1" and later["tried"] == 2
-    tie = route_row(later, (0.375, "s3", [5, 8]), default_hash="d", default_validation=0.125)
-    assert tie["hash"] == "s1" and tie["tried"] == 3  # the earlier of equals
-    # a new default as good as the route: no route; the route's record stays for later
-    caught_up = route_row(tie, None, default_hash="d2", default_validation=0.375)
-    assert not caught_up["taken"] and caught_up["hash"] == "s1" and caught_up["why"] == "no better on validation"
-    itself = route_row(caught_up, None, default_hash="s1", default_validation=0.375)
+    assert sign_test_p(4, 0) == 1 / 16 and sign_test_p(3, 1) == 5 / 16 and sign_test_p(0, 0) == 1.0
+
+    def option(name, validation, wins, losses):
+        return {"hash": name, "train": [4, 8], "validation": validation, "wins": wins, "losses": losses}
+
+    # 3 of 8 against the default's 1 of 8 (wins 3, losses 1): not evidence enough
+    noisy = route_row([option("s1", 0.375, 3, 1)], "d", 1, 0.1, 0.125)
+    assert not noisy["taken"] and "p = 0.31" in noisy["why"]
+    clear = route_row([option("s1", 0.5, 4, 0)], "d", 1, 0.1, 0.0)
+    assert clear["taken"] and clear["p"] == 0.0625
+    # the route of the generation before comes first and wins a tie
+    kept = route_row([option("s1", 0.5, 4, 0), option("s2", 0.5, 4, 0)], "d", 2, 0.1, 0.0)
+    assert kept["hash"] == "s1" and kept["tried"] == 2
+    better = route_row([option("s1", 0.5, 4, 0), option("s2", 0.75, 6, 0)], "d", 2, 0.1, 0.0)
+    assert better["hash"] == "s2" and better["taken"]
+    itself = route_row([option("d", 0.5, 0, 0)], "d", 1, 0.1, 0.5)
     assert not itself["taken"] and itself["why"] == "the default"
-    nothing = route_row(None, None, default_hash="d", default_validation=0.5)
+    nothing = route_row([], "d", 0, 0.1, 0.5)
     assert not nothing["taken"] and nothing["validation"] is None
+
+
+def test_compare_counts_wins_and_losses_on_the_same_tasks():
+    from types import SimpleNamespace
+
+    from evo.engine.routing import compare
+
+    results = [SimpleNamespace(task_id=t, correct=c) for t, c in [("a", True), ("b", True), ("c", False)]]
+    row = compare("s", [1, 8], results, {"a": True, "b": False, "c": True})
+    assert (row["wins"], row["losses"], row["validation"]) == (1, 1, 2 / 3)
+    assert compare("s", [1, 8], [], {}) is None
