@@ -111,3 +111,20 @@ def in_task_order(per_job: list[list], positions: list[list[int]]) -> list:
             out[i] = result
     return out
 
+
+
+def jobs_for_all(answerers: Mapping[str, Strategy | Routes], tasks: list):
+    """Every answerer's jobs on ``tasks`` in one list (so one ``generate`` call scores
+    them all) and a function that turns the results per job back into results per
+    answerer name, each in task order."""
+    jobs: list[tuple[Strategy, list]] = []
+    spans = []
+    for name, answerer in answerers.items():
+        own, positions = route_jobs(answerer, tasks)
+        spans.append((name, len(jobs), len(jobs) + len(own), positions))
+        jobs += own
+
+    def per_answerer(per_job: list[list]) -> dict[str, list]:
+        return {name: in_task_order(per_job[start:end], positions) for name, start, end, positions in spans}
+
+    return jobs, per_answerer

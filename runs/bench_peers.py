@@ -197,7 +197,7 @@ RUNNERS = {"ours": run_ours, "random": run_random, "gepa": run_gepa_method, "evo
 # ---- scoring and the table ---------------------------------------------------------
 def score_and_write(args, config, backend, picks: dict, test, out: Path) -> dict:
     from fitness.evaluate import evaluate_many
-    from genomes.routes import Routes, in_task_order, route_jobs
+    from genomes.routes import Routes, jobs_for_all
 
     answerers = {}
     for m, pick in picks.items():
@@ -210,13 +210,8 @@ def score_and_write(args, config, backend, picks: dict, test, out: Path) -> dict
         else:
             answerers[m] = Strategy.decode(pick["strategy"], where=f"{m} result")
     methods = list(answerers)
-    jobs, spans = [], []
-    for m in methods:  # every method's requests in one generate call
-        method_jobs, positions = route_jobs(answerers[m], test)
-        spans.append((len(jobs), len(jobs) + len(method_jobs), positions))
-        jobs += method_jobs
-    per_job = evaluate_many(jobs, backend, seed=config.run.seed)
-    scored = {m: in_task_order(per_job[start:end], positions) for m, (start, end, positions) in zip(methods, spans)}
+    jobs, per_answerer = jobs_for_all(answerers, test)  # every method's requests in one generate call
+    scored = per_answerer(evaluate_many(jobs, backend, seed=config.run.seed))
     rng = random.Random(f"{config.run.seed}/peers")
     rows = []
     for m in methods:

@@ -138,17 +138,12 @@ def run_seed(args, config: RunConfig, backend, out_dir: Path) -> dict:
     best_random = max(zip(candidates, random_train), key=lambda p: train_fitness(p[1], first_batch))[0]
 
     from evo.engine.routing import routes_of_run
-    from genomes.routes import in_task_order, route_jobs
+    from genomes.routes import jobs_for_all
 
     routes = routes_of_run(config.run_dir)
     picks = dict(zip(METHODS, (best_seed, best_random, evo.best, routes)))
-    jobs, spans = [], []
-    for answerer in picks.values():
-        method_jobs, positions = route_jobs(answerer, heldout)
-        spans.append((len(jobs), len(jobs) + len(method_jobs), positions))
-        jobs += method_jobs
-    per_job = evaluate_with_journal(jobs, backend, journal, config.run.seed, 0)[0]
-    scored = {m: in_task_order(per_job[a:b], positions) for m, (a, b, positions) in zip(picks, spans)}
+    jobs, per_answerer = jobs_for_all(picks, heldout)
+    scored = per_answerer(evaluate_with_journal(jobs, backend, journal, config.run.seed, 0)[0])
     journal.close()
     return {
         "seed": config.run.seed,

@@ -281,3 +281,19 @@ def test_compare_counts_wins_and_losses_on_the_same_tasks():
     row = compare("s", [1, 8], results, {"a": True, "b": False, "c": True})
     assert (row["wins"], row["losses"], row["validation"]) == (1, 1, 2 / 3)
     assert compare("s", [1, 8], [], {}) is None
+
+
+def test_jobs_for_all_score_every_answerer_in_one_list():
+    from genomes.routes import jobs_for_all
+
+    a, b = Strategy.load("direct"), Strategy.load("stepwise")
+
+    class T:
+        def __init__(self, family, ident):
+            self.family, self.id = family, ident
+
+    tasks = [T("x", 0), T("y", 1)]
+    jobs, per_answerer = jobs_for_all({"plain": a, "routed": Routes(a, {"y": b})}, tasks)
+    assert len(jobs) == 3
+    fake = [[(s.name, t.id) for t in group] for s, group in jobs]
+    assert per_answerer(fake) == {"plain": [("direct", 0), ("direct", 1)], "routed": [("direct", 0), ("stepwise", 1)]}
