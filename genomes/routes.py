@@ -95,9 +95,12 @@ def route_jobs(answerer: Strategy | Routes, tasks: list) -> tuple[list[tuple[Str
     if isinstance(answerer, Strategy):
         return [(answerer, list(tasks))], [list(range(len(tasks)))]
     jobs: dict[str, tuple[Strategy, list, list[int]]] = {}
+    hash_of: dict[str, str] = {}  # family -> its strategy's hash, computed once per family
     for i, task in enumerate(tasks):
         strategy = answerer.strategy_for(task.family)
-        _, group, positions = jobs.setdefault(strategy.content_hash(), (strategy, [], []))
+        if task.family not in hash_of:
+            hash_of[task.family] = strategy.content_hash()
+        _, group, positions = jobs.setdefault(hash_of[task.family], (strategy, [], []))
         group.append(task)
         positions.append(i)
     return [(s, group) for s, group, _ in jobs.values()], [positions for _, _, positions in jobs.values()]

@@ -41,16 +41,18 @@ from typing import Any
 Evidence = dict[str, dict[str, list[int]]]  # family -> genome hash -> [correct, scored]
 
 
-def gather_evidence(rows: Iterable[tuple[str, str, str, float]], excluded_tasks: set[str],
-                    full_credit: float = 1.0) -> Evidence:
-    """(hash, task id, family, score) rows into per-family, per-strategy counts, in
-    first-appearance order; rows of ``excluded_tasks`` (validation) are left out."""
+def gather_evidence(rows: Iterable[tuple[str, str, str, float]], excluded_tasks: set[str]) -> Evidence:
+    """(hash, task id, family, score) rows into per-family, per-strategy counts (correct:
+    full credit, as ``ExampleResult.correct``), in first-appearance order; rows of
+    ``excluded_tasks`` (validation) are left out."""
+    from fitness.verify import FULL_CREDIT
+
     evidence: Evidence = {}
     for genome_hash, task_id, family, score in rows:
         if task_id in excluded_tasks:
             continue
         counts = evidence.setdefault(family, {}).setdefault(genome_hash, [0, 0])
-        counts[0] += score >= full_credit
+        counts[0] += score >= FULL_CREDIT
         counts[1] += 1
     return evidence
 
@@ -80,16 +82,6 @@ def choose_specialists(evidence: Evidence, min_tasks: int, prior_tasks: float) -
     return chosen
 
 
-def accuracy_by_family(results: Iterable[Any]) -> dict[str, list[int]]:
-    """family -> [correct, scored] over ``results``."""
-    out: dict[str, list[int]] = {}
-    for r in results:
-        counts = out.setdefault(r.family, [0, 0])
-        counts[0] += bool(r.correct)
-        counts[1] += 1
-    return out
-
-
 class Routing:
     def routes_enabled(self) -> bool:
         return self.config.routing.enabled and len(self.pool.specs) > 1 and bool(self.heldout_tasks)
@@ -99,6 +91,8 @@ class Routing:
         the run has one family or no validation split, or nothing is validated yet."""
         if not self.routes_enabled() or default_hash is None:
             return {}
+        from fitness.evaluate import summarise
+
         r = self.config.routing
         evidence = gather_evidence(self.journal.scores(self.config.run.seed), {t.id for t in self.heldout_tasks})
         specialists = choose_specialists(evidence, r.min_tasks, r.prior_tasks)
@@ -110,8 +104,9 @@ class Routing:
         for family, (genome_hash, correct, n) in specialists.items():
             if all(h != genome_hash for h, _ in candidates.get(family, [])):
                 candidates.setdefault(family, []).append((genome_hash, [correct, n]))
-        scored = self.validate_candidates(gen, candidates, default_hash)
+        scored = self.validate_candidates(gen, candidates, default_hash, default_results)
         default_right = {res.task_id: res.correct for res in default_results}
+        default_accuracy = {row.family: row.accuracy for row in summarise(default_results) if row.family != "all"}
         record = {}
         for family in sorted(set(prior) | set(candidates)):
             options = [compare(genome_hash, train, scored.get((family, genome_hash)), default_right)
@@ -120,10 +115,11 @@ class Routing:
             known = 1 if prior.get(family, {}).get("validation") is not None else 0
             tried = prior.get(family, {}).get("tried", known) + sum(o is not None for o in options[known:])
             record[family] = route_row([o for o in options if o is not None], default_hash, tried, r.significance,
-                                       _share(accuracy_by_family(default_results).get(family, [0, 0])))
+                                       default_accuracy.get(family))
         return record
 
-    def validate_candidates(self, gen: int, candidates: dict, default_hash: str) -> dict[tuple[str, str], list]:
+    def validate_candidates(self, gen: int, candidates: dict, default_hash: str,
+                            default_results: list) -> dict[tuple[str, str], list]:
         """(family, hash) -> validation results on the family's tasks, for every
         candidate (the journal returns the ones validated before at no cost; the
         budget may leave the last new ones out). The default's are its own results."""
@@ -132,16 +128,20 @@ class Routing:
         tasks_by_family: dict[str, list] = {}
         for task in self.heldout_tasks:
             tasks_by_family.setdefault(task.family, []).append(task)
+        out: dict[tuple[str, str], list] = {}
         jobs, keys = [], []
         for family, rows in candidates.items():
             for genome_hash, _ in rows:
+                if genome_hash == default_hash:
+                    out[(family, genome_hash)] = [res for res in default_results if res.family == family]
+                    continue
                 encoded = self.journal.strategy(genome_hash)
                 if family not in tasks_by_family or encoded is None:  # journaled before strategies were stored
                     continue
                 jobs.append((Strategy.decode(encoded, where=f"journal strategy {genome_hash}"), tasks_by_family[family]))
                 keys.append((family, genome_hash))
         jobs, keys = self.affordable_validation(jobs, keys)
-        return dict(zip(keys, self.generate(jobs, gen, "routes", heldout=True))) if jobs else {}
+        return out | (dict(zip(keys, self.generate(jobs, gen, "routes", heldout=True))) if jobs else {})
 
 
 def compare(genome_hash: str, train: list[int], results: list | None, default_right: dict[str, bool]) -> dict | None:
@@ -183,24 +183,20 @@ def route_row(options: list[dict], default_hash: str, tried: int, significance: 
     return {**row, "taken": False, "why": f"not significantly better on validation (p = {p:.2f})"}
 
 
-def _share(counts: list[int]) -> float | None:
-    return counts[0] / counts[1] if counts[1] else None
-
-
 def routes_of_run(run_dir: str | Path, default=None):
     """The :class:`genomes.routes.Routes` of a run's latest checkpoint: the export
     pick as the default and the routes its last generation took (strategies read
     from the journal). A run made before routing gives the default alone."""
     from evo.rundir import checkpoint
     from evo.rundir.files import RunDir
-    from evo.tune.on_test import best_strategy_of
+    from evo.tune.on_test import best_in_checkpoint
     from fitness.journal import Journal
     from genomes.routes import Routes
     from genomes.strategy import Strategy
 
     run_dir = Path(run_dir)
-    default = default or best_strategy_of(run_dir)
     saved = checkpoint.load_latest(run_dir)
+    default = default or best_in_checkpoint(saved, run_dir)
     last = saved.state["metrics"][-1] if saved.state["metrics"] else {}
     taken = {family: row for family, row in (last.get("routes") or {}).items() if row.get("taken")}
     if not taken:

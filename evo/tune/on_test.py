@@ -23,10 +23,16 @@ def best_strategy_of(run_dir: Path):
     """The strategy `evo export` would put first: the latest checkpoint's hall ranked
     by validation accuracy (:func:`evo.rundir.export.rank_by_validation`)."""
     from evo.rundir import checkpoint
+
+    return best_in_checkpoint(checkpoint.load_latest(run_dir), run_dir)
+
+
+def best_in_checkpoint(saved, run_dir: Path):
+    """:func:`best_strategy_of` for a checkpoint already loaded (``run_dir`` names it
+    in errors)."""
     from evo.rundir.export import rank_by_validation, validation_scores
     from genomes.strategy import Strategy
 
-    saved = checkpoint.load_latest(run_dir)
     individuals = saved.state["individuals"]
     last = saved.state["metrics"][-1] if saved.state["metrics"] else {}
     hall = rank_by_validation([individuals[i] for i in saved.state["hall"]], validation_scores(last))
