@@ -254,9 +254,9 @@ class HFBackend:
         return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
     def _forward(self, ids, mask, positions, cache, adapter_names: list[str] | None, shared=None):
-        """One model call; returns float32 CPU logits of each row's last position.
-        Without adapters, Llama models in bf16 take :mod:`fitness.backends.lean_llama`
-        (the same logits, fewer ops; with ``shared`` prefix spans, a decode step reads
+        """One model call; returns CPU logits of each row's last position: float32, or
+        bf16 from :mod:`fitness.backends.lean_llama`, which Llama models in bf16 take
+        without adapters (the same logits, fewer ops, no float copy; with ``shared`` prefix spans, a decode step reads
         each shared prefix once, which changes rounding only). Transformers' forward
         ignores ``shared``: every row's cache holds its own copy of the prefix."""
         if self._lean is not None and adapter_names is None and self.model is self.base_model:

@@ -85,7 +85,7 @@ class _Batch:
     rows: list[_Row]
     cache: object
     mask: object  # long [rows, width]: 1 on real tokens
-    logits: object  # float [rows, vocab]: the next token of each row
+    logits: object  # float32 or bf16 [rows, vocab]: the next token of each row (argmax is the same on either)
 
     def live(self) -> list[_Row]:
         return [r for r in self.rows if not r.done]
@@ -187,7 +187,7 @@ class ContinuousDecoder:
         for b, row in enumerate(batch.rows):
             if row.done:
                 continue
-            token = greedy[b] if row.sampler.greedy else row.sampler.pick(batch.logits[b])
+            token = greedy[b] if row.sampler.greedy else row.sampler.pick(batch.logits[b].float())
             row.outputs.append(token)
             complete = row.grammar is not None and row.grammar.advance(token)
             if token in self.stop_ids or complete:

@@ -53,8 +53,9 @@ def lean_forward_for(model):
 
 
 class LeanLlama:
-    """``__call__(ids, mask, positions, cache) -> float32 logits [rows, vocab]`` of
-    each row's last position, the contract of ``HFBackend._forward`` without adapters.
+    """``__call__(ids, mask, positions, cache) -> logits [rows, vocab]`` (CPU, in the
+    model's dtype) of each row's last position, the contract of ``HFBackend._forward``
+    without adapters.
 
     ``mask``: long ``[rows, cached + new]``, 1 on real tokens; ``positions``: long
     ``[rows, new]``; ``cache``: a transformers ``Cache`` (the decoder's growing cache),
@@ -105,7 +106,7 @@ class LeanLlama:
         rows, new = ids.shape
         hidden = self.embed(ids)
         cos, sin = self.rotary(hidden, position_ids=positions)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        cos, sin = cos.unsqueeze(1), _signed_sin(sin.unsqueeze(1))
         allowed = _attention_mask(mask, new, hidden.dtype)
         parts = list(cache.ranges()) if isinstance(cache, PartsCache) else None
         if parts is not None:  # a decode step (the decoder joins rows into parts only when it shares prefixes)
@@ -131,7 +132,9 @@ class LeanLlama:
             gate, up = (self._matmul(x, w) for w in layer["gate_up"])
             hidden = hidden + self._matmul(functional.silu(gate) * up, layer["down"])
         last = self._norm(hidden[:, -1:, :], self.final_norm)
-        return self.head(last)[:, -1, :].float().cpu()
+        # in the model's dtype: a float32 copy of every row's 49,152 logits cost a tenth
+        # of a decode step, and the decoder's argmax is the same on either
+        return self.head(last)[:, -1, :].cpu()
 
     def _attend(self, q, keys, values, allowed):
         """Attention over the cache without repeating keys per query head, dispatched
@@ -177,8 +180,9 @@ class _Cascade:
     ``sources``: the caches' (keys, values) after the step's update, one per part
     (one in all for a single cache); runs and spans name theirs by index."""
 
-    def __init__(self, spans, runs) -> None:
-        self.spans, self.runs = spans, runs
+    def __init__(self, spans, runs, span_rows) -> None:
+        # spans: (rows, source, its row there, first column, end column); span_rows: every span's rows, in span order
+        self.spans, self.runs, self.span_rows = spans, runs, span_rows
 
     @classmethod
     def plan(cls, shared, mask, dtype, parts=None):
@@ -209,41 +213,54 @@ class _Cascade:
             additive.masked_fill_(~visible.view(last - first, 1, 1, -1), float("-inf"))
             runs.append((first, last, source, local_first, start - offset, additive))
             home.update({row: (source, row - first + local_first, offset) for row in range(first, last)})
-        spans = []
+        spans, span_rows = [], []
         for rows, starts, length in shared.groups:
             source, local, offset = home[rows[0]]  # the first row's copy serves them all
-            spans.append((torch.tensor(rows, dtype=torch.long), source, local, starts[0] - offset, starts[0] - offset + length))
-        return cls(spans, runs)
+            spans.append((len(rows), source, local, starts[0] - offset, starts[0] - offset + length))
+            span_rows += rows
+        return cls(spans, runs, torch.tensor(span_rows, dtype=torch.long))
 
     def attend(self, q, sources, kv_heads: int):
-        """``sources``: (keys, values) of each source the plan names, after the step's update."""
+        """``sources``: (keys, values) of each source the plan names, after the step's update.
+
+        Every span's queries are gathered by one index and merged with the own
+        columns' result in one set of ops for all spans (per span, only its flash call):
+        on a CPU each small op costs microseconds, a step runs ~30 layers x a few spans."""
         import torch
 
         flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
         rows, heads, _, dim = q.shape
         group = heads // kv_heads
         grouped = q.reshape(rows, kv_heads, group, dim)  # a key head's query heads become its queries
-        parts = []
+        outs, lses = [], []
         for first, last, source, local, start, additive in self.runs:
             keys, values = sources[source]
             count = last - first
-            parts.append(flash(grouped[first:last], keys[local:local + count, :, start:], values[local:local + count, :, start:],
-                               0.0, False, attn_mask=additive))
-        out = torch.cat([o for o, _ in parts]).float() if len(parts) > 1 else parts[0][0].float()
-        lse = (torch.cat([s for _, s in parts]) if len(parts) > 1 else parts[0][1]).unsqueeze(-1)
-        for index, source, local, start, end in self.spans:
-            keys, values = sources[source]
-            count = index.shape[0]
-            block = grouped[index].transpose(0, 1).reshape(1, kv_heads, count * group, dim)
-            shared_out, shared_lse = flash(block, keys[local:local + 1, :, start:end], values[local:local + 1, :, start:end],
-                                           0.0, False)
-            shared_out = shared_out.float().view(kv_heads, count, group, dim).transpose(0, 1)
-            shared_lse = shared_lse.view(kv_heads, count, group, 1).transpose(0, 1)
-            own_lse = lse[index]
+            out, lse = flash(grouped[first:last], keys[local:local + count, :, start:],
+                             values[local:local + count, :, start:], 0.0, False, attn_mask=additive)
+            outs.append(out)
+            lses.append(lse)
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        if self.spans:
+            index = self.span_rows
+            queries = grouped[index]
+            shared_outs, shared_lses, offset = [], [], 0
+            for count, source, local, start, end in self.spans:
+                keys, values = sources[source]
+                block = queries[offset:offset + count].transpose(0, 1).reshape(1, kv_heads, count * group, dim)
+                shared_out, shared_lse = flash(block, keys[local:local + 1, :, start:end],
+                                               values[local:local + 1, :, start:end], 0.0, False)
+                shared_outs.append(shared_out.view(kv_heads, count, group, dim))
+                shared_lses.append(shared_lse.view(kv_heads, count, group, 1))
+                offset += count
+            shared_out = (torch.cat(shared_outs, dim=1) if len(shared_outs) > 1 else shared_outs[0]).transpose(0, 1)
+            shared_lse = (torch.cat(shared_lses, dim=1) if len(shared_lses) > 1 else shared_lses[0]).transpose(0, 1)
+            own_lse = (torch.cat(lses) if len(lses) > 1 else lses[0])[index].unsqueeze(-1)
             top = torch.maximum(own_lse, shared_lse)
             own_weight, shared_weight = (own_lse - top).exp(), (shared_lse - top).exp()
-            out[index] = (out[index] * own_weight + shared_out * shared_weight) / (own_weight + shared_weight)
-        return out.to(q.dtype).reshape(rows, heads, 1, dim)
+            merged = (out[index].float() * own_weight + shared_out.float() * shared_weight) / (own_weight + shared_weight)
+            out[index] = merged.to(out.dtype)
+        return out.reshape(rows, heads, 1, dim)
 
 
 def _row_runs(own_start, width: int, overhead: int = RUN_OVERHEAD_COLUMNS) -> list[tuple[int, int, int]]:
@@ -268,12 +285,19 @@ def _row_runs(own_start, width: int, overhead: int = RUN_OVERHEAD_COLUMNS) -> li
     return runs[::-1]
 
 
-def _rotate(x, cos, sin):
-    """RoPE as transformers' ``apply_rotary_pos_emb``: x*cos + rotate_half(x)*sin."""
+def _signed_sin(sin):
+    """``sin`` with its first half negated, once per forward, for :func:`_rotate`."""
     import torch
 
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+def _rotate(x, cos, signed_sin):
+    """RoPE as transformers' ``apply_rotary_pos_emb``, x*cos + rotate_half(x)*sin, in
+    fewer ops: rotate_half(x) = (-x2, x1) is ``x`` rolled by half with the sign moved
+    onto sin (``signed_sin`` = (-sin1, sin2)); a negation is exact, so is the product."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def _attention_mask(mask, new: int, dtype):
