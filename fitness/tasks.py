@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -143,18 +143,11 @@ def _check_family(family: str) -> None:
         raise InputError(f"unknown task family {family!r}{hint}; `evo tasks` lists all {len(families)}")
 
 
-def _reasoning_gym_items(family: str, level: int, seed: int, size: int) -> Iterator[dict[str, Any]]:
-    from reasoning_gym.factory import CURRICULA, create_dataset
+def _reasoning_gym_items(family: str, level: int, seed: int, size: int) -> list[dict[str, Any]]:
+    # the same in every process: some generators follow the hash seed (fitness.canonical_draws)
+    from fitness.canonical_draws import draw_items
 
-    if family in CURRICULA:
-        curriculum = CURRICULA[family]()
-        curriculum.set_global_level(level)
-        config = curriculum.generate_configuration({"seed": seed, "size": size})
-        dataset = create_dataset(family, **vars(config))
-    else:
-        dataset = create_dataset(family, seed=seed, size=size)
-    for i in range(size):
-        yield dataset[i]
+    return draw_items(family, level, seed, size)
 
 
 def reasoning_gym_tasks(
