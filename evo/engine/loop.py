@@ -49,6 +49,7 @@ from evo.engine.individuals import make_individual, new_fitness
 from evo.engine.loop_state import individual_to_json
 from evo.engine.progress import RequestProgress
 from evo.engine.racing import BudgetExhausted, Racing
+from evo.engine.validation import Validation
 from evo.engine.routing import Routing
 from evo.engine.selection import Selection, same_genome
 from evo.engine.snapshot import Snapshot
@@ -107,7 +108,7 @@ def fmt_share(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:5.1%}"
 
 
-class Loop(Variation, Selection, Racing, Routing, Snapshot):
+class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
     def __init__(self, config: RunConfig, backend, run_dir: RunDir, counters: Counters, show_progress: bool,
                  on_generation: GenerationCallback | None = None) -> None:
         self.config, self.backend, self.run_dir, self.counters = config, backend, run_dir, counters
@@ -125,6 +126,7 @@ class Loop(Variation, Selection, Racing, Routing, Snapshot):
         self.mode = config.population.mode
         self.several_models = len(served_models(config)) > 1
         self.hall: list = []  # best unique individuals by -L_total, both modes
+        self.validated: list = []  # every individual validated so far, one per genome, the last validated last
         self.pareto = tools.ParetoFront(similar=same_genome) if self.mode == "multi" else None
         self.logbook = tools.Logbook()
         self.metrics: list[dict[str, Any]] = []
@@ -310,21 +312,11 @@ class Loop(Variation, Selection, Racing, Routing, Snapshot):
         child.fitness.values = parent.fitness.values
         return child
 
-    def validation_results(self, gen: int) -> dict[str, list]:
-        """Validation results of the ``tasks.heldout_top`` best of the hall (those the
-        budget affords when it counts validation), by strategy hash, in hall order:
-        what export ranks by (selection never reads it)."""
-        top = self.hall[: self.config.tasks.heldout_top] if self.heldout_tasks else []
-        jobs, top = self.affordable_validation([(ind.strategy, self.heldout_tasks) for ind in top], top)
-        per_ind = self.generate(jobs, gen, "validation", heldout=True) if jobs else []
-        return {ind.strategy.content_hash(): results for ind, results in zip(top, per_ind)}
-
     def record(self, gen: int, population: list) -> None:
         validated = self.validation_results(gen)
         scores = {h: sum(r.correct for r in results) / len(results) for h, results in validated.items()}
-        # the export pick: highest validation accuracy, hall order breaking ties
-        default = max(scores, key=lambda h: scores[h]) if scores else None
-        routes = self.route_record(gen, default, validated.get(default, []))
+        default, default_results = self.pick(gen, validated, scores)
+        routes = self.route_record(gen, default, default_results)
         heldout = next(iter(scores.values()), None)
         best = self.hall[0]
         record = {
@@ -339,6 +331,8 @@ class Loop(Variation, Selection, Racing, Routing, Snapshot):
             "heldout_accuracy": heldout,  # on the validation split (key kept: older runs' metrics read the same)
             "heldout_split": "validation",
             "validation_scores": scores,
+            "pick_hash": default,  # the run's best so far by validation (tasks.pick), and its accuracy there
+            "pick_validation": (sum(r.correct for r in default_results) / len(default_results)) if default_results else None,
             "routes": routes,  # per family: the specialist, its evidence, whether it is taken (evo.engine.routing)
             "best_hash": best.strategy.content_hash(),
             "frontier": dict(self.curriculum.frontier),

@@ -27,6 +27,7 @@ class Snapshot:
             "config": self.config.to_dict(),
             "population": table.refs(population),
             "hall": table.refs(self.hall),
+            "validated": table.refs(self.validated),
             "pareto": table.refs(self.pareto) if self.pareto is not None else None,
             "individuals": table.rows,
             "metrics": self.metrics,
@@ -50,6 +51,7 @@ class Snapshot:
         s = saved.state
         individuals = [individual_from_json(row, self.mode) for row in s["individuals"]]
         self.hall = [individuals[i] for i in s["hall"]]
+        self.validated = [individuals[i] for i in s.get("validated", [])]  # [] in checkpoints made before the archive
         if self.pareto is not None:
             for i in s["pareto"] or []:
                 self.pareto.insert(individuals[i])

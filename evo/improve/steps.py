@@ -16,6 +16,7 @@ from genomes.errors import InputError
 def evolve(loop, number: int) -> tuple[dict[str, Any], str | None]:
     from evo.engine.run import resume_evolution, run_evolution
     from evo.rundir import checkpoint
+    from evo.rundir.export import pick_validation
     from evo.tune.on_test import best_strategy_of
 
     target = loop.per_round * number
@@ -35,7 +36,7 @@ def evolve(loop, number: int) -> tuple[dict[str, Any], str | None]:
     best = best_strategy_of(loop.run_dir)
     metrics = result.metrics[-1] if result is not None else checkpoint.load_latest(loop.run_dir).state["metrics"][-1]
     return {"generations": target, "injected": adapters[0] if adapters else None, "best_hash": best.content_hash(),
-            "best_strategy": best.encode(), "validation_accuracy": metrics.get("heldout_accuracy")}, None
+            "best_strategy": best.encode(), "validation_accuracy": pick_validation(metrics)}, None
 
 
 def mine(loop, number: int) -> tuple[dict[str, Any], str | None]:

@@ -1,9 +1,10 @@
 """`evo export RUN_DIR --top K --out DIR`: take the best strategies away.
 
-For each of the best K of the latest checkpoint's hall of fame (a killed run exports
-as well as a finished one), ranked by validation accuracy where the last generation
-scored it (``tasks.heldout_top`` members) and by training fitness after those, so
-the choice of what to export reads the validation split, never the test split::
+For each of the best K of the latest checkpoint's candidates (a killed run exports
+as well as a finished one): the hall of fame and every strategy validated in an
+earlier generation, ranked by validation accuracy (``tasks.pick``) and by training
+fitness after those, so the choice of what to export reads the validation split,
+never the test split::
 
     DIR/index.json                      rank, hash, fitness, accuracy per exported strategy
     DIR/routes.json                     a strategy per task family: rank 1 as the default, and the
@@ -44,10 +45,8 @@ def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}")
     saved = checkpoint.load_latest(run_dir)
-    individuals = saved.state["individuals"]
-    last_metrics = saved.state["metrics"][-1] if saved.state["metrics"] else {}
-    scores = validation_scores(last_metrics)
-    hall = rank_by_validation([individuals[i] for i in saved.state["hall"]], scores)[:top]
+    hall, scores = ranked_candidates(saved)
+    hall = hall[:top]
     lineage = {row["id"]: row for row in RunDir(run_dir).read_jsonl("lineage.jsonl")}
     out.mkdir(parents=True, exist_ok=True)
     written, index = [], []
@@ -80,6 +79,46 @@ def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
         default = Strategy.decode(hall[0]["strategy"], where="hall of fame entry 1")
         routes_of_run(run_dir, default).save(out / "routes.json")
     return written
+
+
+def ranked_candidates(saved: checkpoint.Checkpoint, pick: str | None = None) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The run's candidates for its best, best first, and the validation scores that
+    ranked them: the hall and, under ``tasks.pick = "best_validated"``, every strategy
+    validated in an earlier generation (the latest first), by validation accuracy of
+    any generation (of the last one under "last_generation"), the rest after them in
+    hall order. The loop picks the same way each generation
+    (:mod:`evo.engine.validation`). ``pick`` overrides the run's own ``tasks.pick``."""
+    state = saved.state
+    individuals = state["individuals"]
+    pick = pick or (state.get("config", {}).get("tasks") or {}).get("pick", "best_validated")
+    rows = [individuals[i] for i in state["hall"]]
+    if pick == "best_validated":
+        rows += [individuals[i] for i in reversed(state.get("validated") or [])]
+    unique = {}
+    for row in rows:
+        unique.setdefault(Strategy.decode(row["strategy"], where="hall of fame").content_hash(), row)
+    scores = pick_scores(state["metrics"], pick)
+    return rank_by_validation(list(unique.values()), scores), scores
+
+
+def pick_scores(metrics: list[dict[str, Any]], pick: str) -> dict[str, float]:
+    """Validation accuracy by strategy hash that the run's pick reads: the last
+    generation's, or under "best_validated" every generation's (the validation tasks
+    never change within a run, so a strategy scores the same each time)."""
+    if not metrics:
+        return {}
+    if pick != "best_validated":
+        return validation_scores(metrics[-1])
+    scores: dict[str, float] = {}
+    for record in metrics:
+        scores.update(validation_scores(record))
+    return scores
+
+
+def pick_validation(metrics: dict[str, Any]) -> float | None:
+    """Validation accuracy of the run's best after one generation (its hall's best's
+    in runs made before ``tasks.pick``)."""
+    return metrics["pick_validation"] if "pick_validation" in metrics else metrics.get("heldout_accuracy")
 
 
 def validation_scores(metrics: dict[str, Any]) -> dict[str, float]:

@@ -30,13 +30,11 @@ def best_strategy_of(run_dir: Path):
 def best_in_checkpoint(saved, run_dir: Path):
     """:func:`best_strategy_of` for a checkpoint already loaded (``run_dir`` names it
     in errors)."""
-    from evo.rundir.export import rank_by_validation, validation_scores
+    from evo.rundir.export import ranked_candidates
     from genomes.strategy import Strategy
 
-    individuals = saved.state["individuals"]
-    last = saved.state["metrics"][-1] if saved.state["metrics"] else {}
-    hall = rank_by_validation([individuals[i] for i in saved.state["hall"]], validation_scores(last))
-    return Strategy.decode(hall[0]["strategy"], where=f"{run_dir}: hall of fame")
+    ranked, _ = ranked_candidates(saved)
+    return Strategy.decode(ranked[0]["strategy"], where=f"{run_dir}: hall of fame")
 
 
 def cached_test_score(tune_dir: Path, trial: int, strategy_hash: str) -> dict[str, Any] | None:

@@ -224,6 +224,7 @@ def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: 
     import optuna
 
     from evo.engine.run import run_evolution
+    from evo.rundir.export import pick_validation
 
     single = setup.section.objective == "accuracy"
 
@@ -235,13 +236,13 @@ def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: 
         trial.set_user_attr("run_dir", str(config.run_dir))
 
         def on_generation(record: dict[str, Any]) -> None:
-            gen = record["generation"]
-            trial.set_user_attr("progress", {"generation": gen, "heldout_accuracy": record["heldout_accuracy"],
+            gen, validation = record["generation"], pick_validation(record)  # of the run's best so far
+            trial.set_user_attr("progress", {"generation": gen, "heldout_accuracy": validation,
                                              "mean_chain_tokens": record["mean_chain_tokens"]})
-            if single and record["heldout_accuracy"] is not None:
-                trial.report(record["heldout_accuracy"], step=gen)
+            if single and validation is not None:
+                trial.report(validation, step=gen)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"validation accuracy {record['heldout_accuracy']:.1%} at generation {gen}")
+                    raise optuna.TrialPruned(f"validation accuracy {validation:.1%} at generation {gen}")
 
         if show_progress:
             print(f"trial {trial.number}: " + _weights_text(weights) + f" -> {config.run_dir}", file=sys.stderr, flush=True)
@@ -255,7 +256,7 @@ def make_objective(setup: TuneSetup, backend: Callable[[], Any], show_progress: 
             if shared is not None:
                 copy_journal(config.run_dir / "journal.sqlite", shared, seed)
         last = result.metrics[-1]
-        accuracy = last["heldout_accuracy"] or 0.0  # None: the task files hold no validation task
+        accuracy = pick_validation(last) or 0.0  # None: the task files hold no validation task
         if training is not None:  # the training-loss side: worth the better of best / best + adapter
             record = train_and_score(config, setup.section, training, backend(), trainer, show_progress)
             trial.set_user_attr("train", record)

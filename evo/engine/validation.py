@@ -1,0 +1,55 @@
+"""The validation side of a generation: which strategies are scored on the
+validation split, and which one is the run's best (what ``evo export``, routes and
+``evo tune`` take). Selection never reads any of it. A mixin of
+:class:`evo.engine.loop.Loop`.
+
+The best is the highest validation accuracy among the hall and, with ``tasks.pick =
+"best_validated"`` (the default), every strategy validated in an earlier generation.
+Why: selection ranks on small training batches, so a lucky newcomer can push a
+better leader out of the hall; the validation split (fixed for the whole run) still
+remembers the leader, and picking across generations is early stopping on it.
+"""
+
+from __future__ import annotations
+
+
+class Validation:
+    def validation_results(self, gen: int) -> dict[str, list]:
+        """Validation results of the ``tasks.heldout_top`` best of the hall (those the
+        budget affords when it counts validation), by strategy hash, in hall order:
+        what export ranks by (selection never reads it)."""
+        top = self.hall[: self.config.tasks.heldout_top] if self.heldout_tasks else []
+        jobs, top = self.affordable_validation([(ind.strategy, self.heldout_tasks) for ind in top], top)
+        per_ind = self.generate(jobs, gen, "validation", heldout=True) if jobs else []
+        validated = {ind.strategy.content_hash(): results for ind, results in zip(top, per_ind)}
+        self.validated = [ind for ind in self.validated if ind.strategy.content_hash() not in validated] + top
+        return validated
+
+    def pick(self, gen: int, validated: dict[str, list], scores: dict[str, float]) -> tuple[str | None, list]:
+        """The run's best so far (what export, routes and tuning take) as (hash, its
+        validation results): the highest validation accuracy among the hall and, with
+        ``tasks.pick = "best_validated"``, every strategy validated in an earlier
+        generation (a leader that fell out of the hall after a lucky newcomer's batch
+        is not lost); the hall's order, then the latest validated, break ties. The
+        results of an earlier generation's pick come back from the journal at no cost."""
+        from evo.rundir.export import pick_scores
+
+        pooled = pick_scores([*self.metrics, {"validation_scores": scores}], self.config.tasks.pick)
+        order = pick_order(self.hall, self.validated, self.config.tasks.pick)
+        scored = [(ind, pooled[ind.strategy.content_hash()]) for ind in order if ind.strategy.content_hash() in pooled]
+        if not scored:
+            return None, []
+        best = max(scored, key=lambda pair: pair[1])[0]  # max keeps the first of equals
+        chosen = best.strategy.content_hash()
+        if chosen not in validated:
+            validated[chosen] = self.generate([(best.strategy, self.heldout_tasks)], gen, "validation", heldout=True)[0]
+        return chosen, validated[chosen]
+
+
+def pick_order(hall: list, validated: list, pick: str) -> list:
+    """The candidates for the run's best in tie-breaking order: the hall, then (with
+    ``pick = "best_validated"``) the earlier validated outside it, the latest first."""
+    if pick != "best_validated":
+        return list(hall)
+    in_hall = {ind.strategy.content_hash() for ind in hall}
+    return [*hall, *(ind for ind in reversed(validated) if ind.strategy.content_hash() not in in_hall)]
