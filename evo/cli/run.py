@@ -40,10 +40,15 @@ def command(args: argparse.Namespace) -> int:
 
 def summarise(result) -> None:
     """The closing lines of `evo run` and `evo resume`."""
+    from evo.rundir.export import pick_validation
+
     last = result.metrics[-1]
-    validation = "n/a" if last["heldout_accuracy"] is None else f"{last['heldout_accuracy']:.1%}"
-    print(f"best strategy {result.best.content_hash()}: train accuracy {result.hall_of_fame[0]['accuracy']:.1%}, "
-          f"validation accuracy {validation}, fitness {last['best_fitness']:+.3f}")
+    validation = pick_validation(last)
+    validation = "n/a" if validation is None else f"{validation:.1%}"
+    leader = result.hall_of_fame[0]
+    print(f"best strategy {result.best.content_hash()} (picked by validation, tasks.pick): validation accuracy "
+          f"{validation}; the hall's leader {leader['hash']}: train accuracy {leader['accuracy']:.1%}, "
+          f"fitness {last['best_fitness']:+.3f}")
     limit = last.get("budget_rollouts") or 0
     budget = f" of a budget of {limit}" if limit else ""
     search = last.get("search_rollouts", last["rollouts"] - last.get("heldout_rollouts", 0))

@@ -49,7 +49,7 @@ from evo.engine.individuals import make_individual, new_fitness
 from evo.engine.loop_state import individual_to_json
 from evo.engine.progress import RequestProgress
 from evo.engine.racing import BudgetExhausted, Racing
-from evo.engine.validation import Validation
+from evo.engine.validation import Validation, pick_order
 from evo.engine.routing import Routing
 from evo.engine.selection import Selection, same_genome
 from evo.engine.snapshot import Snapshot
@@ -72,7 +72,7 @@ class RunResult:
     run_dir: str
     hall_of_fame: list[dict[str, Any]]
     metrics: list[dict[str, Any]]
-    best: Strategy
+    best: Strategy  # the pick by validation (tasks.pick): what export puts first
     training_batches: list[list[Task]]  # in the order the frontier states were first met
 
 
@@ -369,6 +369,11 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
         summary["curriculum_history"] = self.curriculum.history
         summary["budget"] = {"rollouts": self.config.budget.rollouts, "search_rollouts_used": self.search_rollouts(),
                              "heldout_rollouts": self.counters.heldout_rollouts, "stopped_by_budget": self.stopped_by_budget}
+        # the run's best is its pick by validation (tasks.pick); the hall's best before anything is validated
+        picked = self.metrics[-1].get("pick_hash") if self.metrics else None
+        best = next((ind for ind in pick_order(self.hall, self.validated, "best_validated")
+                     if ind.strategy.content_hash() == picked), self.hall[0])
+        summary["pick"] = self.lineage_record(best)
         self.run_dir.write_json("best.json", summary)
-        return RunResult(str(self.run_dir.path), hall, self.metrics, self.hall[0].strategy, list(self.batches.values()))
+        return RunResult(str(self.run_dir.path), hall, self.metrics, best.strategy, list(self.batches.values()))
 
