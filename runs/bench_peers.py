@@ -10,8 +10,8 @@ Methods, on the same tasks, model, splits and budget:
   what ``evo export`` writes as ``routes.json``: the hall's best by validation as the
   default and a strategy per family where the run took a route
   (:mod:`evo.engine.routing`); the table adds ``ours (one strategy)``, the default
-  alone, scored on the same tasks, and ``ours (last generation's pick)`` where the
-  best by validation of any generation (``tasks.pick``) is not the last generation's;
+  alone, scored on the same tasks, and ``ours (best validated of any generation)``
+  where ``tasks.pick = "best_validated"`` would pick another strategy;
 - ``random``: random strategies (prompts, chains, exemplars, constrained modes) at
   the same rollouts, the pick by training fitness;
 - ``gepa``: GEPA over our backend (:mod:`evo.peers.gepa_peer`), the bundled model as
@@ -110,10 +110,9 @@ def run_ours(args, config, backend, pool, trainset, devset, out: Path) -> dict:
         result = run_evolution(cfg, backend=backend, show_progress=True, overwrite=True)
     last = result.metrics[-1]
     routes = routes_of_run(cfg.run_dir)
-    # what the pick was before tasks.pick = "best_validated": the last generation's hall best
-    saved = checkpoint.load_latest(cfg.run_dir)
-    last_pick = ranked_candidates(saved, pick="last_generation")[0][0]["strategy"]
-    return {"strategy": routes.default.encode(), "routes": routes.encode(), "last_pick": last_pick,
+    # the other pick (tasks.pick = "best_validated": the best validation of any generation), scored beside
+    other_pick = ranked_candidates(checkpoint.load_latest(cfg.run_dir), pick="best_validated")[0][0]["strategy"]
+    return {"strategy": routes.default.encode(), "routes": routes.encode(), "other_pick": other_pick,
             "rollouts": last["rollouts"], "validation_rollouts": last["heldout_rollouts"], "tokens": last["tokens"],
             "proposals": 0}
 
@@ -214,10 +213,10 @@ def score_and_write(args, config, backend, picks: dict, test, out: Path) -> dict
             if routes.routes:  # what routing added, paired on the same tasks
                 answerers[f"{m} (one strategy)"] = routes.default
                 picks = {**picks, f"{m} (one strategy)": pick}
-            last_pick = Strategy.decode(pick["last_pick"], where=f"{m} result") if pick.get("last_pick") else None
-            if last_pick is not None and last_pick.content_hash() != routes.default.content_hash():
-                answerers[f"{m} (last generation's pick)"] = last_pick  # what tasks.pick = best_validated changed
-                picks = {**picks, f"{m} (last generation's pick)": pick}
+            other = Strategy.decode(pick["other_pick"], where=f"{m} result") if pick.get("other_pick") else None
+            if other is not None and other.content_hash() != routes.default.content_hash():
+                answerers[f"{m} (best validated of any generation)"] = other  # what tasks.pick would change
+                picks = {**picks, f"{m} (best validated of any generation)": pick}
         else:
             answerers[m] = Strategy.decode(pick["strategy"], where=f"{m} result")
     methods = list(answerers)

@@ -95,8 +95,8 @@ class TasksSection:
                                          "selection never does)", low=1)
     heldout_level: int = setting(0, "level of the fixed validation set", low=0)
     heldout_top: int = setting(1, "best individuals scored on the validation set each generation", low=1)
-    pick: str = setting("best_validated", "the run's best (export, routes, tuning): highest validation accuracy of "
-                        "any generation or of the last", choices=("best_validated", "last_generation"))
+    pick: str = setting("last_generation", "the run's best (export, routes, tuning): highest validation accuracy of "
+                        "the last generation or of any", choices=("last_generation", "best_validated"))
     split_seed: int = setting(0, "salt of the train/validation/test partition of every task source")
     heldout_fraction: float = setting(0.2, "share of each task source held out of training (validation + test)",
                                       low=0, high=1, low_open=True)

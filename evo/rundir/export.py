@@ -1,10 +1,10 @@
 """`evo export RUN_DIR --top K --out DIR`: take the best strategies away.
 
-For each of the best K of the latest checkpoint's candidates (a killed run exports
-as well as a finished one): the hall of fame and every strategy validated in an
-earlier generation, ranked by validation accuracy (``tasks.pick``) and by training
-fitness after those, so the choice of what to export reads the validation split,
-never the test split::
+For each of the best K of the latest checkpoint's hall of fame (a killed run exports
+as well as a finished one; under ``tasks.pick = "best_validated"`` also every
+strategy validated in an earlier generation), ranked by validation accuracy where
+it was scored (``tasks.pick``) and by training fitness after those, so the choice
+of what to export reads the validation split, never the test split::
 
     DIR/index.json                      rank, hash, fitness, accuracy per exported strategy
     DIR/routes.json                     a strategy per task family: rank 1 as the default, and the
@@ -90,7 +90,7 @@ def ranked_candidates(saved: checkpoint.Checkpoint, pick: str | None = None) -> 
     (:mod:`evo.engine.validation`). ``pick`` overrides the run's own ``tasks.pick``."""
     state = saved.state
     individuals = state["individuals"]
-    pick = pick or (state.get("config", {}).get("tasks") or {}).get("pick", "best_validated")
+    pick = pick or (state.get("config", {}).get("tasks") or {}).get("pick", "last_generation")
     rows = [individuals[i] for i in state["hall"]]
     if pick == "best_validated":
         rows += [individuals[i] for i in reversed(state.get("validated") or [])]
