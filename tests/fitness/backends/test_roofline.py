@@ -20,3 +20,10 @@ def test_the_bound_is_the_slower_of_compute_and_memory():
     fast_compute = Machine("bfloat16", matmul_flops=1e12, read_bytes=1e3)
     assert forward_seconds(SHAPE, fast_memory, 2, 1, 10) == SHAPE.flops(2, 1, 10) / 1e3
     assert forward_seconds(SHAPE, fast_compute, 2, 1, 10) == SHAPE.bytes(2, 1, 10) / 1e3
+
+
+def test_the_ceiling_is_the_best_of_several_measurements():
+    from fitness.backends.roofline import Machine, best_machine
+
+    busy, quiet = Machine("bfloat16", 2.0e12, 15e9), Machine("bfloat16", 1.5e12, 23e9)
+    assert best_machine(busy, quiet) == Machine("bfloat16", 2.0e12, 23e9)
