@@ -37,6 +37,7 @@ from typing import Any
 
 _lock = threading.Lock()
 _helper: subprocess.Popen | None = None
+_helper_pid: int | None = None  # the process that started _helper
 _memo: dict[tuple, list[dict[str, Any]]] = {}
 _helper_failed = False
 
@@ -100,7 +101,9 @@ def _ask_helper(key: tuple) -> list[dict[str, Any]]:
 
 
 def _request(key: tuple) -> list[dict[str, Any]]:
-    global _helper
+    global _helper, _helper_pid
+    if _helper_pid != os.getpid():  # a forked child must not share its parent's pipes
+        _helper, _helper_pid = None, os.getpid()
     if _helper is None or _helper.poll() is not None:
         package_root = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)

@@ -65,3 +65,25 @@ def test_without_a_helper_the_draw_is_made_here_with_a_warning(monkeypatch):
         items = canonical_draws.draw_items("basic_arithmetic", 0, 5, 3)
     assert len(items) == 3
     assert items == canonical_draws.generate_items("basic_arithmetic", 0, 5, 3)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_its_own_helper(monkeypatch):
+    from fitness import canonical_draws
+
+    monkeypatch.setattr(canonical_draws, "hash_seed_is_canonical", lambda: False)
+    parent = canonical_draws.draw_items("ransom_note", 0, 21, 3)  # the parent's helper is running now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a draw the parent has not made, through a helper of its own
+        try:
+            items = canonical_draws.draw_items("ransom_note", 0, 22, 3)
+            os.write(write, json.dumps([i["question"] for i in items]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert child == [i["question"] for i in canonical_draws.draw_items("ransom_note", 0, 22, 3)]
+    assert canonical_draws.draw_items("ransom_note", 0, 21, 3) == parent
