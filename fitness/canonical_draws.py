@@ -15,7 +15,8 @@ separate processes (``runs/check_task_determinism.py`` scans every family).
 The canonical draw is the one made under ``PYTHONHASHSEED=0``. A process started
 that way (``sys.flags.hash_randomization == 0``) draws in place; any other asks one
 helper process, started once with ``PYTHONHASHSEED=0`` and kept for the process's
-life, and keeps what it answered. Draws of families whose generators do not depend
+life, and keeps what it answered (one line of :mod:`fitness.typed_json` per draw:
+no pickle, and every item comes back with its types). Draws of families whose generators do not depend
 on the hash seed are the same either way: every family takes the same path, so a
 family no scan has seen yet is covered too. If the helper cannot run, the draw is
 made in place and a warning says that those families' tasks may differ between
@@ -26,14 +27,14 @@ from __future__ import annotations
 
 import atexit
 import os
-import pickle
-import struct
 import subprocess
 import sys
 import threading
 import warnings
 from pathlib import Path
 from typing import Any
+
+from fitness import typed_json
 
 _lock = threading.Lock()
 _helper: subprocess.Popen | None = None
@@ -91,13 +92,20 @@ def _ask_helper(key: tuple) -> list[dict[str, Any]]:
     if not _helper_failed:
         try:
             return _request(key)
-        except (OSError, EOFError, pickle.UnpicklingError, struct.error) as error:
+        except (OSError, EOFError) as error:
             _helper_failed = True
             _stop_helper()
             warnings.warn(f"task draws: the PYTHONHASHSEED=0 helper process failed ({error}); drawing in this "
                           "process, where families such as ransom_note may draw other tasks than in another process",
                           RuntimeWarning, stacklevel=3)
+        except _Unsendable as error:  # this draw only: the helper serves the others
+            warnings.warn(f"task draws: {error}; drawing {key[0]} in this process, where it may draw other tasks "
+                          "than in another process", RuntimeWarning, stacklevel=3)
     return generate_items(*key)
+
+
+class _Unsendable(Exception):
+    """The helper drew the items but cannot send them (a type typed_json does not carry)."""
 
 
 def _request(key: tuple) -> list[dict[str, Any]]:
@@ -108,16 +116,34 @@ def _request(key: tuple) -> list[dict[str, Any]]:
         package_root = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
         _helper = subprocess.Popen([sys.executable, "-m", "fitness.canonical_draws"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
                                    env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": path})
-        atexit.register(_stop_helper)
-    _send(_helper.stdin, key)
-    ok, value = _receive(_helper.stdout)
-    if not ok:
-        raise value  # the generator's own error, raised here as in-place drawing would
-    return value
+    _helper.stdin.write(typed_json.dumps(list(key)) + "\n")
+    _helper.stdin.flush()
+    line = _helper.stdout.readline()
+    if not line:
+        raise EOFError("the helper process closed its output")
+    try:
+        answer = typed_json.loads(line)
+    except (ValueError, KeyError, TypeError) as error:
+        raise OSError(f"unreadable answer: {error}") from error
+    if "items" in answer:
+        return answer["items"]
+    if answer.get("unsendable"):
+        raise _Unsendable(answer["error"])
+    raise _error_of(answer["type"])(answer["error"])  # the generator's own error, as in-place drawing raises it
 
 
+def _error_of(name: str) -> type[Exception]:
+    """A built-in exception class by name (RuntimeError for any other): the helper's
+    errors keep their kind where callers could tell them apart."""
+    import builtins
+
+    found = getattr(builtins, name, None)
+    return found if isinstance(found, type) and issubclass(found, Exception) else RuntimeError
+
+
+@atexit.register
 def _stop_helper() -> None:
     global _helper
     if _helper is not None:
@@ -129,39 +155,24 @@ def _stop_helper() -> None:
         _helper = None
 
 
-def _send(stream, value) -> None:
-    data = pickle.dumps(value)
-    stream.write(struct.pack("<Q", len(data)) + data)
-    stream.flush()
-
-
-def _receive(stream):
-    header = stream.read(8)
-    if len(header) < 8:
-        raise EOFError("the helper process closed its output")
-    (length,) = struct.unpack("<Q", header)
-    return pickle.loads(stream.read(length))
-
-
 def _serve() -> None:
-    """The helper: answer (family, level, seed, size) requests on stdin until it closes."""
-    requests, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    """The helper: answer one typed-JSON line [family, level, seed, size] per request
+    on stdin with one line ``{"items": [...]}`` or ``{"error": ..., "type": ...}``,
+    until stdin closes."""
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # anything a generator prints must not reach the answers
-    while True:
-        header = requests.read(8)
-        if len(header) < 8:
-            return
-        (length,) = struct.unpack("<Q", header)
-        key = pickle.loads(requests.read(length))
+    for line in sys.stdin:
         try:
-            answer = (True, generate_items(*key))
+            items = generate_items(*typed_json.loads(line))
         except Exception as error:  # sent back, raised in the asking process
+            answer = typed_json.dumps({"error": str(error), "type": type(error).__name__})
+        else:
             try:
-                pickle.dumps(error)
-                answer = (False, error)
-            except Exception:
-                answer = (False, RuntimeError(repr(error)))
-        _send(answers, answer)
+                answer = typed_json.dumps({"items": items})
+            except TypeError as error:
+                answer = typed_json.dumps({"error": str(error), "unsendable": True})
+        answers.write(answer + "\n")
+        answers.flush()
 
 
 if __name__ == "__main__":

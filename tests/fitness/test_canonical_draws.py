@@ -87,3 +87,17 @@ def test_a_forked_child_starts_its_own_helper(monkeypatch):
     os.waitpid(pid, 0)
     assert child == [i["question"] for i in canonical_draws.draw_items("ransom_note", 0, 22, 3)]
     assert canonical_draws.draw_items("ransom_note", 0, 21, 3) == parent
+
+
+def test_the_helper_sends_items_with_their_types(monkeypatch):
+    """Items reach the asking process as the helper made them: tuples, integer keys
+    and numpy scalars in metadata are what verifiers read."""
+    from fitness import canonical_draws
+
+    monkeypatch.setattr(canonical_draws, "hash_seed_is_canonical", lambda: False)
+    monkeypatch.setattr(canonical_draws, "_helper_failed", False)
+    asked = []
+    monkeypatch.setattr(canonical_draws, "_request", lambda key, ask=canonical_draws._request: asked.append(key) or ask(key))
+    for family in ("basic_arithmetic", "letter_counting", "rotate_matrix"):
+        assert repr(canonical_draws.draw_items(family, 0, 31, 3)) == repr(canonical_draws.generate_items(family, 0, 31, 3))
+    assert len(asked) == 3  # each came through the helper
