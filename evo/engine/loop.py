@@ -315,7 +315,7 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
     def record(self, gen: int, population: list) -> None:
         validated = self.validation_results(gen)
         scores = {h: sum(r.correct for r in results) / len(results) for h, results in validated.items()}
-        default, default_results = self.pick(gen, validated, scores)
+        default, default_results, default_score = self.pick(gen, validated, scores)
         routes = self.route_record(gen, default, default_results)
         heldout = next(iter(scores.values()), None)
         best = self.hall[0]
@@ -332,7 +332,7 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
             "heldout_split": "validation",
             "validation_scores": scores,
             "pick_hash": default,  # the run's best so far by validation (tasks.pick), and its accuracy there
-            "pick_validation": (sum(r.correct for r in default_results) / len(default_results)) if default_results else None,
+            "pick_validation": default_score,
             "routes": routes,  # per family: the specialist, its evidence, whether it is taken (evo.engine.routing)
             "best_hash": best.strategy.content_hash(),
             "frontier": dict(self.curriculum.frontier),

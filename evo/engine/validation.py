@@ -29,9 +29,10 @@ class Validation:
         self.validated = [ind for ind in self.validated if ind.strategy.content_hash() not in validated] + top
         return validated
 
-    def pick(self, gen: int, validated: dict[str, list], scores: dict[str, float]) -> tuple[str | None, list]:
+    def pick(self, gen: int, validated: dict[str, list],
+             scores: dict[str, float]) -> tuple[str | None, list, float | None]:
         """The run's best so far (what export, routes and tuning take) as (hash, its
-        validation results): the highest validation accuracy among the hall and, with
+        validation results, its validation accuracy): the highest validation accuracy among the hall and, with
         ``tasks.pick = "best_validated"``, every strategy validated in an earlier
         generation (a leader that fell out of the hall after a lucky newcomer's batch
         is not lost); the hall's order, then the latest validated, break ties. The
@@ -42,12 +43,12 @@ class Validation:
         order = pick_order(self.hall, self.validated, self.config.tasks.pick)
         scored = [(ind, pooled[ind.strategy.content_hash()]) for ind in order if ind.strategy.content_hash() in pooled]
         if not scored:
-            return None, []
+            return None, [], None
         best = max(scored, key=lambda pair: pair[1])[0]  # max keeps the first of equals
         chosen = best.strategy.content_hash()
         if chosen not in validated:
             validated[chosen] = self.generate([(best.strategy, self.heldout_tasks)], gen, "validation", heldout=True)[0]
-        return chosen, validated[chosen]
+        return chosen, validated[chosen], pooled[chosen]
 
 
 def pick_order(hall: list, validated: list, pick: str) -> list:
