@@ -1,17 +1,20 @@
 """The improve loop's benchmark: K rounds of `evo improve` on the quickstart families,
 then the one look at the test split.
 
-    python runs/bench_improve.py                          # 3 rounds, 170 test tasks per family (510 in all)
-    python runs/bench_improve.py --rounds 3 --resume      # continue a killed benchmark where it stopped
+    python runs/bench_improve.py                       # 3 rounds on runs/improve.toml; 515 test tasks
+    python runs/bench_improve.py --rounds 3 --resume   # continue a killed benchmark where it stopped
 
-Prints, per round, the validation accuracy of the canonical prompt and of the best
-strategy, each with and without that round's adapter, and at the end, on the test
-split (never read by any round): the canonical prompt with and without the last
-adapter, the first round's best, the final best with and without the adapter, and the
-paired gain of the final best + adapter over the first round's best with a 95 %
-bootstrap CI. The targets (issue "close the loop"): canonical + adapter >= 15 % on
-test, and best + adapter >= first round's best + 8 points with a CI excluding 0.
-Writes OUT_DIR/improve-bench/improve/state.json and report.md; hours on 2 CPU cores.
+Prints, per round, the validation accuracy of the canonical prompt, the champion and
+the round's best strategy, each with and without that round's adapter, and at the
+end, on the test split (never read by any round): the canonical prompt with and
+without the last adapter, the first round's best, the final best with and without the
+adapter, and the champion (what the loop hands back), with the paired gains over the
+first round's best of the champion and of the final best + adapter, each with a 95 %
+bootstrap CI. Test: 250 tasks per family where the split holds them (chain_sum's test
+split at level 0 holds 15). The targets (issue "close the loop"): canonical + adapter
+>= 15 % on test, and best + adapter >= first round's best + 8 points with a CI
+excluding 0. Writes OUT_DIR/improve-bench/improve/state.json and report.md; about an
+hour on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ from evo.improve.rounds import ImproveSettings, improve  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="runs/quickstart.toml")
+    parser.add_argument("--config", default="runs/improve.toml")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--generations-per-round", type=int, default=3)
     parser.add_argument("--validation-per-family", type=int, default=32)
-    parser.add_argument("--test-per-family", type=int, default=170)
+    parser.add_argument("--test-per-family", type=int, default=250)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--out-dir", default="runs/out")
     parser.add_argument("--resume", action="store_true", help="keep an existing benchmark run and continue it")

@@ -15,15 +15,20 @@ def _pct(value) -> str:
 
 def round_rows(state: ImproveState) -> list[str]:
     rows = ["| round | status | generations | pairs | canonical | canonical + adapter | best | best + adapter | "
-            "injected next |", "|---|---|---|---|---|---|---|---|---|"]
+            "injected next | champion |", "|---|---|---|---|---|---|---|---|---|---|"]
     for entry in state.rounds:
         steps = entry["steps"]
         scores = steps.get("evaluate", {})
         rows.append(f"| {entry['round']} | {entry['status']} | {steps.get('evolve', {}).get('generations', '–')} | "
                     f"{steps.get('mine', {}).get('pairs', '–')} | {_pct(scores.get('canonical'))} | "
                     f"{_pct(scores.get('canonical+adapter'))} | {_pct(scores.get('best'))} | "
-                    f"{_pct(scores.get('best+adapter'))} | {'yes' if steps.get('decide', {}).get('inject') else 'no'} |")
+                    f"{_pct(scores.get('best+adapter'))} | {'yes' if steps.get('decide', {}).get('inject') else 'no'} | "
+                    f"{_champion_cell(steps.get('decide', {}).get('champion'))} |")
     return rows
+
+
+def _champion_cell(champion: dict | None) -> str:
+    return "–" if not champion else f"{champion['from']} ({_pct(champion['validation'])})"
 
 
 def test_rows(final: dict | None) -> list[str]:
@@ -35,16 +40,22 @@ def test_rows(final: dict | None) -> list[str]:
     rows = [f"{final['tasks']} test tasks (reported only: no round read them).", "",
             "| strategy | accuracy | well-formed |", "|---|---|---|"]
     rows += [f"| {name} | {_pct(acc[name])} | {_pct(formed[name])} |" for name in acc]
-    gain = final["gain_over_first"]
-    rows += ["", f"{gain['of']} − first round's best: **{gain['mean'] * 100:+.1f} points** "
-                 f"[{gain['ci'][0] * 100:+.1f}, {gain['ci'][1] * 100:+.1f}] (paired bootstrap, 95 %)"]
+    if final.get("champion_from"):
+        rows += ["", f"champion = {final['champion_from']} (`improve/champion.json`)."]
+    rows.append("")
+    for gain in final.get("gains_over_first", {"": final["gain_over_first"]}).values():
+        rows.append(f"{gain['of']} − first round's best: **{gain['mean'] * 100:+.1f} points** "
+                    f"[{gain['ci'][0] * 100:+.1f}, {gain['ci'][1] * 100:+.1f}] (paired bootstrap, 95 %)  ")
     return rows
 
 
 def write_report(state: ImproveState, config: RunConfig) -> Path:
     lines = [f"# evo improve: {config.run.name}", "",
              "Accuracy per round on the validation split (every decision reads it); the adapter of a round is "
-             "injected into the next round's evolution when best + adapter beats best.", "",
+             "injected into the next round's evolution when best + adapter beats best. The champion is the "
+             "best on validation of the previous champion (with and without the round's adapter), the round's "
+             "best and best + adapter; ties keep the incumbent. It is what the loop hands back "
+             "(`improve/champion.json`, a strategy file `evo eval` takes).", "",
              *round_rows(state), "", "## Test", "", *test_rows(state.final), ""]
     path = state.path / "report.md"
     state.path.mkdir(parents=True, exist_ok=True)

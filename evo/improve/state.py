@@ -62,6 +62,18 @@ class ImproveState:
             entry["status"] = status
         self.save()
 
+    def champion(self, before: int | None = None) -> dict[str, Any] | None:
+        """The loop's champion after the rounds before round ``before`` (default: after
+        every round): the latest ``decide`` record's ``champion`` (``from``, ``strategy``,
+        ``validation``), None before any round decided one. State files written before
+        champions existed have none."""
+        rounds = self.rounds if before is None else self.rounds[:max(before - 1, 0)]
+        for entry in reversed(rounds):
+            champion = (entry["steps"].get("decide") or {}).get("champion")
+            if champion:
+                return champion
+        return None
+
     def adapter_to_inject(self, number: int) -> str | None:
         """The adapter round ``number - 1`` decided to inject (None if none)."""
         if number < 2 or len(self.rounds) < number - 1:

@@ -72,18 +72,60 @@ def evaluate(loop, number: int) -> tuple[dict[str, Any], str | None]:
     adapter = entry["train"]["adapter"]
     check_adapter(adapter)
     scores = score_variants(loop, entry["evolve"]["best_strategy"], adapter, "validation",
-                            loop.settings.validation_per_family)
+                            loop.settings.validation_per_family, extra=_champion_variants(loop, number, adapter))
     return {name: value["accuracy"] for name, value in scores.items()} | {"tasks": scores["best"]["tasks"]}, None
 
 
 def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
+    """Inject the adapter next round when best + adapter beats best on validation, and
+    crown the round's champion: the best on validation of the previous champion (as
+    it is and with this round's adapter), the round's best and best + adapter. Ties
+    keep the incumbent, so the champion changes only on evidence, and the loop never
+    hands back a strategy that scored worse on validation than one it had."""
+    from evo.improve.rounds import with_adapter
+    from genomes.strategy import Strategy
+
     entry = loop.state.round(number)["steps"]
-    scores = entry["evaluate"]
+    scores, adapter = entry["evaluate"], entry["train"]["adapter"]
     helps = scores["best+adapter"] > scores["best"]
     why = (f"best + adapter {scores['best+adapter']:.1%} vs best {scores['best']:.1%} on validation; canonical + adapter "
            f"{scores['canonical+adapter']:.1%} vs canonical {scores['canonical']:.1%}")
     loop.say(f"round {number}: the adapter {'helps: injected next round' if helps else 'does not help'} ({why})")
-    return {"helps": helps, "inject": entry["train"]["adapter"] if helps else None, "why": why}, "done"
+    best = Strategy.decode(entry["evolve"]["best_strategy"], where="improve state: best strategy")
+    candidates = _champion_variants(loop, number, adapter) | {
+        "best": best.encode(), "best+adapter": with_adapter(best, adapter).encode()}
+    name = max(candidates, key=lambda n: scores[n])  # max keeps the first of equals: the incumbent
+    previous = loop.state.champion(number)
+    base = f"round {number}'s best" if name.startswith("best") else previous["base"]
+    adapter_of = {"best": None, "champion": previous and previous["adapter_of"]}.get(name, f"round {number}'s adapter")
+    champion = {"from": base + (f" + {adapter_of}" if adapter_of else ""), "base": base, "adapter_of": adapter_of,
+                "strategy": candidates[name], "validation": scores[name]}
+    write_champion(loop, champion)
+    loop.say(f"round {number}: champion: {champion['from']} ({champion['validation']:.1%} on validation)")
+    return {"helps": helps, "inject": adapter if helps else None, "why": why, "champion": champion}, "done"
+
+
+def _champion_variants(loop, number: int, adapter: str) -> dict[str, dict[str, Any]]:
+    """The previous champion as it is and with this round's adapter (none in round 1)."""
+    from evo.improve.rounds import with_adapter
+    from genomes.strategy import Strategy
+
+    champion = loop.state.champion(number)
+    if champion is None:
+        return {}
+    strategy = Strategy.decode(champion["strategy"], where="improve state: champion")
+    return {"champion": strategy.encode(), "champion+adapter": with_adapter(strategy, adapter).encode()}
+
+
+def write_champion(loop, champion: dict[str, Any]) -> None:
+    """``RUN_DIR/improve/champion.json``: the champion strategy, a file `evo eval` takes."""
+    import json
+
+    loop.state.path.mkdir(parents=True, exist_ok=True)
+    target = loop.state.path / "champion.json"
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(champion["strategy"], indent=2) + "\n", encoding="utf-8")
+    tmp.replace(target)
 
 
 def check_adapter(path: str) -> None:

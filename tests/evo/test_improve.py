@@ -36,6 +36,15 @@ def test_two_rounds_inject_a_helpful_adapter_and_score_test_once(tmp_path, capsy
     final = state.final
     assert final["rounds"] == 2 and final["tasks"] == 8 and final["accuracy"]["best+adapter"] == 1.0
     assert final["gain_over_first"]["ci"][0] <= final["gain_over_first"]["mean"] <= final["gain_over_first"]["ci"][1]
+    # the champion: round 1's best + adapter (1.0 on validation), kept on round 2's ties
+    assert first["decide"]["champion"]["from"] == "round 1's best + round 1's adapter"
+    assert second["decide"]["champion"]["from"] == "round 1's best + round 1's adapter"
+    assert second["evaluate"]["champion"] == second["evaluate"]["champion+adapter"] == 1.0
+    assert final["champion_from"] == "round 1's best + round 1's adapter" and final["accuracy"]["champion"] == 1.0
+    assert final["gain_over_first"]["of"] == "champion" and set(final["gains_over_first"]) == {"champion",
+                                                                                              "best+adapter"}
+    champion_file = json.loads((cfg.run_dir / "improve" / "champion.json").read_text())
+    assert champion_file["lora"]["adapter_dir"] == first["train"]["adapter"]
     report = (cfg.run_dir / "improve" / "report.md").read_text()
     assert "| 1 | done | 1 |" in report and "| 2 | done | 2 |" in report and "first round's best" in report
     err = capsys.readouterr().err
@@ -44,6 +53,44 @@ def test_two_rounds_inject_a_helpful_adapter_and_score_test_once(tmp_path, capsy
     again = FakeTrainer()
     improve(cfg, settings(), backend=AdapterHelps(), trainer=again)
     assert again.calls == 0
+
+
+def _decide_with(tmp_path, scores_by_round):
+    """decide() over hand-written rounds: each round's evaluate scores are given."""
+    from evo.improve import steps
+    from genomes.strategy import Strategy
+
+    class Loop:
+        state = ImproveState(tmp_path / "improve")
+
+        def say(self, text):
+            pass
+
+    loop = Loop()
+    for number, scores in enumerate(scores_by_round, start=1):
+        best = Strategy.decode({"name": f"round {number}"}, where="test")
+        loop.state.record(number, "evolve", {"best_strategy": best.encode()})
+        loop.state.record(number, "train", {"adapter": f"adapters/r{number}"})
+        loop.state.record(number, "evaluate", {"canonical": 0.0, "canonical+adapter": 0.0} | scores)
+        result, status = steps.decide(loop, number)
+        loop.state.record(number, "decide", result, status)
+    return loop.state
+
+
+def test_the_champion_changes_only_on_validation_evidence(tmp_path):
+    state = _decide_with(tmp_path, [
+        {"best": 0.4, "best+adapter": 0.4},  # a tie: the adapter is not taken
+        {"best": 0.3, "best+adapter": 0.35, "champion": 0.4, "champion+adapter": 0.5},
+        {"best": 0.5, "best+adapter": 0.5, "champion": 0.5, "champion+adapter": 0.45},  # a tie keeps the incumbent
+        {"best": 0.7, "best+adapter": 0.6, "champion": 0.5, "champion+adapter": 0.5}])
+    froms = [r["steps"]["decide"]["champion"]["from"] for r in state.rounds]
+    assert froms == ["round 1's best", "round 1's best + round 2's adapter", "round 1's best + round 2's adapter",
+                     "round 4's best"]
+    third, fourth = (r["steps"]["decide"]["champion"] for r in state.rounds[2:])
+    assert third["strategy"]["name"] == "round 1" and third["strategy"]["lora"]["adapter_dir"] == "adapters/r2"
+    assert fourth["strategy"]["name"] == "round 4" and fourth["strategy"].get("lora") is None
+    assert fourth["validation"] == 0.7 and state.champion() == fourth and state.champion(before=4) == third
+    assert json.loads((tmp_path / "improve" / "champion.json").read_text()) == json.loads(json.dumps(fourth["strategy"]))
 
 
 def test_a_loop_killed_in_training_resumes_without_repeating_a_step(tmp_path):
