@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evo.config.sections import load_config  # noqa: E402
 from evo.distill.train import TrainSettings  # noqa: E402
 from evo.improve.report import round_rows, test_rows  # noqa: E402
-from evo.improve.rounds import ImproveSettings, improve  # noqa: E402
+from evo.improve.rounds import PAIR_PROMPTS, ImproveSettings, improve  # noqa: E402
 
 
 def main() -> int:
@@ -42,16 +42,19 @@ def main() -> int:
     parser.add_argument("--validation-per-family", type=int, default=32)
     parser.add_argument("--test-per-family", type=int, default=250)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--pair-prompts", choices=PAIR_PROMPTS, default=ImproveSettings.pair_prompts,
+                        help="the prompts the adapter's pairs are trained under (evo improve --pair-prompts)")
+    parser.add_argument("--name", default="improve-bench", help="run directory name under --out-dir")
     parser.add_argument("--out-dir", default="runs/out")
     parser.add_argument("--resume", action="store_true", help="keep an existing benchmark run and continue it")
     args = parser.parse_args()
 
-    config = load_config(args.config, {"run": {"name": "improve-bench", "out_dir": args.out_dir}})
+    config = load_config(args.config, {"run": {"name": args.name, "out_dir": args.out_dir}})
     if config.run_dir.exists() and not args.resume:
         shutil.rmtree(config.run_dir)
     settings = ImproveSettings(rounds=args.rounds, generations_per_round=args.generations_per_round,
                                validation_per_family=args.validation_per_family,
-                               test_per_family=args.test_per_family, train=TrainSettings(steps=args.steps))
+                               test_per_family=args.test_per_family, pair_prompts=args.pair_prompts, train=TrainSettings(steps=args.steps))
     started = time.perf_counter()
     state = improve(config, settings)
     print("\n".join(round_rows(state) + [""] + test_rows(state.final)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from evo.distill.train import TrainSettings
-from evo.improve.rounds import ImproveSettings
+from evo.improve.rounds import PAIR_PROMPTS, ImproveSettings
 
 
 def add_parser(sub) -> None:
@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
                     help=f"test tasks per family scored once at the end (default {d.test_per_family}; 0: none)")
     im.add_argument("--min-pairs", type=int, default=d.min_pairs,
                     help=f"a round with fewer pairs is skipped (default {d.min_pairs})")
+    im.add_argument("--pair-prompts", choices=PAIR_PROMPTS, default=d.pair_prompts,
+                    help="train the adapter on pairs under the canonical prompt only, or also under the round's "
+                         f"best strategy's prompt (default {d.pair_prompts})")
     t = TrainSettings()
     im.add_argument("--steps", type=int, default=t.steps, help=f"training steps per round (default {t.steps})")
     im.add_argument("--learning-rate", type=float, default=t.learning_rate, help=f"(default {t.learning_rate})")
@@ -42,7 +45,8 @@ def command(args: argparse.Namespace) -> int:
     settings = ImproveSettings(
         rounds=args.rounds, generations_per_round=args.generations_per_round,
         validation_per_family=args.validation_per_family, test_per_family=args.test_per_family,
-        min_pairs=args.min_pairs, train=TrainSettings(steps=args.steps, learning_rate=args.learning_rate, sft=args.sft))
+        min_pairs=args.min_pairs, pair_prompts=args.pair_prompts,
+        train=TrainSettings(steps=args.steps, learning_rate=args.learning_rate, sft=args.sft))
     state = improve(config, settings, show_progress=not args.quiet)
     print("\n".join(round_rows(state) + [""] + test_rows(state.final)))
     return 0

@@ -3,7 +3,10 @@
 For each training task the journal holds completions of many strategies. A pair is::
 
     prompt    the canonical prompt of the task: the format rule and the question,
-              no evolved instruction, exemplar or chain hint (:func:`canonical_strategy`)
+              no evolved instruction, exemplar or chain hint (:func:`canonical_strategy`);
+              with ``prompt_strategies``, the pair once under each of their prompts
+              (`evo improve` adds its best strategy's, so that the adapter learns
+              under the prompt it will be used with, not only the bare one)
     chosen    a verified-correct completion of any individual of the run, every
               generation (``top_lineages = 0``, the default), or of the fittest
               lineages only (the best ``top_lineages`` of the hall of fame and all
@@ -94,6 +97,7 @@ class Pair:
     prompt: tuple[dict[str, str], ...]
     chosen: ExampleResult
     rejected: ExampleResult
+    prompt_hash: str = ""  # the strategy whose prompt this is (the canonical one's by default)
 
     def to_trl(self) -> dict[str, Any]:
         return {
@@ -108,6 +112,7 @@ class Pair:
             "chosen_hash": self.chosen.strategy_hash, "rejected_hash": self.rejected.strategy_hash,
             "chosen_chain_tokens": self.chosen.chain_tokens, "rejected_chain_tokens": self.rejected.chain_tokens,
             "chosen_score": self.chosen.score, "rejected_score": self.rejected.score,
+            "prompt_hash": self.prompt_hash,
         }
 
 
@@ -147,15 +152,19 @@ def fittest_lineages(run_dir: Path, top: int) -> Lineages:
 
 
 def build_pairs(results: Iterable[ExampleResult], lineages: Lineages, rules: PairRules,
-                is_training_task=lambda r: True) -> list[Pair]:
+                is_training_task=lambda r: True, prompt_strategies: Sequence[Strategy] = ()) -> list[Pair]:
     """Pairs in task-id order (see the module docstring for the rules). ``results``
-    may hold several completions per (genome, task), e.g. of several seeds."""
+    may hold several completions per (genome, task), e.g. of several seeds. Each pair
+    comes under the canonical prompt and then under each of ``prompt_strategies``'
+    prompts (their system text, chain instruction and exemplars; the completion is
+    the same). A strategy whose rendered prompt for a task equals one before it adds
+    nothing there."""
     rules.check()
     by_task: dict[str, list[ExampleResult]] = defaultdict(list)
     for r in results:
         if is_training_task(r):
             by_task[r.task_id].append(r)
-    canonical = canonical_strategy()
+    strategies = [canonical_strategy(), *prompt_strategies]
     pairs: list[Pair] = []
     seen: set[tuple[str, str, str]] = set()
     for task_id in sorted(by_task):
@@ -163,17 +172,20 @@ def build_pairs(results: Iterable[ExampleResult], lineages: Lineages, rules: Pai
         chosen = _best_chosen([r for r in candidates if r.correct and lineages.admits(r.strategy_hash)])
         if chosen is None:
             continue
-        prompt = canonical.render(chosen.question).messages
-        made = 0
+        made = []
         for kind, rejected in _rejected_candidates(candidates, chosen, rules):
-            key = (json.dumps(prompt), completion_text(chosen), completion_text(rejected))
-            if key in seen or normalise_space(key[1]) == normalise_space(key[2]):
-                continue
-            seen.add(key)
-            pairs.append(Pair(task_id, chosen.family, chosen.level, kind, prompt, chosen, rejected))
-            made += 1
-            if made == rules.rejected_per_task:
+            if normalise_space(completion_text(chosen)) != normalise_space(completion_text(rejected)):
+                made.append((kind, rejected))
+            if len(made) == rules.rejected_per_task:
                 break
+        for strategy in strategies:
+            prompt = strategy.render(chosen.question).messages
+            for kind, rejected in made:
+                key = (json.dumps(prompt), completion_text(chosen), completion_text(rejected))
+                if key not in seen:
+                    seen.add(key)
+                    pairs.append(Pair(task_id, chosen.family, chosen.level, kind, prompt, chosen, rejected,
+                                      strategy.content_hash()))
     return pairs
 
 
@@ -214,8 +226,10 @@ class DistillResult:
     pairs: list[Pair]
 
 
-def distill_run(run_dir: str | Path, out_dir: str | Path | None = None, rules: PairRules | None = None) -> DistillResult:
-    """Build the pairs of ``run_dir`` and write, in ``out_dir`` (default RUN_DIR/distill)::
+def distill_run(run_dir: str | Path, out_dir: str | Path | None = None, rules: PairRules | None = None,
+                prompt_strategies: Sequence[Strategy] = ()) -> DistillResult:
+    """Build the pairs of ``run_dir`` (each also under ``prompt_strategies``' prompts,
+    :func:`build_pairs`) and write, in ``out_dir`` (default RUN_DIR/distill)::
 
         pairs.jsonl       TRL preference rows: prompt, chosen, rejected
         pairs.meta.jsonl  line-aligned provenance: task, kind, genome hashes, lengths
@@ -239,7 +253,7 @@ def distill_run(run_dir: str | Path, out_dir: str | Path | None = None, rules: P
 
     with Journal(RunDir(run_dir).journal_path) as journal:
         results = [r for _, r in journal.all_results()]
-    pairs = build_pairs(results, lineages, rules, is_training_task)
+    pairs = build_pairs(results, lineages, rules, is_training_task, prompt_strategies)
     out = Path(out_dir) if out_dir is not None else run_dir / "distill"
     out.mkdir(parents=True, exist_ok=True)
     _write_jsonl(out / "pairs.jsonl", (p.to_trl() for p in pairs))

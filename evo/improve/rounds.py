@@ -6,12 +6,16 @@ Each round, in ``RUN_DIR`` (the config's run directory)::
               injecting the adapter the previous round found helpful (once: not when
               this round's evolution already has a checkpoint)
     mine      DPO pairs from the whole journal: every verified-correct completion of
-              every individual and generation (evo.distill.pairs), training tasks only
+              every individual and generation (evo.distill.pairs), training tasks only,
+              under the canonical prompt and the round's best strategy's prompt
     train     a LoRA adapter on the unified loss (evo.distill.train); seeded
     evaluate  on the validation split: the canonical prompt and the run's best strategy
               (the one evo export puts first), each with and without the adapter
     decide    the adapter helps when best + adapter beats best on validation; then the
-              next round's evolution injects it
+              next round's evolution injects it. The round's champion (what the loop
+              hands back, improve/champion.json) is the best on validation of the
+              previous champion with and without the adapter, best, best + adapter and
+              the canonical prompt + adapter
 
 After the last round the loop takes its one look at the test split: the first round's
 best strategy, the final best with and without the last adapter, and the canonical
@@ -41,6 +45,7 @@ from evo.improve.state import ImproveState
 from genomes.errors import InputError
 
 IMPROVE_DIR = "improve"
+PAIR_PROMPTS = ("canonical", "canonical+best")
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,14 @@ class ImproveSettings:
     validation_per_family: int = 16
     test_per_family: int = 64
     min_pairs: int = 4
+    # the prompts pairs are trained under: the canonical one, or also the round's best
+    # strategy's (the adapter serves both; evo.distill.pairs.build_pairs)
+    pair_prompts: str = "canonical+best"
     train: TrainSettings = TrainSettings()
 
     def check(self) -> None:
+        if self.pair_prompts not in PAIR_PROMPTS:
+            raise InputError(f"--pair-prompts must be one of {', '.join(PAIR_PROMPTS)}, got {self.pair_prompts!r}")
         for name, low in (("rounds", 1), ("generations_per_round", 0), ("validation_per_family", 1),
                           ("test_per_family", 0), ("min_pairs", 1)):
             if getattr(self, name) < low:

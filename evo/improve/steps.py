@@ -42,11 +42,18 @@ def evolve(loop, number: int) -> tuple[dict[str, Any], str | None]:
 def mine(loop, number: int) -> tuple[dict[str, Any], str | None]:
     from evo.distill.pairs import PairRules, distill_run
 
+    from genomes.strategy import Strategy
+
     weights = dataclasses.asdict(loop.config.loss_weights())
     rules = PairRules(use_incorrect=weights["beta"] > 0, use_longer=weights["alpha"] > 0)
     out = loop.state.path / f"round-{number}" / "distill"
-    result = distill_run(loop.run_dir, out, rules)
-    record = {"pairs": len(result.pairs), "pairs_path": str(result.pairs_path), "kinds": result.summary["kinds"]}
+    prompts = []
+    if loop.settings.pair_prompts == "canonical+best":  # also under the prompt the adapter will serve
+        best = Strategy.decode(loop.state.round(number)["steps"]["evolve"]["best_strategy"], where="improve state")
+        prompts.append(dataclasses.replace(best, lora=None))
+    result = distill_run(loop.run_dir, out, rules, prompt_strategies=prompts)
+    record = {"pairs": len(result.pairs), "pairs_path": str(result.pairs_path), "kinds": result.summary["kinds"],
+              "prompts": loop.settings.pair_prompts}
     if len(result.pairs) < loop.settings.min_pairs:
         why = (f"skipped: {len(result.pairs)} pairs, fewer than --min-pairs {loop.settings.min_pairs} (the journal "
                "has too few training tasks with both a correct and a rejected completion)")
@@ -79,9 +86,11 @@ def evaluate(loop, number: int) -> tuple[dict[str, Any], str | None]:
 def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
     """Inject the adapter next round when best + adapter beats best on validation, and
     crown the round's champion: the best on validation of the previous champion (as
-    it is and with this round's adapter), the round's best and best + adapter. Ties
-    keep the incumbent, so the champion changes only on evidence, and the loop never
-    hands back a strategy that scored worse on validation than one it had."""
+    it is and with this round's adapter), the round's best, best + adapter and the
+    canonical prompt + adapter. Ties keep the incumbent (then the evolved strategy),
+    so the champion changes only on evidence, and the loop never hands back a
+    strategy that scored worse on validation than one it had."""
+    from evo.distill.pairs import canonical_strategy
     from evo.improve.rounds import with_adapter
     from genomes.strategy import Strategy
 
@@ -93,10 +102,12 @@ def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
     loop.say(f"round {number}: the adapter {'helps: injected next round' if helps else 'does not help'} ({why})")
     best = Strategy.decode(entry["evolve"]["best_strategy"], where="improve state: best strategy")
     candidates = _champion_variants(loop, number, adapter) | {
-        "best": best.encode(), "best+adapter": with_adapter(best, adapter).encode()}
+        "best": best.encode(), "best+adapter": with_adapter(best, adapter).encode(),
+        "canonical+adapter": with_adapter(canonical_strategy(), adapter).encode()}
     name = max(candidates, key=lambda n: scores[n])  # max keeps the first of equals: the incumbent
     previous = loop.state.champion(number)
-    base = f"round {number}'s best" if name.startswith("best") else previous["base"]
+    base = {"best": f"round {number}'s best", "best+adapter": f"round {number}'s best",
+            "canonical+adapter": "the canonical prompt"}.get(name) or previous["base"]
     adapter_of = {"best": None, "champion": previous and previous["adapter_of"]}.get(name, f"round {number}'s adapter")
     champion = {"from": base + (f" + {adapter_of}" if adapter_of else ""), "base": base, "adapter_of": adapter_of,
                 "strategy": candidates[name], "validation": scores[name]}

@@ -200,3 +200,20 @@ def test_fittest_lineages_are_the_hall_and_all_its_ancestors(oracle_run):
     assert lineages.top == 1 and set(lineages.ranks_of) == expected
     assert all(ranks == (1,) for ranks in lineages.ranks_of.values())
     assert set(fittest_lineages(run_dir, 3).ranks_of) >= expected
+
+
+def test_pairs_come_again_under_each_prompt_strategy_with_the_same_completions():
+    results = [result("good", "t1", True, 12), result("good", "t1", False, 5), result("also", "t1", False, 30)]
+    plain = build_pairs(results, LINEAGE, PairRules(rejected_per_task=2))
+    fewshot = Strategy.load("fewshot")
+    both = build_pairs(results, LINEAGE, PairRules(rejected_per_task=2), prompt_strategies=[fewshot])
+    assert len(plain) == 2 and len(both) == 4 and both[:2] == plain
+    assert all(p.prompt == canonical_strategy().render("What is 2 + 2?").messages for p in both[:2])
+    for canonical_pair, other in zip(both[:2], both[2:]):
+        assert other.prompt == fewshot.render("What is 2 + 2?").messages != canonical_pair.prompt
+        assert other.prompt_hash == fewshot.content_hash() != canonical_pair.prompt_hash
+        assert (other.chosen, other.rejected, other.kind) == (canonical_pair.chosen, canonical_pair.rejected,
+                                                              canonical_pair.kind)
+    # a strategy whose prompt is the canonical one adds nothing
+    assert build_pairs(results, LINEAGE, PairRules(rejected_per_task=2),
+                       prompt_strategies=[canonical_strategy(64)]) == plain

@@ -28,7 +28,7 @@ def test_two_rounds_inject_a_helpful_adapter_and_score_test_once(tmp_path, capsy
     assert [r["status"] for r in state.rounds] == ["done", "done"] and trainer.calls == 2
     first, second = (r["steps"] for r in state.rounds)
     assert first["evolve"]["generations"] == 1 and second["evolve"]["generations"] == 2
-    assert first["mine"]["pairs"] >= 1
+    assert first["mine"]["pairs"] >= 1 and first["mine"]["prompts"] == "canonical+best"
     assert first["evaluate"]["best+adapter"] == 1.0 > first["evaluate"]["best"]
     assert first["decide"]["helps"] and second["evolve"]["injected"] == first["train"]["adapter"]
     injected = [row for row in read_jsonl(cfg.run_dir / "lineage.jsonl") if row["op"] == "inject"]
@@ -82,15 +82,18 @@ def test_the_champion_changes_only_on_validation_evidence(tmp_path):
         {"best": 0.4, "best+adapter": 0.4},  # a tie: the adapter is not taken
         {"best": 0.3, "best+adapter": 0.35, "champion": 0.4, "champion+adapter": 0.5},
         {"best": 0.5, "best+adapter": 0.5, "champion": 0.5, "champion+adapter": 0.45},  # a tie keeps the incumbent
-        {"best": 0.7, "best+adapter": 0.6, "champion": 0.5, "champion+adapter": 0.5}])
+        {"best": 0.7, "best+adapter": 0.6, "champion": 0.5, "champion+adapter": 0.5},
+        {"best": 0.6, "best+adapter": 0.6, "champion": 0.7, "champion+adapter": 0.6, "canonical+adapter": 0.75}])
     froms = [r["steps"]["decide"]["champion"]["from"] for r in state.rounds]
     assert froms == ["round 1's best", "round 1's best + round 2's adapter", "round 1's best + round 2's adapter",
-                     "round 4's best"]
-    third, fourth = (r["steps"]["decide"]["champion"] for r in state.rounds[2:])
+                     "round 4's best", "the canonical prompt + round 5's adapter"]
+    third, fourth = (r["steps"]["decide"]["champion"] for r in state.rounds[2:4])
     assert third["strategy"]["name"] == "round 1" and third["strategy"]["lora"]["adapter_dir"] == "adapters/r2"
     assert fourth["strategy"]["name"] == "round 4" and fourth["strategy"].get("lora") is None
-    assert fourth["validation"] == 0.7 and state.champion() == fourth and state.champion(before=4) == third
-    assert json.loads((tmp_path / "improve" / "champion.json").read_text()) == json.loads(json.dumps(fourth["strategy"]))
+    assert fourth["validation"] == 0.7 and state.champion(before=5) == fourth and state.champion(before=4) == third
+    assert state.champion()["strategy"]["name"] == "canonical"
+    assert json.loads((tmp_path / "improve" / "champion.json").read_text()) == json.loads(
+        json.dumps(state.champion()["strategy"]))
 
 
 def test_a_loop_killed_in_training_resumes_without_repeating_a_step(tmp_path):
