@@ -54,7 +54,8 @@ def main() -> int:
         shutil.rmtree(config.run_dir)
     settings = ImproveSettings(rounds=args.rounds, generations_per_round=args.generations_per_round,
                                validation_per_family=args.validation_per_family,
-                               test_per_family=args.test_per_family, pair_prompts=args.pair_prompts, train=TrainSettings(steps=args.steps))
+                               test_per_family=args.test_per_family, pair_prompts=args.pair_prompts,
+                               train=TrainSettings(steps=args.steps))
     started = time.perf_counter()
     state = improve(config, settings)
     print("\n".join(round_rows(state) + [""] + test_rows(state.final)))
