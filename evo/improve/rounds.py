@@ -7,7 +7,8 @@ Each round, in ``RUN_DIR`` (the config's run directory)::
               this round's evolution already has a checkpoint)
     mine      DPO pairs from the whole journal: every verified-correct completion of
               every individual and generation (evo.distill.pairs), training tasks only,
-              under the canonical prompt and the round's best strategy's prompt
+              under the canonical prompt (and the round's best strategy's prompt,
+              ``pair_prompts = "canonical+best"``)
     train     a LoRA adapter on the unified loss (evo.distill.train); seeded
     evaluate  on the validation split: the canonical prompt and the run's best strategy
               (the one evo export puts first), each with and without the adapter
@@ -56,8 +57,10 @@ class ImproveSettings:
     test_per_family: int = 64
     min_pairs: int = 4
     # the prompts pairs are trained under: the canonical one, or also the round's best
-    # strategy's (the adapter serves both; evo.distill.pairs.build_pairs)
-    pair_prompts: str = "canonical+best"
+    # strategy's (the adapter serves both; evo.distill.pairs.build_pairs). Not the
+    # default: the best's few-shot prompts made a training step ~5x longer on 2 cores
+    # (75 against 11 s), and the gain is unmeasured
+    pair_prompts: str = "canonical"
     train: TrainSettings = TrainSettings()
 
     def check(self) -> None:

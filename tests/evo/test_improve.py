@@ -28,7 +28,7 @@ def test_two_rounds_inject_a_helpful_adapter_and_score_test_once(tmp_path, capsy
     assert [r["status"] for r in state.rounds] == ["done", "done"] and trainer.calls == 2
     first, second = (r["steps"] for r in state.rounds)
     assert first["evolve"]["generations"] == 1 and second["evolve"]["generations"] == 2
-    assert first["mine"]["pairs"] >= 1 and first["mine"]["prompts"] == "canonical+best"
+    assert first["mine"]["pairs"] >= 1 and first["mine"]["prompts"] == "canonical"
     assert first["evaluate"]["best+adapter"] == 1.0 > first["evaluate"]["best"]
     assert first["decide"]["helps"] and second["evolve"]["injected"] == first["train"]["adapter"]
     injected = [row for row in read_jsonl(cfg.run_dir / "lineage.jsonl") if row["op"] == "inject"]
