@@ -4,16 +4,20 @@ after a kill at any step, skipped and failed rounds, the one look at test."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from fakes import AdapterHelps, FakeTrainer, config, read_jsonl
 
 from evo.cli.main import main
+from evo.distill.pairs import canonical_strategy
 from evo.distill.train import TrainSettings
 from evo.improve.rounds import ImproveSettings, improve
 from evo.improve.state import ImproveState
 from genomes.errors import InputError
+from genomes.strategy import Strategy
 
 
 def settings(rounds=2, min_pairs=1):
@@ -58,7 +62,6 @@ def test_two_rounds_inject_a_helpful_adapter_and_score_test_once(tmp_path, capsy
 def _decide_with(tmp_path, scores_by_round):
     """decide() over hand-written rounds: each round's evaluate scores are given."""
     from evo.improve import steps
-    from genomes.strategy import Strategy
 
     class Loop:
         state = ImproveState(tmp_path / "improve")
@@ -156,3 +159,17 @@ def test_one_real_round_on_the_bundled_model(tmp_path, hf_backend):
     else:
         assert entry["steps"]["mine"]["pairs"] < 1
     assert (tmp_path / "t" / "improve" / "report.md").is_file()
+
+
+def test_pairs_under_the_best_strategys_prompt_too(tmp_path):
+    cfg = config(tmp_path)
+    state = improve(cfg, dataclasses.replace(settings(rounds=1), pair_prompts="canonical+best"), backend=AdapterHelps(),
+                    trainer=FakeTrainer())
+    mined = state.rounds[0]["steps"]["mine"]
+    assert mined["prompts"] == "canonical+best"
+    meta = read_jsonl(Path(mined["pairs_path"]).with_name("pairs.meta.jsonl"))
+    best = Strategy.decode(state.rounds[0]["steps"]["evolve"]["best_strategy"], where="test")
+    by_prompt = {row["prompt_hash"] for row in meta}
+    assert by_prompt == {canonical_strategy().content_hash(), dataclasses.replace(best, lora=None).content_hash()}
+    with pytest.raises(InputError, match="--pair-prompts must be one of canonical, canonical\\+best"):
+        improve(cfg, dataclasses.replace(settings(), pair_prompts="best"), backend=AdapterHelps(), trainer=FakeTrainer())
