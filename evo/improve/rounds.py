@@ -15,8 +15,7 @@ Each round, in ``RUN_DIR`` (the config's run directory)::
     decide    the adapter helps when best + adapter beats best on validation; then the
               next round's evolution injects it. The round's champion (what the loop
               hands back, improve/champion.json) is the best on validation of the
-              previous champion with and without the adapter, best, best + adapter and
-              the canonical prompt + adapter
+              previous champion with and without the adapter, best and best + adapter
 
 After the last round the loop takes its one look at the test split: the first round's
 best strategy, the final best with and without the last adapter, and the canonical

