@@ -18,12 +18,12 @@ def round_rows(state: ImproveState) -> list[str]:
             "injected next | champion |", "|---|---|---|---|---|---|---|---|---|---|"]
     for entry in state.rounds:
         steps = entry["steps"]
-        scores = steps.get("evaluate", {})
+        scores, decision = steps.get("evaluate", {}), steps.get("decide", {})
         rows.append(f"| {entry['round']} | {entry['status']} | {steps.get('evolve', {}).get('generations', '–')} | "
                     f"{steps.get('mine', {}).get('pairs', '–')} | {_pct(scores.get('canonical'))} | "
                     f"{_pct(scores.get('canonical+adapter'))} | {_pct(scores.get('best'))} | "
-                    f"{_pct(scores.get('best+adapter'))} | {'yes' if steps.get('decide', {}).get('inject') else 'no'} | "
-                    f"{_champion_cell(steps.get('decide', {}).get('champion'))} |")
+                    f"{_pct(scores.get('best+adapter'))} | {'yes' if decision.get('inject') else 'no'} | "
+                    f"{_champion_cell(decision.get('champion'))} |")
     return rows
 
 

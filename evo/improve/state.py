@@ -19,6 +19,7 @@ from genomes.errors import InputError
 
 STEPS = ("evolve", "mine", "train", "evaluate", "decide")
 STATE_FILE = "state.json"
+CHAMPION_FILE = "champion.json"
 
 
 @dataclass
@@ -43,10 +44,18 @@ class ImproveState:
         return cls(improve_dir, rounds, final)
 
     def save(self) -> None:
+        self._write_json(STATE_FILE, {"rounds": self.rounds, "final": self.final})
+
+    def save_champion(self, strategy: dict[str, Any]) -> None:
+        """``improve/champion.json``: the champion's encoded strategy, a file `evo eval` takes."""
+        self._write_json(CHAMPION_FILE, strategy)
+
+    def _write_json(self, name: str, data: Any) -> None:
+        """Atomic: a reader sees the old file or the new one, never half of one."""
         self.path.mkdir(parents=True, exist_ok=True)
-        target = self.path / STATE_FILE
+        target = self.path / name
         tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"rounds": self.rounds, "final": self.final}, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         tmp.replace(target)
 
     def round(self, number: int) -> dict[str, Any]:

@@ -41,7 +41,6 @@ def evolve(loop, number: int) -> tuple[dict[str, Any], str | None]:
 
 def mine(loop, number: int) -> tuple[dict[str, Any], str | None]:
     from evo.distill.pairs import PairRules, distill_run
-
     from genomes.strategy import Strategy
 
     weights = dataclasses.asdict(loop.config.loss_weights())
@@ -106,10 +105,13 @@ def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
     name = max(candidates, key=lambda n: scores[n])  # max keeps the first of equals: the incumbent
     previous = loop.state.champion(number)
     base = f"round {number}'s best" if name.startswith("best") else previous["base"]
-    adapter_of = {"best": None, "champion": previous and previous["adapter_of"]}.get(name, f"round {number}'s adapter")
+    if name == "champion":  # kept as it is, with whatever adapter it had
+        adapter_of = previous["adapter_of"]
+    else:
+        adapter_of = None if name == "best" else f"round {number}'s adapter"
     champion = {"from": base + (f" + {adapter_of}" if adapter_of else ""), "base": base, "adapter_of": adapter_of,
                 "strategy": candidates[name], "validation": scores[name]}
-    write_champion(loop, champion)
+    loop.state.save_champion(champion["strategy"])
     loop.say(f"round {number}: champion: {champion['from']} ({champion['validation']:.1%} on validation)")
     return {"helps": helps, "inject": adapter if helps else None, "why": why, "champion": champion}, "done"
 
@@ -124,17 +126,6 @@ def _champion_variants(loop, number: int, adapter: str) -> dict[str, dict[str, A
         return {}
     strategy = Strategy.decode(champion["strategy"], where="improve state: champion")
     return {"champion": strategy.encode(), "champion+adapter": with_adapter(strategy, adapter).encode()}
-
-
-def write_champion(loop, champion: dict[str, Any]) -> None:
-    """``RUN_DIR/improve/champion.json``: the champion strategy, a file `evo eval` takes."""
-    import json
-
-    loop.state.path.mkdir(parents=True, exist_ok=True)
-    target = loop.state.path / "champion.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(champion["strategy"], indent=2) + "\n", encoding="utf-8")
-    tmp.replace(target)
 
 
 def check_adapter(path: str) -> None:
