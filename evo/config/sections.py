@@ -78,6 +78,9 @@ class PopulationSection:
     race_keep: float = setting(0.5, "racing: share of those children, the best by loss on that part, scored on the "
                                     "rest of the batch; the others are raced out (never selected)", low=0, high=1,
                                low_open=True)
+    proposals: int = setting(1, "draws per child: with K > 1 a child is the best of K draws of its operator under "
+                                "a model of accuracy pooled over every strategy scored (evo.engine.surrogate); "
+                                "1: plain mutation and crossover", low=1)
     constrain_modes: tuple[str, ...] = setting(
         CONSTRAIN_MODES, "constrained decoding modes mut_decoding may give a strategy (off: free; structure: steps, "
                          "one answer block, a response; answer: structure + the family's answer pattern); needs llguidance",

@@ -53,6 +53,7 @@ from evo.engine.validation import Validation, pick_order
 from evo.engine.routing import Routing
 from evo.engine.selection import Selection, same_genome
 from evo.engine.snapshot import Snapshot
+from evo.engine.surrogate import Surrogate
 from evo.engine.task_pool import TaskPool
 from evo.engine.variation import Variation
 from evo.rundir.faults import maybe_crash
@@ -122,6 +123,7 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
                   "tasks.heldout_fraction); validation accuracy is not measured", file=sys.stderr)
         self.exemplars = build_pool(config, self.pool, show_progress)  # what mut_prompt adds and swaps in
         self.constrain_modes = usable_constrain_modes(config, self.pool, show_progress)  # what mut_decoding may set
+        self.surrogate = Surrogate()  # accuracy over gene values, pooled over every scored strategy (proposals)
         self.weights = config.loss_weights()
         self.mode = config.population.mode
         self.several_models = len(served_models(config)) > 1
@@ -205,6 +207,7 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
         for i, (ind, epochs, tasks, results) in enumerate(zip(scored, evidence, tasks_scored, per_ind)):
             ind.scored_on = epochs
             self.assign_fitness(ind, results, tasks)
+            self.surrogate.observe(ind.strategy, [self.batch_label(e) for e in epochs], ind.accuracy, len(results))
             if i in raced_out:  # scored on its race slice only: never selected
                 excluded.add(id(ind))
             self.run_dir.append("lineage.jsonl", {**self.lineage_record(ind), **({"raced_out": True} if i in raced_out else {})})
@@ -262,6 +265,10 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
         if key not in self.batches:
             self.batches[key] = self.draw_batch(*key, index=len(self.batches))
         return self.batches[key]
+
+    def batch_label(self, epoch: int) -> str:
+        """A name for the current frontier's batch ``epoch``, the same after a resume."""
+        return f"{sorted(self.curriculum.frontier.items())}/{epoch}"
 
     def evidence_tasks(self, epochs: Sequence[int]) -> list:
         """The tasks of the current frontier's batches ``epochs``, each task once."""

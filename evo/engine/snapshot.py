@@ -8,6 +8,7 @@ import time
 
 from evo.engine.exemplar_pool import legacy_pool
 from evo.engine.loop_state import IndividualTable, individual_from_json
+from evo.engine.surrogate import Surrogate
 from evo.rundir import checkpoint
 from evo.rundir.faults import maybe_crash
 from evo.rundir.rng_state import (
@@ -36,6 +37,7 @@ class Snapshot:
             "batch_epochs": [epoch for _, epoch in self.batches],
             "frontier_moved": self.frontier_moved,
             "exemplar_pool": self.exemplars.to_state(),
+            "surrogate": self.surrogate.to_state(),
             "rng": rng_to_json(self.rng.getstate()),
             "global_rngs": global_scalars,
             "counters": {k: v for k, v in vars(self.counters).items() if k != "started"},
@@ -68,6 +70,8 @@ class Snapshot:
             self.exemplars.restore(s["exemplar_pool"])
         else:  # checkpointed before the run's own data fed the pool
             self.exemplars = legacy_pool(self.pool)
+        # checkpoints made before the surrogate: its evidence starts afresh
+        self.surrogate = Surrogate.from_state(s.get("surrogate", []))
         self.rng.setstate(rng_from_json(s["rng"]))
         restore_global_rngs(saved.arrays, s["global_rngs"])
         for name, value in s["counters"].items():

@@ -106,7 +106,7 @@ class Variation:
         known = {ind.strategy.content_hash() for ind in population}
         offspring, rewrites = [], []
         for _ in range(p.offspring):
-            kind, made = self.redraw_known(lambda: self.vary_one(population), known)
+            kind, made = self.redraw_known(lambda: self.vary_one(population, known), known)
             if kind == "rewrite":
                 rewrites.append(made)
             elif kind == "copy":  # reproduction: a copy keeps its fitness, costs nothing
@@ -126,22 +126,37 @@ class Variation:
                 break
         return kind, made
 
-    def vary_one(self, population: list) -> tuple[str, Any]:
+    def vary_one(self, population: list, known: set[str] = frozenset()) -> tuple[str, Any]:
         """One varOr draw: ("child", (strategy, parent ids, operator)), ("rewrite",
-        (parent, slot)) for the batched LLM rewrite, or ("copy", parent)."""
+        (parent, slot)) for the batched LLM rewrite, or ("copy", parent). A child is
+        the best of ``population.proposals`` draws (:meth:`best_of`)."""
         p = self.config.population
         roll = self.rng.random()
         if roll < p.crossover_prob and len(population) > 1 and "cx_strategy" in p.operators:
             a, b = self.rng.sample(population, 2)
-            child, _ = cx_strategy(a.strategy, b.strategy, self.rng)
+            child, _ = self.best_of(lambda: (cx_strategy(a.strategy, b.strategy, self.rng)[0], "cx_strategy"), known)
             return "child", (child, (a.id, b.id), "cx_strategy")
         if roll < p.crossover_prob + p.mutation_prob:
             parent = self.rng.choice(population)
             if self.rng.random() < p.llm_rewrite_prob:
                 return "rewrite", (parent, self.rng.choice(REWRITABLE_SLOTS))
-            child, op = self.mutate(parent.strategy)
+            child, op = self.best_of(lambda: self.mutate(parent.strategy), known)
             return "child", (child, (parent.id,), op)
         return "copy", self.rng.choice(population)
+
+    def best_of(self, draw: Callable[[], tuple[Strategy, str]], known: set[str]) -> tuple[Strategy, str]:
+        """``draw()`` once, or with ``population.proposals = K > 1`` (and enough
+        evidence) the best of K draws by one Thompson sample of the surrogate
+        (:mod:`evo.engine.surrogate`), among those whose genome is not in ``known``
+        when any is new. With K = 1 it draws from the rng exactly as plain variation."""
+        first = draw()
+        proposals = self.config.population.proposals
+        if proposals <= 1 or not self.surrogate.ready():
+            return first
+        score = self.surrogate.sampler(self.rng)
+        drawn = [first] + [draw() for _ in range(proposals - 1)]
+        new = [made for made in drawn if made[0].content_hash() not in known] or drawn
+        return max(new, key=lambda made: score(made[0]))  # max keeps the first of equals
 
     def inject(self, genes: Sequence, population: list, gen: int) -> list:
         """New individuals carrying each trained adapter gene (operator ``inject``):
