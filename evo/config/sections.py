@@ -78,7 +78,7 @@ class PopulationSection:
     race_keep: float = setting(0.5, "racing: share of those children, the best by loss on that part, scored on the "
                                     "rest of the batch; the others are raced out (never selected)", low=0, high=1,
                                low_open=True)
-    proposals: int = setting(1, "draws per child: with K > 1 a child is the best of K draws of its operator under "
+    proposals: int = setting(4, "draws per child: with K > 1 a child is the best of K draws of its operator under "
                                 "a model of accuracy pooled over every strategy scored (evo.engine.surrogate); "
                                 "1: plain mutation and crossover", low=1)
     constrain_modes: tuple[str, ...] = setting(
@@ -267,14 +267,18 @@ class RunConfig:
         ``population.constrain_modes`` never constrained decoding, and those written
         before ``tasks.test_share`` had no test split (their held-out set is all
         validation, the same tasks as before), and those written before ``[routing]``
-        kept no routes; resume them so."""
+        kept no routes, and those written before ``population.proposals`` drew each
+        child once; resume them so."""
         data = as_mapping(data, where)
         model = data.get("model")
         if isinstance(model, dict) and "dtype" not in model:
             data = {**data, "model": {**model, "dtype": "float32"}}
         population = data.get("population")
         if isinstance(population, dict) and "constrain_modes" not in population:
-            data = {**data, "population": {**population, "constrain_modes": ["off"]}}
+            population = {**population, "constrain_modes": ["off"]}
+            data = {**data, "population": population}
+        if isinstance(population, dict) and "proposals" not in population:
+            data = {**data, "population": {**population, "proposals": 1}}
         tasks = data.get("tasks")
         if isinstance(tasks, dict) and "test_share" not in tasks:
             data = {**data, "tasks": {**tasks, "test_share": 0.0}}

@@ -62,6 +62,7 @@ class Surrogate:
 
     def __init__(self) -> None:
         self.observations: dict[str, list[Any]] = {}  # genome hash -> [features, batch labels, accuracy, tasks]
+        self._fit: tuple | None = None  # (feature index, posterior mean, Cholesky factor); None after new evidence
 
     def observe(self, strategy: Strategy, batches: Sequence[str], accuracy: float, tasks: int) -> None:
         if tasks <= 0:
@@ -71,6 +72,7 @@ class Surrogate:
         if held is None or tasks >= held[3]:
             self.observations.pop(key, None)  # the newest evidence last: the order is the state
             self.observations[key] = [list(strategy_features(strategy)), list(batches), float(accuracy), int(tasks)]
+            self._fit = None
 
     def ready(self) -> bool:
         return len(self.observations) >= MIN_OBSERVATIONS
@@ -82,6 +84,28 @@ class Surrogate:
         import numpy as np
 
         generator = np.random.default_rng(rng.randrange(2**32))
+        if self._fit is None:  # one fit serves every child of a generation
+            self._fit = self._posterior()
+        index, mean, lower = self._fit
+        weights = mean + np.linalg.solve(lower.T, generator.standard_normal(len(index)))
+        known = {name: float(weights[i]) for name, i in index.items()}
+        unseen: dict[str, float] = {}
+
+        def score(strategy: Strategy) -> float:
+            total = 0.0
+            for name in strategy_features(strategy):
+                if name not in known and name not in unseen:
+                    unseen[name] = float(generator.normal(0.0, PRIOR_SD))
+                total += known[name] if name in known else unseen[name]
+            return total
+
+        return score
+
+    def _posterior(self) -> tuple[dict[str, int], Any, Any]:
+        """(feature index, posterior mean of the weights, Cholesky factor of their
+        precision) given every observation."""
+        import numpy as np
+
         rows = list(self.observations.values())
         index: dict[str, int] = {}
         for features, batches, _, _ in rows:
@@ -99,21 +123,7 @@ class Surrogate:
         precision = n / (pooled * (1 - pooled))  # 1 / binomial noise of each observation
         a = (x.T * precision) @ x + np.eye(len(index)) / PRIOR_SD**2
         b = (x.T * precision) @ (y - pooled)
-        lower = np.linalg.cholesky(a)
-        mean = np.linalg.solve(a, b)
-        weights = mean + np.linalg.solve(lower.T, generator.standard_normal(len(index)))
-        known = {name: float(weights[i]) for name, i in index.items()}
-        unseen: dict[str, float] = {}
-
-        def score(strategy: Strategy) -> float:
-            total = 0.0
-            for name in strategy_features(strategy):
-                if name not in known and name not in unseen:
-                    unseen[name] = float(generator.normal(0.0, PRIOR_SD))
-                total += known[name] if name in known else unseen[name]
-            return total
-
-        return score
+        return index, np.linalg.solve(a, b), np.linalg.cholesky(a)
 
     def to_state(self) -> list[list[Any]]:
         return [[key, *row] for key, row in self.observations.items()]

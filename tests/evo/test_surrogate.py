@@ -135,3 +135,10 @@ def test_a_run_with_proposals_resumes_exactly(tmp_path):
 def test_proposals_below_one_name_the_field():
     with pytest.raises(InputError, match="population.proposals"):
         RunConfig.from_dict({"population": {"proposals": 0}})
+
+
+def test_new_runs_propose_and_runs_saved_before_the_setting_resume_without():
+    assert RunConfig.from_dict({}).population.proposals == 4
+    saved = RunConfig.from_dict({}).to_dict()
+    del saved["population"]["proposals"]
+    assert RunConfig.from_saved(saved, "config.json").population.proposals == 1
