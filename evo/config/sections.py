@@ -78,9 +78,8 @@ class PopulationSection:
     race_keep: float = setting(0.5, "racing: share of those children, the best by loss on that part, scored on the "
                                     "rest of the batch; the others are raced out (never selected)", low=0, high=1,
                                low_open=True)
-    proposals: int = setting(4, "draws per child: with K > 1 a child is the best of K draws of its operator under "
-                                "a model of accuracy pooled over every strategy scored (evo.engine.surrogate); "
-                                "1: plain mutation and crossover", low=1)
+    proposals: int = setting(1, "K > 1: a child is the best of K draws of its operator under a Thompson sample of "
+                                "accuracy pooled over gene values (evo.engine.surrogate); 1: plain variation", low=1)
     constrain_modes: tuple[str, ...] = setting(
         CONSTRAIN_MODES, "constrained decoding modes mut_decoding may give a strategy (off: free; structure: steps, "
                          "one answer block, a response; answer: structure + the family's answer pattern); needs llguidance",
@@ -267,18 +266,14 @@ class RunConfig:
         ``population.constrain_modes`` never constrained decoding, and those written
         before ``tasks.test_share`` had no test split (their held-out set is all
         validation, the same tasks as before), and those written before ``[routing]``
-        kept no routes, and those written before ``population.proposals`` drew each
-        child once; resume them so."""
+        kept no routes; resume them so."""
         data = as_mapping(data, where)
         model = data.get("model")
         if isinstance(model, dict) and "dtype" not in model:
             data = {**data, "model": {**model, "dtype": "float32"}}
         population = data.get("population")
         if isinstance(population, dict) and "constrain_modes" not in population:
-            population = {**population, "constrain_modes": ["off"]}
-            data = {**data, "population": population}
-        if isinstance(population, dict) and "proposals" not in population:
-            data = {**data, "population": {**population, "proposals": 1}}
+            data = {**data, "population": {**population, "constrain_modes": ["off"]}}
         tasks = data.get("tasks")
         if isinstance(tasks, dict) and "test_share" not in tasks:
             data = {**data, "tasks": {**tasks, "test_share": 0.0}}
@@ -387,15 +382,13 @@ def run_model_names(config: RunConfig) -> tuple[str, ...]:
 
 
 def gene_model(config: RunConfig, name: str) -> str:
-    """The canonical ``decoding.model`` value for a configured name: "default" for
-    the primary model (whichever alias names it), the [models] name otherwise."""
+    """The ``decoding.model`` value for a configured name: "default" for any alias of the primary model."""
     return DEFAULT_MODEL if name in PRIMARY_ALIASES or name == config.model.name else name
 
 
 def served_models(config: RunConfig) -> tuple[str, ...]:
-    """The models of this run as ``decoding.model`` values, primary ("default") first:
-    what mutation chooses from and what a strategy may name. More than one: the model
-    is an evolving gene and the backend serves several models."""
+    """The run's models as ``decoding.model`` values, "default" first: what mutation
+    chooses from. More than one: the model evolves and the backend serves several."""
     return tuple(dict.fromkeys((DEFAULT_MODEL, *(gene_model(config, n) for n in config.model.models))))
 
 
