@@ -123,7 +123,7 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
                   "tasks.heldout_fraction); validation accuracy is not measured", file=sys.stderr)
         self.exemplars = build_pool(config, self.pool, show_progress)  # what mut_prompt adds and swaps in
         self.constrain_modes = usable_constrain_modes(config, self.pool, show_progress)  # what mut_decoding may set
-        self.surrogate = Surrogate()  # accuracy over gene values, pooled over every scored strategy (proposals)
+        self.surrogate = Surrogate()  # accuracy over gene values, pooled over every scored strategy (proposals > 1)
         self.weights = config.loss_weights()
         self.mode = config.population.mode
         self.several_models = len(served_models(config)) > 1
@@ -207,7 +207,8 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
         for i, (ind, epochs, tasks, results) in enumerate(zip(scored, evidence, tasks_scored, per_ind)):
             ind.scored_on = epochs
             self.assign_fitness(ind, results, tasks)
-            self.surrogate.observe(ind.strategy, [self.batch_label(e) for e in epochs], ind.accuracy, len(results))
+            if self.config.population.proposals > 1:  # only proposals read the surrogate
+                self.surrogate.observe(ind.strategy, [self.batch_label(e) for e in epochs], ind.accuracy, len(results))
             if i in raced_out:  # scored on its race slice only: never selected
                 excluded.add(id(ind))
             self.run_dir.append("lineage.jsonl", {**self.lineage_record(ind), **({"raced_out": True} if i in raced_out else {})})

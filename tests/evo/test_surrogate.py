@@ -141,3 +141,13 @@ def test_proposals_below_one_name_the_field():
 def test_plain_variation_is_the_default():
     """Measured on three run seeds, proposals did not beat plain variation (docs/benchmarks.md)."""
     assert RunConfig.from_dict({}).population.proposals == 1
+
+
+def test_plain_variation_keeps_no_surrogate_evidence(tmp_path):
+    from evo.rundir import checkpoint
+
+    run_evolution(config(tmp_path, run={"generations": 2}), backend=ArithmeticOracle(), show_progress=False)
+    assert checkpoint.load_latest(tmp_path / "t").state["surrogate"] == []
+    run_evolution(config(tmp_path / "k4", run={"generations": 2}, population={"proposals": 4}),
+                  backend=ArithmeticOracle(), show_progress=False)
+    assert checkpoint.load_latest(tmp_path / "k4" / "t").state["surrogate"]
