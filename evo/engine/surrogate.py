@@ -22,10 +22,12 @@ function of the scores, checkpointed, so a resumed run samples the same model.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from genomes.lora import encode_slot
 from genomes.strategy import Strategy
 
 PRIOR_SD = 0.2  # a gene value moves accuracy by tens of points at most
@@ -47,8 +49,8 @@ def strategy_features(strategy: Strategy) -> tuple[str, ...]:
               f"max_new_tokens={d.max_new_tokens}", f"constrain={d.constrain}"}
     if d.temperature > 0:
         names.add(f"top_p={d.top_p}")
-    if strategy.lora is not None:
-        names.add(f"lora={strategy.content_hash()[:12]}")  # an adapter is its own value
+    if strategy.lora is not None:  # an adapter is its own value, whatever prompt carries it
+        names.add(f"lora={_short_hash(json.dumps(encode_slot(strategy.lora), sort_keys=True))}")
     return tuple(sorted(names))
 
 

@@ -46,6 +46,10 @@ def test_features_name_gene_values_not_the_display_name():
     assert strategy_features(a) == strategy_features(dataclasses.replace(a, name="renamed"))
     assert f"approach={APPROACHES[0]}" in strategy_features(a)
     assert "max_new_tokens=128" in strategy_features(a)
+    adapter = {"adapter_dir": "/adapters/x"}
+    with_a, with_b = (dataclasses.replace(s, lora=adapter) for s in (a, b))
+    lora_of = [{f for f in strategy_features(s) if f.startswith("lora=")} for s in (with_a, with_b)]
+    assert lora_of[0] and lora_of[0] == lora_of[1]  # one adapter, one value, under any prompt
 
 
 def test_a_sample_ranks_the_value_with_good_evidence_first():
