@@ -126,7 +126,7 @@ class Variation:
                 break
         return kind, made
 
-    def vary_one(self, population: list, known: set[str] = frozenset()) -> tuple[str, Any]:
+    def vary_one(self, population: list, known: set[str]) -> tuple[str, Any]:
         """One varOr draw: ("child", (strategy, parent ids, operator)), ("rewrite",
         (parent, slot)) for the batched LLM rewrite, or ("copy", parent). A child is
         the best of ``population.proposals`` draws (:meth:`best_of`)."""

@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import AdapterHelps, FakeTrainer, read_jsonl
-from fakes import config as fake_config
+from fakes import AdapterHelps, FakeTrainer, config, read_jsonl
 
 from evo.cli.main import main
 from evo.distill.pairs import canonical_strategy
@@ -19,13 +18,6 @@ from evo.improve.rounds import ImproveSettings, improve
 from evo.improve.state import ImproveState
 from genomes.errors import InputError
 from genomes.strategy import Strategy
-
-
-def config(tmp_path, **sections):
-    """The scripted run with plain variation: these tests script which completions the
-    journal holds (a short token limit answers wrong), and proposals
-    (evo.engine.surrogate) would breed the wrong ones out before there is a pair."""
-    return fake_config(tmp_path, **{"population": {"proposals": 1}, **sections})
 
 
 def settings(rounds=2, min_pairs=1):
