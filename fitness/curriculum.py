@@ -16,7 +16,8 @@ State: one *frontier* level per family. Each generation:
    ``>= up_threshold`` the frontier moves up one level; when it is ``<= down_threshold``
    it moves down one; at the top or bottom level it stays. A move clears the family's
    evidence (the new level is judged on its own results). Results at other levels or
-   of unknown families are ignored.
+   of unknown families are ignored. With ``may_move=False`` the outcomes are recorded
+   but no frontier moves (the loop holds the frontier in a run's last generations).
 
 :func:`estimate_ability` gives D_model in [0, 1] for the loss's L_diff term: the
 results are grouped by their task's normalised ``difficulty`` (so levels of different
@@ -147,15 +148,15 @@ class Curriculum:
         return draws
 
     # ---- moving the frontier ------------------------------------------------------
-    def update(self, results_of_best: Sequence[Any]) -> dict[str, int]:
-        """Add the best individual's frontier outcomes and move frontiers (module
-        docstring); records and returns the new frontier map."""
+    def update(self, results_of_best: Sequence[Any], may_move: bool = True) -> dict[str, int]:
+        """Add the best individual's frontier outcomes and, if ``may_move``, move
+        frontiers (module docstring); records and returns the new frontier map."""
         for r in results_of_best:
             family = getattr(r, "family", None)
             if family in self.frontier and getattr(r, "level", None) == self.frontier[family]:
                 self.evidence[family] = (self.evidence[family] + [_succeeded(r)])[-self.window:]
         for family, outcomes in self.evidence.items():
-            if len(outcomes) < self.min_evidence:
+            if not may_move or len(outcomes) < self.min_evidence:
                 continue
             rate = sum(outcomes) / len(outcomes)
             step = 1 if rate >= self.up_threshold else -1 if rate <= self.down_threshold else 0

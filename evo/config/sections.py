@@ -155,6 +155,7 @@ class CurriculumSection:
     up_threshold: float = setting(0.7, "success rate of the best at the frontier that moves it up", low=0, high=1)
     down_threshold: float = setting(0.2, "... and down (below up_threshold)", low=0, high=1)
     spread: int = setting(1, "levels sampled on either side of the frontier", low=0)
+    min_evidence: int = setting(6, "frontier outcomes of the best (window of 8) before the frontier may move", low=1, high=8)
 
 
 @dataclass(frozen=True)
@@ -340,8 +341,7 @@ def _check_relations(c: RunConfig) -> None:
         (c.run.name.strip() != "" and "/" not in c.run.name, "run.name", "must be a non-empty name without '/'"),
         (len(p.seeds) >= 1, "population.seeds", "needs at least one strategy"),
         (len(p.constrain_modes) >= 1, "population.constrain_modes", "needs at least one mode (off: never constrain)"),
-        (p.crossover_prob + p.mutation_prob <= 1 + 1e-9, "population.mutation_prob",
-         "crossover_prob + mutation_prob must be <= 1"),
+        (p.crossover_prob + p.mutation_prob <= 1 + 1e-9, "population.mutation_prob", "crossover_prob + mutation_prob must be <= 1"),
         (p.hall_min_batches == 1 or t.rotate_every >= 1, "population.hall_min_batches",
          "> 1 needs tasks.rotate_every >= 1 (without rotation every strategy is scored on one batch)"),
         (len(p.lora_sigmas) >= 1 and all(isinstance(x, float) and sigma_is_valid(x) for x in p.lora_sigmas),

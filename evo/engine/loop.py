@@ -22,7 +22,9 @@ ranks strategies with K batches of evidence above those with fewer, so the repor
 best has been re-tested. When the frontier moves the fitness function has
 changed, so the survivors' fitnesses are invalidated and they are scored again on
 the new batch only, and so are the hall-of-fame and Pareto-front members (both rank
-on current-frontier scores only; old completions stay in the journal). A genome is
+on current-frontier scores only; old completions stay in the journal). So the
+frontier moves only on ``curriculum.min_evidence`` outcomes, and never in the last
+generations whose batches the final hall needs (:meth:`Loop.hold_from`). A genome is
 in the population and the hall once (``individuals.one_per_genome``: the copy with
 the most evidence), and variation draws again rather than repeat one. All variation
 randomness flows from one
@@ -100,7 +102,7 @@ def usable_constrain_modes(config: RunConfig, pool: TaskPool, show_progress: boo
 def make_curriculum(config: RunConfig, pool: TaskPool) -> Curriculum:
     c = config.curriculum
     curriculum = Curriculum(pool.levels(), start_level=0, up_threshold=c.up_threshold,
-                            down_threshold=c.down_threshold, spread=c.spread)
+                            down_threshold=c.down_threshold, spread=c.spread, min_evidence=c.min_evidence)
     curriculum.frontier.update(pool.start_levels())
     return curriculum
 
@@ -216,14 +218,24 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
         competing = [ind for i, ind in enumerate(scored) if i not in raced_out]
         if competing:  # none when the budget raced out every child of a generation with no re-scoring
             self.update_hall(competing, rebuild_pareto=batch_changed)
-            self.update_frontier(max(competing, key=lambda ind: -ind.l_total), epoch)
+            self.update_frontier(max(competing, key=lambda ind: -ind.l_total), epoch, generation)
         return [ind for ind in candidates if id(ind) not in excluded]
 
-    def update_frontier(self, best, epoch: int) -> None:
+    def update_frontier(self, best, epoch: int, generation: int) -> None:
         current = {task.id for task in self.training_batch(epoch)}
         before = dict(self.curriculum.frontier)
         # only this batch's outcomes: older ones were counted when their batch was new
-        self.frontier_moved = self.curriculum.update([r for r in best.results if r.task_id in current]) != before
+        outcomes = [r for r in best.results if r.task_id in current]
+        self.frontier_moved = self.curriculum.update(outcomes, may_move=generation < self.hold_from()) != before
+
+    def hold_from(self) -> int:
+        """The first generation whose curriculum update may not move the frontier: a
+        move resets every fitness, so the run's last ``population.hall_min_batches``
+        batches are held on one frontier and the final hall can have that much
+        evidence. Generation ``run.generations`` itself never matters (nothing is
+        scored after it), so with one batch of evidence nothing is held."""
+        batches = self.config.population.hall_min_batches
+        return self.config.run.generations - (batches - 1) * max(self.config.tasks.rotate_every, 1)
 
     def within_budget(self, scored: list, evidence: list, jobs: list, generation: int):
         """The scoring that fits the budget, as (scored, evidence, jobs, ids left out)."""

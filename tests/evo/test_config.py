@@ -62,6 +62,8 @@ def test_yaml_config_and_overrides(tmp_path):
         ("[population]\nhall_min_batches = 0\n", "population.hall_min_batches"),
         ("[population]\nhall_min_batches = 2\n", "population.hall_min_batches"),  # without rotation
         ("[curriculum]\nup_threshold = 0.1\ndown_threshold = 0.5\n", "curriculum.up_threshold"),
+        ("[curriculum]\nmin_evidence = 9\n", "curriculum.min_evidence"),  # more than the window holds
+        ("[curriculum]\nmin_evidence = 0\n", "curriculum.min_evidence"),
         ("[population]\nsize = true\n", "population.size"),
         ("[model]\nmodels = ['default', 'other-model']\n", "model.models[1]"),  # no [models.other-model]
         ("[models.big]\ndtype = 'float32'\n", "models.big.source"),

@@ -69,6 +69,20 @@ def test_moves_up_on_success_and_down_on_failure():
     assert c.history == [{"arith": 1}, {"arith": 1}, {"arith": 0}]
 
 
+def test_a_held_update_records_the_outcomes_but_never_moves():
+    c = Curriculum({"arith": 3})
+    assert c.update(outcomes("arith", 0, 2, 0), may_move=False) == {"arith": 0}
+    assert c.evidence["arith"] == [True, True]  # kept: the next free update judges on them
+    assert c.update([]) == {"arith": 1}
+
+
+def test_min_evidence_holds_the_frontier_until_enough_outcomes():
+    c = Curriculum({"arith": 3}, min_evidence=6)
+    for _ in range(2):  # 2 and 4 outcomes, all correct: not enough to judge
+        assert c.update(outcomes("arith", 0, 2, 0)) == {"arith": 0}
+    assert c.update(outcomes("arith", 0, 2, 0)) == {"arith": 1}
+
+
 def test_thresholds_are_inclusive():
     c = Curriculum({"a": 3}, start_level=1, window=10)
     # 7 of 10 = 0.7 >= 0.7 -> up
