@@ -233,7 +233,9 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
         move resets every fitness, so the run's last ``population.hall_min_batches``
         batches are held on one frontier and the final hall can have that much
         evidence. Generation ``run.generations`` itself never matters (nothing is
-        scored after it), so with one batch of evidence nothing is held."""
+        scored after it), so with one batch of evidence nothing is held. A run extended
+        with ``evo resume --generations`` holds at its new end (so it differs from one
+        started with that many generations by the held updates of its old end)."""
         batches = self.config.population.hall_min_batches
         return self.config.run.generations - (batches - 1) * max(self.config.tasks.rotate_every, 1)
 
