@@ -24,7 +24,7 @@ changed, so the survivors' fitnesses are invalidated and they are scored again o
 the new batch only, and so are the hall-of-fame and Pareto-front members (both rank
 on current-frontier scores only; old completions stay in the journal). So the
 frontier moves only on ``curriculum.min_evidence`` outcomes, and never in the last
-generations whose batches the final hall needs (:meth:`Loop.hold_from`). A genome is
+generations whose batches the final hall needs (:meth:`Loop.may_move`). A genome is
 in the population and the hall once (``individuals.one_per_genome``: the copy with
 the most evidence), and variation draws again rather than repeat one. All variation
 randomness flows from one
@@ -226,18 +226,16 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
         before = dict(self.curriculum.frontier)
         # only this batch's outcomes: older ones were counted when their batch was new
         outcomes = [r for r in best.results if r.task_id in current]
-        self.frontier_moved = self.curriculum.update(outcomes, may_move=generation < self.hold_from()) != before
+        self.frontier_moved = self.curriculum.update(outcomes, may_move=self.may_move(generation)) != before
 
-    def hold_from(self) -> int:
-        """The first generation whose curriculum update may not move the frontier: a
-        move resets every fitness, so the run's last ``population.hall_min_batches``
-        batches are held on one frontier and the final hall can have that much
-        evidence. Generation ``run.generations`` itself never matters (nothing is
-        scored after it), so with one batch of evidence nothing is held. A run extended
-        with ``evo resume --generations`` holds at its new end (so it differs from one
-        started with that many generations by the held updates of its old end)."""
-        batches = self.config.population.hall_min_batches
-        return self.config.run.generations - (batches - 1) * max(self.config.tasks.rotate_every, 1)
+    def may_move(self, generation: int) -> bool:
+        """Whether ``generation``'s curriculum update may move the frontier. A move
+        resets every fitness, so with ``population.hall_min_batches = K`` > 1 the run's
+        last K batches are held on one frontier and the final hall has that much
+        evidence (a run extended with ``evo resume --generations`` then differs from one
+        started longer by those held updates); with K = 1 nothing is held."""
+        batches, every = self.config.population.hall_min_batches, max(self.config.tasks.rotate_every, 1)
+        return batches <= 1 or generation < self.config.run.generations - (batches - 1) * every
 
     def within_budget(self, scored: list, evidence: list, jobs: list, generation: int):
         """The scoring that fits the budget, as (scored, evidence, jobs, ids left out)."""

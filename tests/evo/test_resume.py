@@ -59,10 +59,13 @@ def test_k_generations_plus_resume_equals_a_straight_run(tmp_path, mode):
 
 
 def test_resume_with_rotating_batches_equals_a_straight_run(tmp_path):
-    """Survivors' evidence (the batches they were scored on) survives a checkpoint."""
-    expected, _ = straight(tmp_path, tasks={"rotate_every": 1})
-    run_evolution(config(tmp_path / "split", run={"generations": 2}, tasks={"rotate_every": 1}),
-                  backend=ArithmeticOracle(), show_progress=False)
+    """Survivors' evidence (the batches they were scored on) survives a checkpoint.
+    (A frontier move on 2 outcomes: the last one comes early enough that the final
+    survivors carry two batches.)"""
+    moves = {"curriculum": {"min_evidence": 2}, "tasks": {"rotate_every": 1}}
+    expected, _ = straight(tmp_path, **moves)
+    run_evolution(config(tmp_path / "split", run={"generations": 2}, **moves), backend=ArithmeticOracle(),
+                  show_progress=False)
     resume_evolution(tmp_path / "split" / "t", generations=4, backend=ArithmeticOracle(), show_progress=False)
     assert final_state(tmp_path / "split" / "t") == expected
     assert any(len(ind["scored_on"]) > 1 for ind in expected["population"])
