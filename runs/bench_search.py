@@ -112,7 +112,7 @@ def run_seed(args, config: RunConfig, backend, out_dir: Path) -> dict:
     big = dataclasses.replace(config, tasks=dataclasses.replace(config.tasks, heldout_per_family=args.heldout))
     pool = TaskPool(big)
     heldout = pool.test(args.heldout, fewer_ok=True)  # reported only: the test split, which no choice reads
-    constant = majority_answers(pool, heldout)
+    constant = pool.majority_answers()  # per family: always giving this answer is the floor to beat
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / "bench_journal.sqlite")
 
@@ -171,21 +171,6 @@ def evolve(args, config: RunConfig, backend):
                              "pass the --config, --seed and --generations it was started with")
         return resume_evolution(config.run_dir, config.run.generations, backend=backend)
     return run_evolution(config, backend=backend, overwrite=True)
-
-
-def majority_answers(pool: TaskPool, tasks) -> dict[str, str]:
-    """Per family, the most common gold answer of 64 training tasks at the level of
-    ``tasks``: the "always say the same" baseline (50 % on a binary family is chance,
-    not reasoning)."""
-    from collections import Counter
-
-    answers: dict[str, str] = {}
-    for family in sorted({t.family for t in tasks}):
-        level = next(t.level for t in tasks if t.family == family)
-        drawn = pool.training_batch([(family, level)] * 64, generation=-3)
-        counts = Counter(normalise_space(t.answer or "").lower() for t in drawn)
-        answers[family] = counts.most_common(1)[0][0] if counts else ""
-    return answers
 
 
 def random_candidates(config: RunConfig, pool: TaskPool, seeds: list[Strategy], batch: int, rollouts: int) -> list:

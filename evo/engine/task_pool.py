@@ -105,6 +105,22 @@ class TaskPool:
             tasks += self._draw(family, level, per_family, split, seed=self.config.run.seed, fewer_ok=fewer_ok)
         return tasks
 
+    def majority_answers(self, per_family: int = 64) -> dict[str, str]:
+        """Per family, the most common gold answer (spaces normalised, lower case) of
+        ``per_family`` training tasks at the validation level, drawn apart from the
+        batches: what "always give the same answer" says (on a True/False family it
+        scores about half, with no reasoning at all)."""
+        from fitness.format import normalise_space
+
+        levels, answers = self.levels(), {}
+        for family in self.specs:
+            level = min(self.config.tasks.heldout_level, levels[family] - 1)
+            drawn = self._draw(family, level, per_family, TRAIN, _draw_seed(self.config.run.seed, -3, family, level),
+                               fewer_ok=True)
+            counts = Counter(normalise_space(t.answer or "").lower() for t in drawn)
+            answers[family] = counts.most_common(1)[0][0] if counts else ""
+        return answers
+
     def answer_pattern(self, family: str) -> str:
         """The family's answer pattern, from its training split (constrained decoding)."""
         t = self.config.tasks

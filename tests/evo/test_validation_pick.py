@@ -107,3 +107,27 @@ def test_a_resumed_run_keeps_the_validated_and_picks_as_an_uninterrupted_one(tmp
     resume_evolution(cfg.run_dir, generations=6, backend=CoinPerStrategy(), show_progress=False)
     cut = read_jsonl(cfg.run_dir / "metrics.jsonl")
     assert [(m["pick_hash"], m["pick_validation"]) for m in whole] == [(m["pick_hash"], m["pick_validation"]) for m in cut]
+
+
+def test_a_family_where_the_best_does_not_beat_a_constant_answer_is_named(tmp_path, capsys):
+    """best.json keeps, per family, the best's validation accuracy beside always giving
+    the family's most common training answer; a family where the best is no better
+    gets one note (here every gold answer is "7" while the oracle answers the sum)."""
+    import json
+    import random
+
+    from fakes import ArithmeticOracle
+
+    rng, sevens = random.Random(0), tmp_path / "sevens.jsonl"
+    with open(sevens, "w") as f:
+        for _ in range(80):
+            f.write(json.dumps({"question": f"Solve this problem: {rng.randrange(50)} + {rng.randrange(50)} =",
+                                "answer": "7"}) + "\n")
+    cfg = config(tmp_path, run={"generations": 1}, tasks={"families": ["chain_sum", str(sevens)]})
+    run_evolution(cfg, backend=ArithmeticOracle(), show_progress=True)
+    rows = json.loads((tmp_path / "t" / "best.json").read_text())["constant_answer"]
+    assert rows["jsonl:sevens"]["answer"] == "7" and rows["jsonl:sevens"]["constant"] == 1.0
+    assert rows["jsonl:sevens"]["best"] < 0.5 and rows["chain_sum"]["best"] == 1.0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evo: note: ")]
+    assert len([n for n in notes if "always answering '7'" in n and n.startswith("evo: note: jsonl:sevens")]) == 1
+    assert not any("chain_sum" in n for n in notes)
