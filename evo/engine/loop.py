@@ -393,7 +393,7 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
         picked = self.metrics[-1].get("pick_hash") if self.metrics else None
         best = next((ind for ind in pick_order(self.hall, self.validated, "best_validated")
                      if ind.strategy.content_hash() == picked), self.hall[0])
-        summary["pick"], summary["constant_answer"] = self.lineage_record(best), self.constant_answer_check()
+        summary["pick"], summary["constant_answer"] = self.lineage_record(best), self.constant_answer_check(best)
         self.run_dir.write_json("best.json", summary)
         return RunResult(str(self.run_dir.path), hall, self.metrics, best.strategy, list(self.batches.values()))
 

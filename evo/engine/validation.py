@@ -53,14 +53,18 @@ class Validation:
         self.pick_results = validated[chosen]
         return chosen, validated[chosen], pooled[chosen]
 
-    def constant_answer_check(self) -> dict[str, dict]:
+    def constant_answer_check(self, best) -> dict[str, dict]:
         """Per family, the run's best's validation accuracy beside that of always giving
         the family's most common training answer (``TaskPool.majority_answers``), for
         best.json; prints a note for each family where the best does not beat it (the
-        model may not be solving that family at all). Reads validation only."""
+        model may not be solving that family at all). Reads validation only: the
+        pick's results of the last generation, or (a finished run resumed) the journal's."""
         from fitness.format import normalise_space
 
-        results = getattr(self, "pick_results", None) or []
+        if not self.heldout_tasks:
+            return {}
+        results = getattr(self, "pick_results", None) or \
+            self.generate([(best.strategy, self.heldout_tasks)], self.config.run.generations, "validation", heldout=True)[0]
         if len(results) != len(self.heldout_tasks):
             return {}
         majority, rows = self.pool.majority_answers(), {}

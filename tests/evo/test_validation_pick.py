@@ -131,3 +131,6 @@ def test_a_family_where_the_best_does_not_beat_a_constant_answer_is_named(tmp_pa
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evo: note: ")]
     assert len([n for n in notes if "always answering '7'" in n and n.startswith("evo: note: jsonl:sevens")]) == 1
     assert not any("chain_sum" in n for n in notes)
+    # a finished run resumed has nothing to do and keeps the same rows (from the journal)
+    resume_evolution(tmp_path / "t", backend=ArithmeticOracle(), show_progress=False)
+    assert json.loads((tmp_path / "t" / "best.json").read_text())["constant_answer"] == rows
