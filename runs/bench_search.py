@@ -43,10 +43,9 @@ from evo.engine.backend import build_backend
 from evo.engine.exemplar_pool import build_pool
 from evo.engine.loop import usable_constrain_modes
 from evo.engine.run import resume_evolution, run_evolution
-from evo.engine.task_pool import TaskPool
+from evo.engine.task_pool import TaskPool, answer_key
 from evo.report.stats import bootstrap_ci
 from fitness.curriculum import estimate_ability
-from fitness.format import normalise_space
 from fitness.journal import Journal, evaluate_with_journal
 from fitness.loss import individual_loss
 from genomes.operators import random_strategy
@@ -148,7 +147,7 @@ def run_seed(args, config: RunConfig, backend, out_dir: Path) -> dict:
     return {
         "seed": config.run.seed,
         "families": [t.family for t in heldout],
-        "constant": [float(normalise_space(t.answer or "").lower() == constant.get(t.family)) for t in heldout],
+        "constant": [float(answer_key(t) == constant.get(t.family)) for t in heldout],
         "correct": {m: [float(r.correct) for r in rs] for m, rs in scored.items()},
         "well_formed": {m: [float(bool(r.steps) and r.answer is not None and r.response is not None) for r in rs]
                         for m, rs in scored.items()},

@@ -110,14 +110,12 @@ class TaskPool:
         ``per_family`` training tasks at the validation level, drawn apart from the
         batches: what "always give the same answer" says (on a True/False family it
         scores about half, with no reasoning at all)."""
-        from fitness.format import normalise_space
-
         levels, answers = self.levels(), {}
         for family in self.specs:
             level = min(self.config.tasks.heldout_level, levels[family] - 1)
             drawn = self._draw(family, level, per_family, TRAIN, _draw_seed(self.config.run.seed, -3, family, level),
                                fewer_ok=True)
-            counts = Counter(normalise_space(t.answer or "").lower() for t in drawn)
+            counts = Counter(answer_key(t) for t in drawn)
             answers[family] = counts.most_common(1)[0][0] if counts else ""
         return answers
 
@@ -134,6 +132,14 @@ class TaskPool:
             tasks = reasoning_gym_tasks(spec.source, level, n, split, seed, t.split_seed, t.heldout_fraction, fewer_ok,
                                         test_share=t.test_share)
         return with_answer_pattern(tasks, self.answer_pattern(family))
+
+
+def answer_key(task: Task) -> str:
+    """A task's gold answer as :meth:`TaskPool.majority_answers` counts it (spaces
+    normalised, lower case): compare a task with a majority answer through this."""
+    from fitness.format import normalise_space
+
+    return normalise_space(task.answer or "").lower()
 
 
 def _stem(path: str) -> str:

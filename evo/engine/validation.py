@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import sys
 
+from evo.engine.task_pool import answer_key
+from fitness.journal import evaluate_with_journal
+
 
 class Validation:
     def validation_results(self, gen: int) -> dict[str, list]:
@@ -50,31 +53,26 @@ class Validation:
         chosen = best.strategy.content_hash()
         if chosen not in validated:
             validated[chosen] = self.generate([(best.strategy, self.heldout_tasks)], gen, "validation", heldout=True)[0]
-        self.pick_results = validated[chosen]
         return chosen, validated[chosen], pooled[chosen]
 
     def constant_answer_check(self, best) -> dict[str, dict]:
         """Per family, the run's best's validation accuracy beside that of always giving
         the family's most common training answer (``TaskPool.majority_answers``), for
         best.json; prints a note for each family where the best does not beat it (the
-        model may not be solving that family at all). Reads validation only: the
-        pick's results of the last generation, or (a finished run resumed) the journal's."""
-        from fitness.format import normalise_space
-
+        model may not be solving that family at all). Reads validation only, from the
+        journal: the best was validated when it was picked (:meth:`pick`)."""
         if not self.heldout_tasks:
             return {}
-        results = getattr(self, "pick_results", None) or \
-            self.generate([(best.strategy, self.heldout_tasks)], self.config.run.generations, "validation", heldout=True)[0]
-        if len(results) != len(self.heldout_tasks):
-            return {}
+        jobs = [(best.strategy, self.heldout_tasks)]
+        results = evaluate_with_journal(jobs, self.backend, self.journal, self.config.run.seed, 0)[0][0]
         majority, rows = self.pool.majority_answers(), {}
         for family in sorted({task.family for task in self.heldout_tasks}):
             pairs = [(task, r) for task, r in zip(self.heldout_tasks, results) if task.family == family]
-            constant = sum(normalise_space(t.answer or "").lower() == majority[family] for t, _ in pairs) / len(pairs)
-            best = sum(r.correct for _, r in pairs) / len(pairs)
-            rows[family] = {"best": best, "constant": constant, "answer": majority[family], "tasks": len(pairs)}
-            if self.show_progress and constant > 0 and best <= constant and best < 1:
-                print(f"evo: note: {family}: the best answers {best:.1%} of its {len(pairs)} validation tasks, and "
+            constant = sum(answer_key(t) == majority[family] for t, _ in pairs) / len(pairs)
+            accuracy = sum(r.correct for _, r in pairs) / len(pairs)
+            rows[family] = {"best": accuracy, "constant": constant, "answer": majority[family], "tasks": len(pairs)}
+            if self.show_progress and constant > 0 and accuracy <= constant and accuracy < 1:
+                print(f"evo: note: {family}: the best answers {accuracy:.1%} of its {len(pairs)} validation tasks, and "
                       f"always answering {majority[family]!r} would answer {constant:.1%}: the model may not be "
                       "solving this family", file=sys.stderr)
         return rows
