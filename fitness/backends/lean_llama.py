@@ -16,7 +16,14 @@ dispatch per layer. This forward computes the same function with the fewest ops:
   cache is attended as before, and the two halves are merged by their log-sum-exp.
   A decode step on a CPU is bound by reading the cache, and on a few-shot workload
   most of every row's cache is that prefix. This changes rounding (not the function),
-  so it is used only when the decoder asks for it.
+  so it is used only when the decoder asks for it;
+- where the decoder asks for it and the C kernel of
+  :mod:`fitness.backends.ragged_attention` builds (a C compiler; bf16 or float32),
+  a decode step's attention is one kernel call a layer instead: every row reads its
+  own columns where they lie and its group's prefix from one copy, one softmax over
+  both. torch's flash kernel needs a dense block per call, so the path above makes
+  several calls a layer (runs of rows, parts, one per prefix), and those calls were
+  about half of a decode step; :class:`_Cascade` remains the fallback.
 
 Projections stay separate: fusing q/k/v and gate/up measured 2-4 % faster per decode
 step but changes oneDNN's rounding at some row counts; separate, the logits equal
@@ -34,6 +41,7 @@ in float32 as ``LlamaRMSNorm`` does.
 
 from __future__ import annotations
 
+from fitness.backends import ragged_attention
 from fitness.backends.kv_rows import PartsCache
 from fitness.backends.packed import pack_linears, pack_weight, packable, packed_matmul
 
@@ -109,8 +117,11 @@ class LeanLlama:
         cos, sin = cos.unsqueeze(1), _signed_sin(sin.unsqueeze(1))
         allowed = _attention_mask(mask, new, hidden.dtype)
         parts = list(cache.ranges()) if isinstance(cache, PartsCache) else None
-        if parts is not None:  # a decode step (the decoder joins rows into parts only when it shares prefixes)
-            extents = [(first, last, part.layers[0].keys.shape[-2] + new) for first, last, part in parts]
+        # a decode step: the decoder joins rows into parts only when it shares prefixes
+        extents = [(first, last, part.layers[0].keys.shape[-2] + new) for first, last, part in parts] if parts else None
+        if shared is not None and new == 1 and ragged_attention.usable(hidden):
+            cascade = ragged_attention.RaggedPlan.plan(shared, mask, extents)  # one call a layer
+        elif parts is not None:
             cascade = _Cascade.plan(shared, mask, hidden.dtype, extents)
         else:
             cascade = _Cascade.plan(shared, mask, hidden.dtype) if shared and new == 1 else None
