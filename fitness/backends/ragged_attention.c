@@ -27,7 +27,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__AVX512DQ__)
 #include <immintrin.h>
 #define HAVE_BF16_UNITS 1
 #endif
@@ -137,6 +137,32 @@ static int64_t unit_columns(const Job *job, int64_t row) {
 
 
 #ifdef HAVE_BF16_UNITS
+/* The lane sums of four vectors, as one vector [sum(a), sum(b), sum(c), sum(d)]: a
+ * quarter of the shuffles of four separate reductions. */
+static inline __m128 sums_of_four(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)); /* per 128 bits: a02 b02 a13 b13 */
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    __m512 all = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE)); /* a b c d */
+    __m256 half = _mm256_add_ps(_mm512_castps512_ps256(all), _mm512_extractf32x8_ps(all, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+}
+
+/* scores[g * columns + 0..3] = q[g] . keys[0..3] for every query g */
+static inline void scores_of_four(__m512bh qv[][2], const uint16_t *const *keys, int64_t group, float *scores,
+                                  int64_t columns) {
+    __m512bh k[4][2];
+    for (int j = 0; j < 4; j++) {
+        k[j][0] = (__m512bh)_mm512_loadu_si512((const void *)keys[j]);
+        k[j][1] = (__m512bh)_mm512_loadu_si512((const void *)(keys[j] + 32));
+    }
+    for (int64_t g = 0; g < group; g++) {
+        __m512 sum[4];
+        for (int j = 0; j < 4; j++)
+            sum[j] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), qv[g][0], k[j][0]), qv[g][1], k[j][1]);
+        _mm_storeu_ps(scores + g * columns, sums_of_four(sum[0], sum[1], sum[2], sum[3]));
+    }
+}
+
 /* bf16, dim 64: scores by the CPU's bf16 dot products (float32 sums), values summed in
  * float32 registers. Same arithmetic as the generic path up to summation order. */
 static int64_t unit_bf16_dim64(const Job *job, const Segment *segments, int n, int64_t head, const uint16_t *q,
@@ -148,20 +174,28 @@ static int64_t unit_bf16_dim64(const Job *job, const Segment *segments, int n, i
         qv[g][1] = (__m512bh)_mm512_loadu_si512((const void *)(q + g * 64 + 32));
     }
     int64_t count = 0;
+    const uint16_t *pending[4]; /* visible key columns, scored four at a time */
+    int waiting = 0;
     for (int i = 0; i < n; i++) {
         const Segment *s = &segments[i];
         const uint16_t *keys = (const uint16_t *)(uintptr_t)job->k_ptrs[s->source] + s->row * job->row_strides[s->source]
                                + head * job->head_strides[s->source];
         for (int64_t c = s->first; c < s->last; c++) {
             if (s->mask_row && !s->mask_row[c + s->mask_shift]) continue;
-            __m512bh k0 = (__m512bh)_mm512_loadu_si512((const void *)(keys + c * 64));
-            __m512bh k1 = (__m512bh)_mm512_loadu_si512((const void *)(keys + c * 64 + 32));
-            for (int64_t g = 0; g < group; g++) {
-                __m512 sum = _mm512_dpbf16_ps(_mm512_setzero_ps(), qv[g][0], k0);
-                sum = _mm512_dpbf16_ps(sum, qv[g][1], k1);
-                scores[g * columns + count] = _mm512_reduce_add_ps(sum);
+            pending[waiting++] = keys + c * 64;
+            if (waiting == 4) {
+                scores_of_four(qv, pending, group, scores + count, columns);
+                count += 4;
+                waiting = 0;
             }
-            count++;
+        }
+    }
+    for (int j = 0; j < waiting; j++, count++) {
+        __m512bh k0 = (__m512bh)_mm512_loadu_si512((const void *)pending[j]);
+        __m512bh k1 = (__m512bh)_mm512_loadu_si512((const void *)(pending[j] + 32));
+        for (int64_t g = 0; g < group; g++) {
+            __m512 sum = _mm512_dpbf16_ps(_mm512_setzero_ps(), qv[g][0], k0);
+            scores[g * columns + count] = _mm512_reduce_add_ps(_mm512_dpbf16_ps(sum, qv[g][1], k1));
         }
     }
     /* softmax weights, one query at a time (a loop the compiler vectorises, exp included) */
