@@ -7,7 +7,10 @@ Measures the matmul peak (a 2048x2048 matmul, per dtype) and the memory read
 bandwidth, computes the model's FLOPs and bytes per token (fitness.backends.roofline),
 then times one prefill and decode steps at the batch sizes the backend runs
 (``--batches``), each over ``--context`` cached tokens per row, and prints achieved
-tok/s against the roofline's bound and which side (compute or memory) bounds it.
+tok/s against the roofline's bound and which side (compute or memory) bounds it:
+for transformers' forward on the plain model, and for ours (``HFBackend._forward``
+as the decoder calls it: packed weights, the lean forward, one ragged attention call
+a layer where they apply; rows share no prefix here).
 """
 
 from __future__ import annotations
@@ -39,6 +42,29 @@ def time_forwards(model, rows: int, context: int, steps: int) -> tuple[float, fl
         return prefill, (time.perf_counter() - started) / steps
 
 
+def time_our_forwards(backend, rows: int, context: int, steps: int) -> tuple[float, float]:
+    """As :func:`time_forwards`, through the hf backend's forward and the decoder's growing cache."""
+    import torch
+
+    from fitness.backends import kv_rows
+
+    with torch.inference_mode():
+        ids = torch.randint(100, 10_000, (rows, context))
+        mask = torch.ones_like(ids)
+        cache = kv_rows.growing_cache()
+        started = time.perf_counter()
+        backend._forward(ids, mask, torch.arange(context).expand(rows, context), cache, None)
+        prefill = time.perf_counter() - started
+        extra = {"shared": kv_rows.SharedPrefixes((), (0,) * rows)} if backend.shared_prefix_attention else {}
+        times = []
+        for step in range(steps + 1):  # the first is a warm-up
+            mask = torch.ones((rows, context + step + 1), dtype=torch.long)
+            started = time.perf_counter()
+            backend._forward(ids[:, -1:], mask, torch.full((rows, 1), context + step), cache, None, **extra)
+            times.append(time.perf_counter() - started)
+        return prefill, sum(times[1:]) / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtypes", default="float32,bfloat16")
@@ -48,6 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
     from transformers import AutoModelForCausalLM
+
+    from fitness.backends.hf import HFBackend
 
     path = resolve_model("default")
     report: dict = {"threads": torch.get_num_threads(), "context": args.context, "dtypes": {}}
@@ -60,7 +88,8 @@ def main() -> None:
               f"{shape.params * shape.bytes_per_value / 1e6:.0f} MB, {2 * shape.matmul_params / 1e6:.0f} MFLOP/token "
               f"+ attention, KV {shape.kv_bytes_per_token() / 1e3:.1f} kB/token")
         print(f"{'rows':>5} {'prefill tok/s':>14} {'roofline':>9} {'%':>5} {'decode tok/s':>13} {'roofline':>9} {'%':>5}"
-              f"  bound")
+              f"  bound   {'ours prefill':>12} {'%':>5} {'ours decode':>11} {'%':>5}")
+        ours = HFBackend(dtype=dtype)
         rows_out = []
         for rows in (int(b) for b in args.batches.split(",")):
             prefill_s, step_s = time_forwards(model, rows, args.context, args.steps)
@@ -70,13 +99,17 @@ def main() -> None:
             row = {"rows": rows, "prefill_tok_per_s": rows * args.context / prefill_s,
                    "prefill_roofline": rows * args.context / pre_bound, "decode_tok_per_s": rows / step_s,
                    "decode_roofline": rows / dec_bound, "decode_bound": "memory" if memory_bound else "compute"}
+            our_prefill_s, our_step_s = time_our_forwards(ours, rows, args.context, args.steps)
+            row.update(ours_prefill_tok_per_s=rows * args.context / our_prefill_s, ours_decode_tok_per_s=rows / our_step_s)
             rows_out.append({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()})
             print(f"{rows:>5} {row['prefill_tok_per_s']:>14.0f} {row['prefill_roofline']:>9.0f} "
                   f"{100 * pre_bound / prefill_s:>5.1f} {row['decode_tok_per_s']:>13.1f} {row['decode_roofline']:>9.0f} "
-                  f"{100 * dec_bound / step_s:>5.1f}  {row['decode_bound']}", flush=True)
+                  f"{100 * dec_bound / step_s:>5.1f}  {row['decode_bound']:<7} "
+                  f"{row['ours_prefill_tok_per_s']:>12.0f} {100 * pre_bound / our_prefill_s:>5.1f} "
+                  f"{row['ours_decode_tok_per_s']:>11.1f} {100 * dec_bound / our_step_s:>5.1f}", flush=True)
         report["dtypes"][dtype] = {"matmul_gflops": round(machine.matmul_flops / 1e9), "read_gb_per_s":
                                    round(machine.read_bytes / 1e9, 1), "rows": rows_out}
-        del model
+        del model, ours
     print(json.dumps(report))
 
 

@@ -11,9 +11,9 @@ reads a shared prefix from one row's copy (hot in the core's cache for every row
 shares it), and computes one softmax over both: one call a layer, no merge.
 
 The source is ``ragged_attention.c`` beside this file, compiled on first use with
-the system C compiler (``cc``/``gcc``; ``-O3 -march=native``) into
-``$XDG_CACHE_HOME/evo-reason/kernels`` (``~/.cache`` by default), keyed by the
-source, the flags and the CPU. Where there is no compiler or the build fails,
+the system C compiler (``cc``/``gcc``; ``-O3 -march=native``) into ``kernels/`` of
+the model cache (``$EVO_CACHE_DIR``, else ``~/.cache/evo``), keyed by the source, the
+flags and the CPU. Where there is no compiler or the build fails,
 :func:`kernel` returns None (one line on stderr says why) and the lean forward
 attends as before, with torch's kernels. ``EVO_RAGGED_ATTENTION=0`` turns it off.
 
@@ -67,7 +67,9 @@ def _built_library() -> Path:
         raise RuntimeError("no C compiler found")
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join((compiler, *FLAGS)).encode() + _cpu_signature().encode()).hexdigest()[:16]
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evo-reason" / "kernels"
+    from fitness.backends.model_store import default_cache_dir
+
+    root = default_cache_dir() / "kernels"
     target = root / f"ragged_attention-{key}.so"
     if target.exists():
         return target

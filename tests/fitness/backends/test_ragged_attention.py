@@ -88,7 +88,7 @@ def test_without_a_compiler_the_kernel_is_none_and_says_why(monkeypatch, capsys,
     import torch
 
     monkeypatch.setattr(ragged_attention.shutil, "which", lambda name: None)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path))
     ragged_attention.kernel.cache_clear()
     try:
         assert ragged_attention.kernel() is None
@@ -102,14 +102,14 @@ def test_a_source_that_does_not_compile_falls_back(monkeypatch, capsys, tmp_path
     broken = tmp_path / "broken.c"
     broken.write_text("this is not C\n")
     monkeypatch.setattr(ragged_attention, "SOURCE", broken)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path))
     ragged_attention.kernel.cache_clear()
     try:
         if not any(ragged_attention.shutil.which(c) for c in ("cc", "gcc", "clang")):
             pytest.skip("no C compiler")
         assert ragged_attention.kernel() is None
         assert "failed" in capsys.readouterr().err
-        assert not list((tmp_path / "evo-reason" / "kernels").glob("*.so"))  # nothing half-built left behind
+        assert not list((tmp_path / "kernels").glob("*.so"))  # nothing half-built left behind
     finally:
         ragged_attention.kernel.cache_clear()
 
