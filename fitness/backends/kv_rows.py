@@ -149,12 +149,22 @@ def growing_layer():
             return view
 
         def batch_select_indices(self, indices) -> None:
+            keep = indices.tolist()
+            in_place = keep == sorted(set(keep))  # ascending, no repeats: rows only move down
             for name in ("keys", "values"):
                 buffer, start, end, view = self._grown[name]
-                if getattr(self, name) is view:  # keep the spare room
-                    self._hold(name, buffer.index_select(0, indices), start, end)
-                else:
+                if getattr(self, name) is not view:
                     setattr(self, name, getattr(self, name)[indices, ...])
+                elif in_place:
+                    # move the kept rows' columns down within the buffer: no new buffer to
+                    # fault in, no copy of spare room or of rows that stay where they are
+                    # (a new buffer per drop was ~60 ms at 60 rows, most of it page faults)
+                    for row, source in enumerate(keep):
+                        if row != source:
+                            buffer[row, ..., start:end, :].copy_(buffer[source, ..., start:end, :])
+                    self._hold(name, buffer[:len(keep)], start, end)
+                else:  # keep the spare room
+                    self._hold(name, buffer.index_select(0, indices), start, end)
 
         def cut_left(self, columns: int) -> None:
             for name in ("keys", "values"):

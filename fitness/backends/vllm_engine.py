@@ -165,6 +165,16 @@ class VLLMBackend:
                                           trained_root=run_store / "trained" if run_store else None)
         self._shapes = None
 
+    def close(self) -> None:
+        """Shut the engine down (its engine-core process and the memory it reserved):
+        :class:`fitness.backends.multi.MultiModelBackend` calls it on eviction, where
+        dropping the last reference would leave the process to the garbage collector.
+        Safe to call twice; the backend serves nothing afterwards."""
+        llm, self.llm = getattr(self, "llm", None), None
+        engine = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if engine is not None and hasattr(engine, "shutdown"):
+            engine.shutdown()
+
     # ---- contract ------------------------------------------------------------------
     def generate(self, requests: Sequence[Request], progress: ProgressCallback | None = None) -> list[Completion]:
         from vllm import SamplingParams as VSamplingParams

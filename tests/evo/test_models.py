@@ -43,6 +43,18 @@ def test_models_tables_round_trip_and_name_the_served_models():
     assert backend_spec(RunConfig()).kind == "hf"  # one model: the backend of old
 
 
+def test_with_vllm_every_model_gets_an_engine_of_its_own_sharing_the_gpu():
+    """One vLLM engine per model (MultiModelBackend builds each from its spec; proven on
+    vLLM's CPU build in tests/fitness/backends/test_vllm_backend.py): resident engines
+    split the configured GPU memory share."""
+    cfg = RunConfig.from_dict({**TWO_MODELS, "model": {"models": ["default", "big"], "backend": "vllm",
+                                                       "gpu_memory_utilization": 0.8, "max_resident_models": 2}})
+    engines = backend_spec(cfg).options["models"]
+    assert {name: spec.kind for name, spec in engines.items()} == {"default": "vllm", "big": "vllm"}
+    assert [spec.options["gpu_memory_utilization"] for spec in engines.values()] == [pytest.approx(0.4)] * 2
+    assert engines["big"].options["adapter_store"].endswith("adapters/model-big")
+
+
 def test_the_primary_model_may_be_a_models_table():
     cfg = RunConfig.from_dict({"model": {"name": "small", "models": ["small"]},
                                "models": {"small": {"source": "default", "dtype": "float32", "max_context": 512}}})

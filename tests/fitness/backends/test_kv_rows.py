@@ -43,6 +43,26 @@ def test_appending_writes_in_place_instead_of_copying():
     assert grow.keys.data_ptr() == before  # the same buffer, one more column
 
 
+def test_dropping_rows_moves_the_kept_ones_down_in_place_and_appends_still_fit():
+    """Kept rows ascending without repeats (a compaction): the same buffer, rows moved
+    down, then appends and a second drop equal transformers' DynamicLayer."""
+    grow, plain = kv_rows.growing_layer()(), DynamicLayer()
+    for step, columns in enumerate([6, 1]):
+        k, v = states(5, columns, step)
+        grow.update(k, v), plain.update(k, v)
+    before = grow.keys.data_ptr()
+    for index in (torch.tensor([0, 2, 4]), torch.tensor([1, 2])):
+        grow.batch_select_indices(index)
+        plain.batch_select_indices(index)
+        k, v = states(len(index), 1, 10 + len(index))
+        a, b = grow.update(k, v), plain.update(k, v)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert grow.keys.data_ptr() == before  # row 0 stayed where it was: no new buffer
+    grow.batch_select_indices(torch.tensor([1, 1, 0]))  # repeats (a prefix copied per row): a copy
+    plain.batch_select_indices(torch.tensor([1, 1, 0]))
+    assert torch.equal(grow.keys, plain.keys) and torch.equal(grow.values, plain.values)
+
+
 def test_join_left_pads_the_narrower_cache():
     first, second = kv_rows.growing_cache(), kv_rows.growing_cache()
     k1, v1 = states(2, 5, 0)

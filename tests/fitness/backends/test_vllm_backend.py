@@ -300,3 +300,40 @@ def test_cpu_lora_fix_zeroes_the_rows_of_tokens_without_an_adapter():
     leaky_shrink(inputs, weights, expected, indices, 0.5)
     fixed(inputs, weights, out, indices, 0.5)
     assert torch.equal(out[[0, 2]], expected[[0, 2]]) and not out[[1, 3]].any()
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_two_models_get_an_engine_each_and_an_evicted_engine_shuts_down(vllm_backend, tiny_model_dir, tmp_path):
+    """Requests naming two models reach two vLLM engines (the bundled model and a
+    Gemma 3 directory); the bundled model's outputs equal a lone engine's. With room
+    for one, switching models shuts the other engine down and a model loaded again
+    answers as before."""
+    import dataclasses
+    from fitness.backends.factory import BackendSpec
+    from fitness.backends.multi import MultiModelBackend
+
+    options = {"max_loras": 2, "max_lora_rank": 8, "gpu_memory_utilization": 0.2, "max_model_len": 2048,
+               "materialise_dir": str(tmp_path / "adapters")}
+    specs = {"default": BackendSpec("vllm", options),
+             "tiny": BackendSpec("vllm", {**options, "model": tiny_model_dir})}
+    questions = QUESTIONS[:3]
+    requests = [make_request(q, max_new_tokens=12) for q in questions]
+    tiny_requests = [dataclasses.replace(r, model="tiny") for r in requests]
+    alone = [c.text for c in vllm_backend.generate(requests)]
+
+    both = MultiModelBackend(specs, "default", max_resident=2)
+    out = [c.text for c in both.generate([r for pair in zip(requests, tiny_requests) for r in pair])]
+    assert out[0::2] == alone
+    assert out[1::2] != alone  # another model's outputs (random weights: not the bundled model's)
+    assert both.backend("default").llm is not both.backend("tiny").llm and both.loads == 2
+    tiny_first = out[1::2]
+    for name in ("default", "tiny"):
+        both.backend(name).close()
+
+    one = MultiModelBackend(specs, "default", max_resident=1)
+    first = one.backend("default")
+    assert [c.text for c in one.generate(tiny_requests)] == tiny_first
+    assert first.llm is None  # evicted: its engine was shut down
+    assert [c.text for c in one.generate(requests)] == alone and one.loads == 3
+    one.backend("default").close()
