@@ -24,6 +24,19 @@ def make_request(question: str, max_new_tokens: int = 24, temperature: float = 0
     return Request(messages, SamplingParams(temperature, 0.95 if temperature else 1.0, max_new_tokens, seed), prefill, adapter)
 
 
+def two_prefix_requests() -> list[Request]:
+    """Ten greedy requests under two system prompts, alternating, with different token
+    limits: the decoder's shared-prefix groups, parts and compactions all happen."""
+    import dataclasses
+
+    careful = {"role": "system", "content": "You are a careful assistant. Answer briefly and exactly."}
+    requests = []
+    for i, question in enumerate(QUESTIONS * 2):
+        request = make_request(question, max_new_tokens=6 + 3 * i)
+        requests.append(dataclasses.replace(request, messages=(careful, request.messages[1])) if i % 2 else request)
+    return requests
+
+
 def mixed_requests(adapters, max_new_tokens: int) -> list[Request]:
     """Per question: a greedy request, a seeded sample and an adapter request with a
     prefill (adapters alternate): the mix the Ray tests shard across actors."""

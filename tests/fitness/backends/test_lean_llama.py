@@ -6,7 +6,7 @@ elsewhere these tests skip and the backend takes transformers' forward."""
 from __future__ import annotations
 
 import pytest
-from conformance import QUESTIONS, make_request
+from conformance import QUESTIONS, make_request, two_prefix_requests
 
 from fitness.backends.packed import packing_supported
 
@@ -186,20 +186,12 @@ def test_decoder_with_shared_prefix_attention_generates_the_same(hf_backend):
     (3 slots for 10 requests of two system prompts, different token limits): greedy
     outputs equal decoding without it (the lean forward in float32), and most decode
     steps did share."""
-    import dataclasses
-
     from fitness.backends.hf_decode import ContinuousDecoder
     from fitness.backends.kv_rows import PartsCache
     from fitness.backends.lean_llama import LeanLlama
 
     lean = LeanLlama(hf_backend.base_model)
-    requests = []
-    for i, question in enumerate(QUESTIONS * 2):
-        request = make_request(question, max_new_tokens=6 + 3 * i)
-        if i % 2:
-            system = {"role": "system", "content": "You are a careful assistant. Answer briefly and exactly."}
-            request = dataclasses.replace(request, messages=(system, request.messages[1]))
-        requests.append(request)
+    requests = two_prefix_requests()
     shared_steps, in_parts = [], []
 
     def forward(ids, mask, positions, cache, names, shared=None):

@@ -128,21 +128,13 @@ def test_turned_off_by_the_environment(monkeypatch):
 def test_decoding_with_the_kernel_equals_torchs_attention_in_float32(hf_backend, monkeypatch):
     """The bundled model, shared prefixes and parts (3 slots, 10 requests of two system
     prompts): greedy outputs with the kernel equal those of the flash-attention path."""
-    import dataclasses
-
-    from conformance import QUESTIONS, make_request
+    from conformance import two_prefix_requests
 
     from fitness.backends.hf_decode import ContinuousDecoder
     from fitness.backends.lean_llama import LeanLlama
 
     lean = LeanLlama(hf_backend.base_model)
-    requests = []
-    for i, question in enumerate(QUESTIONS * 2):
-        request = make_request(question, max_new_tokens=6 + 3 * i)
-        if i % 2:
-            system = {"role": "system", "content": "You are a careful assistant. Answer briefly and exactly."}
-            request = dataclasses.replace(request, messages=(system, request.messages[1]))
-        requests.append(request)
+    requests = two_prefix_requests()
     calls = []
     attend = ragged_attention.attend
 
