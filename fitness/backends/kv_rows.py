@@ -150,21 +150,12 @@ def growing_layer():
 
         def batch_select_indices(self, indices) -> None:
             keep = indices.tolist()
-            in_place = keep == sorted(set(keep))  # ascending, no repeats: rows only move down
             for name in ("keys", "values"):
                 buffer, start, end, view = self._grown[name]
                 if getattr(self, name) is not view:
                     setattr(self, name, getattr(self, name)[indices, ...])
-                elif in_place:
-                    # move the kept rows' columns down within the buffer: no new buffer to
-                    # fault in, no copy of spare room or of rows that stay where they are
-                    # (a new buffer per drop was ~60 ms at 60 rows, most of it page faults)
-                    for row, source in enumerate(keep):
-                        if row != source:
-                            buffer[row, ..., start:end, :].copy_(buffer[source, ..., start:end, :])
-                    self._hold(name, buffer[:len(keep)], start, end)
-                else:  # keep the spare room
-                    self._hold(name, buffer.index_select(0, indices), start, end)
+                else:  # the spare room is kept either way
+                    self._hold(name, _select_buffer_rows(buffer, keep, indices, start, end), start, end)
 
         def cut_left(self, columns: int) -> None:
             for name in ("keys", "values"):
@@ -178,6 +169,22 @@ def growing_layer():
 
 
 GROW_COLUMNS = 64  # least spare room a new buffer gets (a quarter of a typical answer)
+
+
+def _select_buffer_rows(buffer, keep: list[int], indices, start: int, end: int):
+    """Rows ``keep`` of a growing layer's buffer (columns ``[start, end)`` are live).
+
+    Ascending without repeats (a compaction): the kept rows' live columns move down
+    within the buffer, and its first ``len(keep)`` rows are returned: no new buffer to
+    fault in, no copy of spare room or of rows that stay where they are (a new buffer
+    per compaction measured ~60 ms at 60 rows, most of it page faults). Otherwise
+    (repeats: a prefix copied per row) a copy."""
+    if keep != sorted(set(keep)):
+        return buffer.index_select(0, indices)
+    for row, source in enumerate(keep):
+        if row != source:
+            buffer[row, ..., start:end, :].copy_(buffer[source, ..., start:end, :])
+    return buffer[:len(keep)]
 
 
 def growing_cache():
