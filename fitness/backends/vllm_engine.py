@@ -159,6 +159,10 @@ class VLLMBackend:
 
         # a pretrained model without a chat template gets ours, and stops at its turn end
         self._stop_ids = sorted(ensure_chat_template(self.tokenizer)) or None
+        # passed on every call: vLLM's tokenizer applies templates with deep copies made
+        # when it loaded, which never see a template set afterwards (a pretrained Gemma
+        # then failed with "tokenizer.chat_template is not set")
+        self._chat_template = self.tokenizer.chat_template
         self.registry = AdapterRegistry()
         run_store = Path(adapter_store) if adapter_store else None
         self.adapter_store = AdapterStore(materialise_dir or fast_adapter_dir(),
@@ -185,7 +189,8 @@ class VLLMBackend:
             return []
         prompts, params, loras = [], [], []
         for r in requests:
-            text = self.tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True,
+                                                      chat_template=self._chat_template)
             prompts.append({"prompt_token_ids": self.tokenizer.encode(text + r.prefill, add_special_tokens=False)})
             s = r.sampling
             params.append(VSamplingParams(

@@ -281,6 +281,52 @@ def test_batch_invariance_on_cuda_sets_vllms_switch_and_keeps_one_call(fake_vllm
     assert "VLLM_BATCH_INVARIANT" not in os.environ
 
 
+class _TemplateLessTokenizer:
+    """A pretrained model's tokenizer without a chat template, as vLLM hands it out:
+    ``apply_chat_template`` renders with the template of a copy made at load time
+    (None), so a template set on this object afterwards is seen only when passed."""
+
+    chat_template = None
+
+    def get_vocab(self):
+        return {}
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt, chat_template=None):
+        if chat_template is None:
+            raise ValueError("tokenizer.chat_template is not set")
+        return "|".join(m["content"] for m in messages) + "|assistant:"
+
+    def encode(self, text, add_special_tokens):
+        return [ord(c) for c in text]
+
+
+def test_a_model_without_a_chat_template_is_served_with_ours(fake_vllm, monkeypatch, tmp_path):
+    import sys
+
+    from fitness.backends.chat_templates import PLAIN_TEMPLATE
+    from fitness.backends.vllm_engine import VLLMBackend
+
+    fake_vllm("cpu")
+    seen = []
+
+    def generate(self, prompts, params, lora_request, use_tqdm):
+        seen.extend(prompts)
+        return [types.SimpleNamespace(prompt_token_ids=p["prompt_token_ids"], outputs=[types.SimpleNamespace(
+            text="<cot>ok</cot>", token_ids=[1, 2], finish_reason="stop")]) for p in prompts]
+
+    monkeypatch.setattr(_FakeLLM, "get_tokenizer", lambda self: _TemplateLessTokenizer())
+    monkeypatch.setattr(_FakeLLM, "generate", generate, raising=False)
+    for name, attrs in {"vllm.lora": {}, "vllm.lora.request": {"LoRARequest": lambda *a: a},
+                        "vllm.sampling_params": {"StructuredOutputsParams": dict}}.items():
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+    monkeypatch.setattr(sys.modules["vllm"], "SamplingParams", dict, raising=False)
+    backend = VLLMBackend(materialise_dir=tmp_path)
+    assert backend.tokenizer.chat_template == PLAIN_TEMPLATE
+    completions = backend.generate([make_request(QUESTIONS[0])])
+    assert completions[0].text == "<cot>ok</cot>" and completions[0].completion_tokens == 2
+    assert "".join(map(chr, seen[0]["prompt_token_ids"])).endswith("|assistant:")
+
+
 def test_cpu_lora_fix_zeroes_the_rows_of_tokens_without_an_adapter():
     import torch
 
