@@ -7,6 +7,8 @@ backend's model). The checks are the contract of ``fitness.backends.base``.
 
 from __future__ import annotations
 
+import pytest
+
 from fitness.backends.base import Request, SamplingParams
 
 QUESTIONS = [
@@ -46,6 +48,17 @@ def mixed_requests(adapters, max_new_tokens: int) -> list[Request]:
         out.append(make_request(q, max_new_tokens=max_new_tokens, temperature=0.9, seed=100 + i))
         out.append(make_request(q, max_new_tokens=max_new_tokens, adapter=adapters[i % 2], prefill="<cot>"))
     return out
+
+
+def constrained_request(question: str, mode: str, pattern: str, temperature: float = 0.0, seed: int = 0) -> Request:
+    """A request under the reasoning format's grammar (``fitness.constrain``), prefilled with ``<cot>``."""
+    import dataclasses
+
+    from fitness.constrain import format_grammar
+
+    request = make_request(question, max_new_tokens=128)
+    return dataclasses.replace(request, prefill="<cot>", sampling=SamplingParams(temperature, 0.95, 128, seed),
+                               grammar=format_grammar(mode, pattern, True, 128))
 
 
 class BackendConformance:
@@ -92,3 +105,24 @@ class BackendConformance:
         separately = [backend.generate([r])[0].text for r in requests]
         assert mixed == separately  # mixed-adapter batch == one adapter at a time
         assert mixed[1] != mixed[0] and mixed[2] != mixed[0] and mixed[1] != mixed[2]  # adapters act
+
+    def test_constrained_requests_follow_the_format_and_others_are_unchanged(self, backend):
+        pytest.importorskip("llguidance")
+        from fitness.answer_patterns import fits
+        from fitness.format import parse_completion
+
+        free = [make_request(q, max_new_tokens=24) for q in QUESTIONS[:2]]
+        constrained = [constrained_request(q, "answer", "integer") for q in QUESTIONS] + \
+                      [constrained_request(q, "structure", "") for q in QUESTIONS[:2]] + \
+                      [constrained_request(QUESTIONS[0], "answer", "integer", temperature=0.9, seed=s) for s in (1, 2)]
+        alone = [c.text for c in backend.generate(free)]
+        mixed = backend.generate(free + constrained)
+        assert [c.text for c in mixed[: len(free)]] == alone  # a grammar in the batch changes no other row
+        for request, completion in zip(constrained, mixed[len(free):]):
+            parsed = parse_completion(completion.text)
+            assert completion.finish_reason == "stop", completion.text
+            assert parsed.well_formed and parsed.n_answer_blocks == 1, completion.text
+            if "/-?[0-9]+/" in request.grammar:  # answer mode with the integer pattern
+                assert fits("integer", parsed.answer), parsed.answer
+        again = backend.generate(constrained[-2:])  # a seeded constrained sample is a function of the request
+        assert [c.text for c in again] == [c.text for c in mixed[-2:]]

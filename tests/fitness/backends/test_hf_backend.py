@@ -4,7 +4,7 @@ agreement with transformers' own ``generate`` and the batching mechanics."""
 from __future__ import annotations
 
 import pytest
-from conformance import QUESTIONS, BackendConformance, make_request
+from conformance import QUESTIONS, BackendConformance, constrained_request, make_request
 
 pytestmark = pytest.mark.slow
 
@@ -160,40 +160,7 @@ def test_dtype_choice():
         resolve_dtype("float8", "cpu")
 
 
-# ---- constrained decoding ------------------------------------------------------------
-def _constrained(question: str, mode: str, pattern: str, temperature: float = 0.0, seed: int = 0):
-    import dataclasses
-
-    from fitness.backends.base import SamplingParams
-    from fitness.constrain import format_grammar
-
-    request = make_request(question, max_new_tokens=128)
-    return dataclasses.replace(request, prefill="<cot>", sampling=SamplingParams(temperature, 0.95, 128, seed),
-                               grammar=format_grammar(mode, pattern, True, 128))
-
-
-def test_constrained_requests_follow_the_format_and_others_are_unchanged(hf_backend):
-    pytest.importorskip("llguidance")
-    from fitness.answer_patterns import fits
-    from fitness.format import parse_completion
-
-    free = [make_request(q, max_new_tokens=24) for q in QUESTIONS[:2]]
-    constrained = [_constrained(q, "answer", "integer") for q in QUESTIONS] + \
-                  [_constrained(q, "structure", "") for q in QUESTIONS[:2]] + \
-                  [_constrained(QUESTIONS[0], "answer", "integer", temperature=0.9, seed=s) for s in (1, 2)]
-    alone = [c.text for c in hf_backend.generate(free)]
-    mixed = hf_backend.generate(free + constrained)
-    assert [c.text for c in mixed[: len(free)]] == alone  # a grammar in the batch changes no other row
-    for request, completion in zip(constrained, mixed[len(free):]):
-        parsed = parse_completion(completion.text)
-        assert completion.finish_reason == "stop", completion.text
-        assert parsed.well_formed and parsed.n_answer_blocks == 1, completion.text
-        if "/-?[0-9]+/" in request.grammar:  # answer mode with the integer pattern
-            assert fits("integer", parsed.answer), parsed.answer
-    again = hf_backend.generate(constrained[-2:])  # a seeded constrained sample is a function of the request
-    assert [c.text for c in again] == [c.text for c in mixed[-2:]]
-
-
+# ---- constrained decoding (formats: BackendConformance) ----------------------------
 def test_constrained_decoding_without_llguidance_is_one_clear_error(hf_backend, monkeypatch):
     from fitness.backends import grammar_rows
     from genomes.errors import InputError
@@ -201,7 +168,7 @@ def test_constrained_decoding_without_llguidance_is_one_clear_error(hf_backend, 
     monkeypatch.setattr(grammar_rows, "available", lambda: False)
     monkeypatch.setattr(hf_backend, "_grammars", None)
     with pytest.raises(InputError, match="llguidance"):
-        hf_backend.generate([_constrained(QUESTIONS[0], "structure", "")])
+        hf_backend.generate([constrained_request(QUESTIONS[0], "structure", "")])
 
 
 def test_max_context_shrinks_the_token_limit_and_scores_an_overlong_prompt_empty(hf_backend):
