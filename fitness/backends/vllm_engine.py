@@ -126,6 +126,46 @@ def meta_model(model_path: Path):
         return AutoModelForCausalLM.from_config(config)
 
 
+class FinishedRequests:
+    """What ``LLM.generate`` gets as ``use_tqdm``: vLLM calls it for its progress bars,
+    once over the prompts it renders (handed back untouched) and once for the requests
+    it runs, whose bar is updated as each request finishes. That bar here reports to
+    ``progress`` (``progress(n)``, no tokens: vLLM's loop does not hand them on), so a
+    long generation shows requests done as they finish, not only at the end."""
+
+    def __init__(self, progress: ProgressCallback) -> None:
+        self.progress = progress
+
+    def __call__(self, iterable=None, **bar_settings):
+        return iterable if iterable is not None else _RequestBar(self.progress)
+
+
+class _RequestBar:
+    """The part of a tqdm bar that vLLM 0.24's engine loop uses: ``update``, ``n``,
+    ``postfix``, ``format_dict["elapsed"]`` (it divides by it), ``refresh``, ``close``."""
+
+    def __init__(self, progress: ProgressCallback) -> None:
+        import time
+
+        self.progress, self.n, self.postfix, self._started = progress, 0, "", time.monotonic()
+
+    @property
+    def format_dict(self) -> dict:
+        import time
+
+        return {"elapsed": max(time.monotonic() - self._started, 1e-6)}
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.progress(n)
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class VLLMBackend:
     def __init__(self, model: str = "default", cache_dir: str | Path | None = None, max_loras: int = 64,
                  max_lora_rank: int = 16, gpu_memory_utilization: float = 0.85, max_model_len: int = 4096,
@@ -206,7 +246,8 @@ class VLLMBackend:
         outputs: list = [None] * len(requests)
         for group in self._generate_groups(requests):
             done = self.llm.generate([prompts[i] for i in group], [params[i] for i in group],
-                                     lora_request=[loras[i] for i in group], use_tqdm=False)
+                                     lora_request=[loras[i] for i in group],
+                                     use_tqdm=FinishedRequests(progress) if progress else False)
             for i, out in zip(group, done):
                 outputs[i] = out
         completions = []
@@ -215,8 +256,8 @@ class VLLMBackend:
             completions.append(Completion(
                 text=r.prefill + o.text, prompt_tokens=len(out.prompt_token_ids),
                 completion_tokens=len(o.token_ids), finish_reason="length" if o.finish_reason == "length" else "stop"))
-        if progress:
-            progress(len(requests), tokens=sum(c.completion_tokens for c in completions))
+        if progress:  # the requests were counted as they finished; their tokens are known now
+            progress(0, tokens=sum(c.completion_tokens for c in completions))
         return completions
 
     def _generate_groups(self, requests: Sequence[Request]) -> list[list[int]]:

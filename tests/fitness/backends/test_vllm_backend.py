@@ -300,19 +300,32 @@ class _TemplateLessTokenizer:
         return [ord(c) for c in text]
 
 
-def test_a_model_without_a_chat_template_is_served_with_ours(fake_vllm, monkeypatch, tmp_path):
+@pytest.fixture
+def template_less_vllm(fake_vllm, monkeypatch, tmp_path):
+    """A :class:`VLLMBackend` on the fake ``vllm`` whose model has no chat template and
+    whose ``generate`` drives ``use_tqdm`` as vLLM 0.24's engine loop does. Yields the
+    backend and the prompts the engine received."""
     import sys
 
-    from fitness.backends.chat_templates import PLAIN_TEMPLATE
     from fitness.backends.vllm_engine import VLLMBackend
 
     fake_vllm("cpu")
     seen = []
 
     def generate(self, prompts, params, lora_request, use_tqdm):
-        seen.extend(prompts)
-        return [types.SimpleNamespace(prompt_token_ids=p["prompt_token_ids"], outputs=[types.SimpleNamespace(
-            text="<cot>ok</cot>", token_ids=[1, 2], finish_reason="stop")]) for p in prompts]
+        rendered = use_tqdm(prompts, desc="Rendering prompts") if callable(use_tqdm) else prompts
+        seen.extend(rendered)
+        bar = use_tqdm(total=len(prompts), desc="Processed prompts") if callable(use_tqdm) else None
+        outputs = []
+        for p in prompts:
+            outputs.append(types.SimpleNamespace(prompt_token_ids=p["prompt_token_ids"], outputs=[
+                types.SimpleNamespace(text="<cot>ok</cot>", token_ids=[1, 2], finish_reason="stop")]))
+            if bar is not None:
+                assert bar.format_dict["elapsed"] > 0  # vLLM divides by it
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return outputs
 
     monkeypatch.setattr(_FakeLLM, "get_tokenizer", lambda self: _TemplateLessTokenizer())
     monkeypatch.setattr(_FakeLLM, "generate", generate, raising=False)
@@ -320,11 +333,25 @@ def test_a_model_without_a_chat_template_is_served_with_ours(fake_vllm, monkeypa
                         "vllm.sampling_params": {"StructuredOutputsParams": dict}}.items():
         monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
     monkeypatch.setattr(sys.modules["vllm"], "SamplingParams", dict, raising=False)
-    backend = VLLMBackend(materialise_dir=tmp_path)
+    yield VLLMBackend(materialise_dir=tmp_path), seen
+
+
+def test_a_model_without_a_chat_template_is_served_with_ours(template_less_vllm):
+    from fitness.backends.chat_templates import PLAIN_TEMPLATE
+
+    backend, seen = template_less_vllm
     assert backend.tokenizer.chat_template == PLAIN_TEMPLATE
     completions = backend.generate([make_request(QUESTIONS[0])])
     assert completions[0].text == "<cot>ok</cot>" and completions[0].completion_tokens == 2
     assert "".join(map(chr, seen[0]["prompt_token_ids"])).endswith("|assistant:")
+
+
+def test_progress_counts_requests_as_they_finish_and_tokens_at_the_end(template_less_vllm):
+    backend, seen = template_less_vllm
+    calls = []
+    backend.generate([make_request(q) for q in QUESTIONS[:3]], progress=lambda n, tokens=0: calls.append((n, tokens)))
+    assert calls == [(1, 0), (1, 0), (1, 0), (0, 6)]
+    assert len(seen) == 3  # the prompts vLLM renders pass through untouched
 
 
 def test_cpu_lora_fix_zeroes_the_rows_of_tokens_without_an_adapter():
