@@ -3,6 +3,12 @@ per task family, as `evo export` writes it) on a task set.
 
 Everything the user can get wrong (strategy file, task specs, model path, output
 location) is checked before the model loads, so mistakes cost no waiting.
+
+Each strategy is answered by the model its ``decoding.model`` names: "default" (the
+bundled model), a packaged model or a path, or a name from a run's ``[models]``
+table, resolved with ``--config`` (that run's config file or run directory). A
+routes file whose strategies name several models gets one backend per model
+(:mod:`fitness.backends.multi`); ``--model`` serves everything with one model.
 """
 
 from __future__ import annotations
@@ -37,11 +43,14 @@ def add_parser(sub) -> None:
     ev.add_argument("--out", help="per-example JSONL output (default runs/out/eval-<strategy>.jsonl)")
     g = ev.add_argument_group("model and backend")
     g.add_argument("--model", help="'default' (bundled SmolLM2-135M-Instruct) or a local HF model directory; "
-                                   "overrides the strategy's decoding.model")
+                                   "serves every strategy, whatever its decoding.model")
+    g.add_argument("--config", help="a run's config file or run directory: the model names of its [model] and "
+                                    "[models] tables, and their settings, serve the strategies that name them")
     g.add_argument("--cache-dir", help="where the converted default model is cached (default $EVO_CACHE_DIR or ~/.cache/evo)")
-    g.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    g.add_argument("--dtype", choices=DTYPES, default="auto",
-                   help="weights and activations (default auto: bfloat16 where the device multiplies it natively)")
+    g.add_argument("--device", default=None, help="torch device (default: the config's, else cpu)")
+    g.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="weights and activations (default: the config's, else auto: bfloat16 where the device "
+                        "multiplies it natively)")
     g.add_argument("--token-budget", type=int, default=None,
                    help="padded tokens in the running batch (default: auto, 32768 on the lean bf16 forward, else 16384)")
 
@@ -52,22 +61,22 @@ def command(args: argparse.Namespace) -> int:
     specs = parse_task_specs(args.tasks)
     if not specs:
         raise InputError("--tasks is empty")
-    model = args.model or strategy.decoding.model
     out = Path(args.out) if args.out else Path("runs/out") / f"eval-{strategy.name}.jsonl"
     _check_writable(out)
-    check_model(model)
+    spec, sources = eval_backend_spec(answerer, args)
     tasks = load_tasks(specs, n=args.n, split=args.split, seed=args.seed, split_seed=args.split_seed)
-    _say(f"strategy {strategy.name} ({strategy.content_hash()}), {len(tasks)} {args.split} tasks, model {model}")
+    _say(f"strategy {strategy.name} ({strategy.content_hash()}), {len(tasks)} {args.split} tasks, "
+         f"model {', '.join(f'{name} = {source}' if name != source else name for name, source in sources.items())}")
     if isinstance(answerer, Routes):
         for family, routed in sorted(answerer.routes.items()):
             _say(f"  {family}: routed to {routed.name} ({routed.content_hash()})")
 
     started = time.perf_counter()
-    from fitness.backends.hf import HFBackend
+    from fitness.backends.factory import build_backend_from_spec
 
-    backend = HFBackend(model=model, cache_dir=args.cache_dir, device=args.device, dtype=args.dtype,
-                        token_budget=args.token_budget)
-    _say(f"model ready in {time.perf_counter() - started:.1f}s")
+    backend = build_backend_from_spec(spec)
+    _say(f"model{'s' if len(sources) > 1 else ''} ready in {time.perf_counter() - started:.1f}s"
+         if spec.kind != "multi" else "models load on first use")
     results = _evaluate_with_progress(answerer, tasks, backend, args.seed)
     elapsed = time.perf_counter() - started
 
@@ -76,6 +85,70 @@ def command(args: argparse.Namespace) -> int:
     tokens = sum(r.completion_tokens for r in results)
     print(f"\n{len(results)} examples, {tokens} tokens generated in {elapsed:.1f}s; results: {out}")
     return 0
+
+
+def eval_backend_spec(answerer: Strategy | Routes, args: argparse.Namespace):
+    """The backend that serves ``answerer`` (one model, or one per model its strategies
+    name) and ``{model name: source}``; every model is checked, none is loaded."""
+    from evo.config.sections import served_models
+    from evo.engine.backend import model_spec
+    from fitness.backends.factory import BackendSpec
+
+    strategies = answerer.strategies() if isinstance(answerer, Routes) else [answerer]
+    config = _eval_config(args.config) if args.config else None
+    overrides = {k: v for k, v in {"cache_dir": args.cache_dir, "device": args.device, "dtype": args.dtype,
+                                   "token_budget": args.token_budget}.items() if v is not None}
+    if args.model:
+        names = {args.model: args.model}
+    else:
+        names = {}
+        for s in strategies:
+            name = s.decoding.model or "default"
+            if config is not None:
+                name = _configured(config, name, s, served_models(config))
+            names[name] = name
+    specs = {}
+    for name in names:
+        if config is not None and not args.model:
+            spec = model_spec(config, name)
+            if spec.kind == "hf":  # the command line's settings win; vLLM's stay the config's
+                spec = BackendSpec("hf", {**spec.options, **overrides})
+        else:
+            spec = BackendSpec("hf", {"model": name, "device": "cpu", "dtype": "auto", **overrides})
+        _check_model(spec.options["model"], name, config is not None)
+        specs[name], names[name] = spec, spec.options["model"]
+    if len(specs) == 1:
+        return next(iter(specs.values())), names
+    # requests for the bundled/primary model carry no name ("" goes to the primary)
+    primary = "default" if "default" in specs else next(iter(specs))
+    return BackendSpec("multi", {"primary": primary, "models": specs, "max_resident": len(specs)}), names
+
+
+def _eval_config(path: str):
+    from evo.config.sections import load_config
+
+    where = Path(path)
+    return load_config(where / "config.json" if where.is_dir() else where)
+
+
+def _configured(config, name: str, strategy: Strategy, served: tuple[str, ...]) -> str:
+    from evo.config.sections import gene_model
+
+    canonical = gene_model(config, name)
+    if canonical not in served:
+        raise InputError(f"strategy {strategy.name}: decoding.model {name!r} is not one of the config's models "
+                         f"({', '.join(served)})")
+    return canonical
+
+
+def _check_model(source: str, name: str, configured: bool) -> None:
+    try:
+        check_model(source)
+    except InputError as e:
+        if configured or name != source:
+            raise
+        raise InputError(f"{e}; a name from a run's [models] table needs --config (that run's config or run "
+                         "directory), or pass --model") from None
 
 
 def _evaluate_with_progress(answerer: Strategy | Routes, tasks, backend, seed: int) -> list[ExampleResult]:

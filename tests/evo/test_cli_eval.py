@@ -118,3 +118,69 @@ def test_a_malformed_routes_file_is_one_line_naming_the_field(tmp_path):
     path = tmp_path / "routes.json"
     path.write_text(json.dumps({"kind": "routes", "routes": {}}))
     assert_one_line_error(evo("eval", str(path), "--tasks", "chain_sum"), "default")
+
+
+# ---- several models: each strategy is answered by the model it names -------------------
+def _two_model_config(tmp_path, tiny_model_dir):
+    config = tmp_path / "two.toml"
+    config.write_text(f'[model]\nmodels = ["default", "tiny"]\n[models.tiny]\nsource = "{tiny_model_dir}"\n'
+                      'dtype = "float32"\n')
+    return config
+
+
+def _eval_args(**given):
+    import argparse
+
+    defaults = {"model": None, "config": None, "cache_dir": None, "device": None, "dtype": None, "token_budget": None}
+    return argparse.Namespace(**{**defaults, **given})
+
+
+def test_a_routes_file_over_two_models_gets_a_backend_per_model(quick_strategy, tmp_path, tiny_model_dir):
+    from evo.cli.eval import eval_backend_spec
+    from genomes.errors import InputError
+    from genomes.routes import Routes
+    from genomes.strategy import Strategy
+
+    default = Strategy.load(quick_strategy)
+    tiny = Strategy.decode({"name": "tiny", "decoding": {"model": "tiny", "max_new_tokens": 6}})
+    routes = Routes(default, {"jsonl:sums": tiny})
+    config = str(_two_model_config(tmp_path, tiny_model_dir))
+    spec, sources = eval_backend_spec(routes, _eval_args(config=config))
+    assert spec.kind == "multi" and spec.options["primary"] == "default"
+    assert sources == {"default": "default", "tiny": tiny_model_dir}
+    assert spec.options["models"]["tiny"].options["dtype"] == "float32"  # the model's own setting
+    spec, _ = eval_backend_spec(routes, _eval_args(config=config, dtype="bfloat16"))
+    assert {m.options["dtype"] for m in spec.options["models"].values()} == {"bfloat16"}  # the command line wins
+    spec, sources = eval_backend_spec(routes, _eval_args(model="default"))
+    assert spec.kind == "hf" and sources == {"default": "default"}  # --model: one model for all
+    with pytest.raises(InputError, match="needs --config"):
+        eval_backend_spec(routes, _eval_args())
+    (tmp_path / "one.toml").write_text("[run]\nseed = 0\n")
+    with pytest.raises(InputError, match="'tiny' is not one of the config's models"):
+        eval_backend_spec(routes, _eval_args(config=str(tmp_path / "one.toml")))
+
+
+@pytest.mark.slow
+def test_eval_answers_each_routed_family_with_its_own_model(quick_strategy, tmp_path, tiny_model_dir):
+    from genomes.routes import Routes
+    from genomes.strategy import Strategy
+
+    tasks = tmp_path / "sums.jsonl"
+    tasks.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(40)))
+    tiny = Strategy.decode({"name": "tiny", "decoding": {"model": "tiny", "max_new_tokens": 6}})
+    routes = tmp_path / "routes.json"
+    Routes(Strategy.load(quick_strategy), {"jsonl:sums": tiny}).save(routes)
+    config = _two_model_config(tmp_path, tiny_model_dir)
+    both, alone = tmp_path / "both.jsonl", tmp_path / "alone.jsonl"
+    proc = evo("eval", str(routes), "--config", str(config), "--tasks", f"chain_sum@0,{tasks}", "--n", "2",
+               "--out", str(both))
+    assert proc.returncode == 0, proc.stderr
+    assert f"tiny = {tiny_model_dir}" in proc.stderr
+    tiny_file = tmp_path / "tiny.json"
+    tiny.save(tiny_file)
+    proc = evo("eval", str(tiny_file), "--model", tiny_model_dir, "--dtype", "float32", "--tasks", str(tasks),
+               "--n", "2", "--out", str(alone))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in both.read_text().splitlines()]
+    routed = [r["completion"] for r in rows if r["family"] == "jsonl:sums"]
+    assert routed == [json.loads(line)["completion"] for line in alone.read_text().splitlines()]
