@@ -60,13 +60,18 @@ def backend_spec(config: RunConfig) -> BackendSpec:
                                  "max_resident_gb": config.model.max_resident_gb})
 
 
+def adapter_store_dir(run_dir, gene_model: str):
+    """Where a run keeps the adapters of one model's LoRA genes: each model has a store
+    of its own (a gene's weights have its model's shapes); the primary's is the run's."""
+    return run_dir / "adapters" if gene_model == "default" else run_dir / "adapters" / f"model-{gene_model}"
+
+
 def model_spec(config: RunConfig, gene_model: str) -> BackendSpec:
     """The backend of one model: ``config.model``'s settings, overridden by the
     model's ``[models.NAME]`` table where it has one."""
     m, p = config.model, config.population
     entry = model_entry(config, gene_model)
-    # adapters of each model in a store of their own (a gene's weights have its model's shapes)
-    store = config.run_dir / "adapters" if gene_model == "default" else config.run_dir / "adapters" / f"model-{gene_model}"
+    store = adapter_store_dir(config.run_dir, gene_model)
     common = {"model": entry.source, "cache_dir": m.cache_dir or None, "adapter_store": str(store)}
     if m.backend == "vllm":
         # every individual of a generation (and the held-out top) may carry its own adapter

@@ -144,8 +144,9 @@ def rank_by_validation(hall: list[dict[str, Any]], scores: dict[str, float]) -> 
 
 def adapter_source(strategy: Strategy, run_dir: Path, config: dict[str, Any]) -> Path | None:
     """The PEFT directory behind a strategy's LoRA slot: a fixed adapter as it is; a
-    seed-chain gene from the run's adapter store, materialised there if missing
-    (which loads the base model once)."""
+    seed-chain gene from the run's adapter store of the gene's base model (``lora.base``,
+    as the run kept it), materialised there on that model if missing (which loads it
+    once)."""
     from genomes.lora import LoraGene
 
     lora = strategy.lora
@@ -153,10 +154,14 @@ def adapter_source(strategy: Strategy, run_dir: Path, config: dict[str, Any]) ->
         return Path(lora["adapter_dir"]) if lora.get("adapter_dir") else None
     if not (isinstance(lora, LoraGene) and lora.is_active and lora.has_weights):
         return None
+    from evo.config.sections import RunConfig, gene_model, model_entry
+    from evo.engine.backend import adapter_store_dir
     from fitness.backends.lora_weights import AdapterStore
 
-    model = _base_model(config["model"]["name"], config["model"]["cache_dir"] or None)
-    return AdapterStore(run_dir / "adapters").path_for(lora, model)
+    run_config = RunConfig.from_dict(config, where="the run's config")
+    base = gene_model(run_config, lora.base or "default")
+    model = _base_model(model_entry(run_config, base).source, run_config.model.cache_dir or None)
+    return AdapterStore(adapter_store_dir(run_dir, base)).path_for(lora, model)
 
 
 @functools.lru_cache(maxsize=1)  # one export reads one run's model; a second model replaces it

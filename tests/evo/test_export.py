@@ -120,3 +120,24 @@ def test_template_of_a_per_question_exemplar_choice_says_so():
     assert chosen.startswith("# exemplar_choice = nearest_only") and chosen.endswith(plain)
     for exemplar in fewshot.prompt.exemplars:  # every exemplar is in the template
         assert exemplar.question in chosen
+
+
+def test_a_lora_gene_of_another_model_exports_an_adapter_of_that_model(tmp_path, tiny_model_dir):
+    """A multi-model run's LoRA gene made for its second model comes from that model's
+    store, with that model's shapes (the primary model's would not load on it)."""
+    from safetensors import safe_open
+
+    from evo.config.sections import load_config
+    from evo.rundir.export import adapter_source
+    from genomes.lora import LoraGene
+
+    toml = tmp_path / "two.toml"
+    toml.write_text(f'[model]\nmodels = ["default", "tiny"]\n[models.tiny]\nsource = "{tiny_model_dir}"\n')
+    run_config = load_config(toml).to_dict()
+    gene = LoraGene(enabled=True, rank=4, targets=("q_proj", "v_proj"), init_seed=3, mutations=((9, 0.01),), base="tiny")
+    strategy = Strategy.decode({"name": "on-tiny", "decoding": {"model": "tiny"}, "lora": gene.encode()})
+    path = adapter_source(strategy, tmp_path / "run", run_config)
+    assert path.parent == tmp_path / "run" / "adapters" / "model-tiny"
+    with safe_open(str(path / "adapter_model.safetensors"), "pt") as weights:
+        shapes = {weights.get_tensor(name).shape[-1] for name in weights.keys() if "lora_A" in name}
+    assert shapes == {64}  # the tiny model's hidden size (the bundled model's is 576)
