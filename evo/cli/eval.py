@@ -44,8 +44,9 @@ def add_parser(sub) -> None:
     g = ev.add_argument_group("model and backend")
     g.add_argument("--model", help="'default' (bundled SmolLM2-135M-Instruct) or a local HF model directory; "
                                    "serves every strategy, whatever its decoding.model")
-    g.add_argument("--config", help="a run's config file or run directory: the model names of its [model] and "
-                                    "[models] tables, and their settings, serve the strategies that name them")
+    g.add_argument("--config", help="a run's config file, run directory or `evo export` directory: the model "
+                                    "names of its [model] and [models] tables, and their settings, serve the "
+                                    "strategies that name them")
     g.add_argument("--cache-dir", help="where the converted default model is cached (default $EVO_CACHE_DIR or ~/.cache/evo)")
     g.add_argument("--device", default=None, help="torch device (default: the config's, else cpu)")
     g.add_argument("--dtype", choices=DTYPES, default=None,
@@ -95,7 +96,7 @@ def eval_backend_spec(answerer: Strategy | Routes, args: argparse.Namespace):
     from fitness.backends.factory import BackendSpec
 
     strategies = answerer.strategies() if isinstance(answerer, Routes) else [answerer]
-    config = _eval_config(args.config) if args.config else None
+    config = load_eval_config(args.config) if args.config else None
     overrides = {k: v for k, v in {"cache_dir": args.cache_dir, "device": args.device, "dtype": args.dtype,
                                    "token_budget": args.token_budget}.items() if v is not None}
     if args.model:
@@ -124,7 +125,7 @@ def eval_backend_spec(answerer: Strategy | Routes, args: argparse.Namespace):
     return BackendSpec("multi", {"primary": primary, "models": specs, "max_resident": len(specs)}), names
 
 
-def _eval_config(path: str):
+def load_eval_config(path: str):
     from evo.config.sections import load_config
 
     where = Path(path)
@@ -147,8 +148,8 @@ def _check_model(source: str, name: str, configured: bool) -> None:
     except InputError as e:
         if configured or name != source:
             raise
-        raise InputError(f"{e}; a name from a run's [models] table needs --config (that run's config or run "
-                         "directory), or pass --model") from None
+        raise InputError(f"{e}; a name from a run's [models] table needs --config (that run's config, run "
+                         "directory or `evo export` directory), or pass --model") from None
 
 
 def _evaluate_with_progress(answerer: Strategy | Routes, tasks, backend, seed: int) -> list[ExampleResult]:

@@ -9,6 +9,8 @@ of what to export reads the validation split, never the test split::
     DIR/index.json                      rank, hash, fitness, accuracy per exported strategy
     DIR/routes.json                     a strategy per task family: rank 1 as the default, and the
                                         routes the run took (evo.engine.routing); `evo eval` reads it
+    DIR/config.json                     the run's config: `evo eval --config DIR` serves each strategy
+                                        on the model it names (a run's [models] names resolve there)
     DIR/rank-1-<hash>/strategy.json     the strategy file (`evo eval` and seeds accept it)
     DIR/rank-1-<hash>/prompt.txt        the rendered prompt template, {question} as placeholder
     DIR/rank-1-<hash>/card.json         fitness, loss terms, lineage (ancestor chain), run config
@@ -73,6 +75,7 @@ def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
                      | {"path": target.name, "adapter": (target / "adapter").is_dir()})
         written.append(target)
     (out / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    (out / "config.json").write_text(json.dumps(saved.state["config"], indent=2) + "\n", encoding="utf-8")
     if hall:
         from evo.engine.routing import routes_of_run
 

@@ -43,6 +43,9 @@ def test_export_top_k_strategies(finished_run, tmp_path):
     assert [entry["rank"] for entry in index] == [1, 2]
     assert index[0]["validation_accuracy"] == saved.state["metrics"][-1]["heldout_accuracy"]
     assert saved.state["metrics"][-1]["heldout_split"] == "validation"
+    from evo.cli.eval import load_eval_config
+
+    assert load_eval_config(str(out)).to_dict() == saved.state["config"]  # `evo eval --config DIR` reads the run's
 
 
 def test_export_ranks_by_validation_then_training_fitness(tmp_path):
