@@ -49,7 +49,7 @@ from evo.engine.backend import Counters
 from evo.engine.exemplar_pool import build_pool
 from evo.engine.individuals import make_individual, new_fitness
 from evo.engine.loop_state import individual_to_json
-from evo.engine.progress import RequestProgress
+from evo.engine.progress import RequestProgress, generation_line
 from evo.engine.racing import BudgetExhausted, Racing
 from evo.engine.validation import Validation, pick_order
 from evo.engine.routing import Routing
@@ -105,10 +105,6 @@ def make_curriculum(config: RunConfig, pool: TaskPool) -> Curriculum:
                             down_threshold=c.down_threshold, spread=c.spread, min_evidence=c.min_evidence)
     curriculum.frontier.update(pool.start_levels())
     return curriculum
-
-
-def fmt_share(value: float | None) -> str:
-    return "  n/a" if value is None else f"{value:5.1%}"
 
 
 class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
@@ -371,12 +367,9 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
         self.metrics.append(record)
         self.run_dir.append("metrics.jsonl", record)
         if self.show_progress:
-            print(
-                f"gen {gen:>3}/{self.config.run.generations}  rollouts {record['rollouts']:>5} (+{record['reused']} reused)  "
-                f"best {record['best_fitness']:+.3f}  train acc {best.accuracy:5.1%}  val acc {fmt_share(heldout)}  "
-                f"tokens {record['tokens']:,}  {record['wall_s']:.0f}s",
-                file=sys.stderr, flush=True,
-            )
+            before = self.metrics[-2]["frontier"] if len(self.metrics) > 1 else None
+            print(generation_line(record, self.config.run.generations, best.accuracy, heldout, before),
+                  file=sys.stderr, flush=True)
 
     def lineage_record(self, ind) -> dict[str, Any]:
         return {**individual_to_json(ind), "hash": ind.strategy.content_hash(), "model": ind.strategy.decoding.model}

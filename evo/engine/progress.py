@@ -1,4 +1,5 @@
-"""Progress a person sees while a batch of requests is generated.
+"""Progress a person sees while a batch of requests is generated, and the line each
+generation ends with (:func:`generation_line`).
 
 On a terminal: a live tqdm bar. Elsewhere (CI, a log file, ``nohup``), where a bar
 would print nothing until the end: a line when the batch starts, then one at least
@@ -71,3 +72,18 @@ class RequestProgress:
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def generation_line(record: dict, generations: int, train_accuracy: float, validation: float | None,
+                    frontier_before: dict[str, int] | None) -> str:
+    """The line ``evo run`` prints when generation ``record["generation"]`` ends. Where
+    the curriculum moved a family's frontier in this generation, the line says so: the
+    next generation is scored on another level, so its train accuracy is not comparable
+    with this one's (a drop there is a harder batch, not a worse strategy)."""
+    share = "  n/a" if validation is None else f"{validation:5.1%}"
+    line = (f"gen {record['generation']:>3}/{generations}  rollouts {record['rollouts']:>5} (+{record['reused']} reused)  "
+            f"best {record['best_fitness']:+.3f}  train acc {train_accuracy:5.1%}  val acc {share}  "
+            f"tokens {record['tokens']:,}  {record['wall_s']:.0f}s")
+    moves = [f"{family} {frontier_before[family]}->{level}" for family, level in sorted(record["frontier"].items())
+             if frontier_before and family in frontier_before and frontier_before[family] != level]
+    return line + (f"  (level moved: {', '.join(moves)}; next batch at the new level)" if moves else "")

@@ -51,3 +51,16 @@ def test_the_line_shows_tokens_per_second_when_the_backend_counts_them():
         clock.now += 40
         bar.update(4, tokens=1000)
     assert out.getvalue().splitlines()[1] == "generation 2: 4/10 requests, 0.10 req/s, 25.0 tok/s, ETA 1 min 00 s"
+
+
+def test_the_generation_line_says_when_a_level_moved():
+    from evo.engine.progress import generation_line
+
+    record = {"generation": 2, "rollouts": 186, "reused": 48, "best_fitness": 1.247, "tokens": 7441, "wall_s": 21.2,
+              "frontier": {"basic_arithmetic": 0, "chain_sum": 1}}
+    line = generation_line(record, 3, 0.556, 0.167, {"basic_arithmetic": 0, "chain_sum": 0})
+    assert line.startswith("gen   2/3  rollouts   186 (+48 reused)  best +1.247  train acc 55.6%  val acc 16.7%")
+    assert line.endswith("(level moved: chain_sum 0->1; next batch at the new level)")
+    steady = generation_line(record, 3, 0.556, None, dict(record["frontier"]))
+    assert "level moved" not in steady and "val acc   n/a" in steady
+    assert "level moved" not in generation_line(record, 3, 0.556, None, None)  # the first generation
