@@ -76,8 +76,7 @@ def command(args: argparse.Namespace) -> int:
     from fitness.backends.factory import build_backend_from_spec
 
     backend = build_backend_from_spec(spec)
-    _say(f"model{'s' if len(sources) > 1 else ''} ready in {time.perf_counter() - started:.1f}s"
-         if spec.kind != "multi" else "models load on first use")
+    _say("models load on first use" if spec.kind == "multi" else f"model ready in {time.perf_counter() - started:.1f}s")
     results = _evaluate_with_progress(answerer, tasks, backend, args.seed)
     elapsed = time.perf_counter() - started
 
