@@ -116,9 +116,8 @@ class Loop(Variation, Selection, Racing, Validation, Routing, Snapshot):
         self.pool = TaskPool(config)
         self.curriculum = make_curriculum(config, self.pool)
         self.heldout_tasks = self.pool.validation()  # scored each generation; choices read it, selection never
-        if not self.heldout_tasks and show_progress:
-            print("evo: note: no validation tasks (the task files are too small to hold any: raise "
-                  "tasks.heldout_fraction); validation accuracy is not measured", file=sys.stderr)
+        for note in self.pool.validation_notes(self.heldout_tasks) if show_progress else ():
+            print(f"evo: note: {note}", file=sys.stderr)
         self.exemplars = build_pool(config, self.pool, show_progress)  # what mut_prompt adds and swaps in
         self.constrain_modes = usable_constrain_modes(config, self.pool, show_progress)  # what mut_decoding may set
         self.surrogate = Surrogate()  # accuracy over gene values, pooled over every scored strategy (proposals > 1)

@@ -88,6 +88,25 @@ class TaskPool:
         all of it instead of an error."""
         return self.held_out(VALIDATION, self.config.tasks.heldout_per_family, fewer_ok)
 
+    def validation_notes(self, validation: list[Task]) -> list[str]:
+        """What a person should know about ``validation`` (this pool's
+        :meth:`validation`): that there is none, or which families hold fewer tasks
+        than ``tasks.heldout_per_family`` (a task file's split gives what it has), so
+        their validation accuracy moves in coarse steps."""
+        if not validation:
+            return ["no validation tasks (the task files are too small to hold any: raise tasks.heldout_fraction); "
+                    "validation accuracy is not measured"]
+        asked, held = self.config.tasks.heldout_per_family, Counter(task.family for task in validation)
+        notes = []
+        for family in self.specs:
+            if held[family] == 0:
+                notes.append(f"{family}: no validation tasks (its file is too small to hold any); the others decide")
+            elif held[family] < asked:
+                notes.append(f"{family}: its validation split holds {held[family]} tasks, fewer than "
+                             f"tasks.heldout_per_family = {asked}: its validation accuracy moves in steps of "
+                             f"{1 / held[family]:.0%} (a larger file or tasks.heldout_fraction gives more)")
+        return notes
+
     def test(self, per_family: int, fewer_ok: bool = False) -> list[Task]:
         """``per_family`` test tasks per family at ``tasks.heldout_level``: for reports
         only. Raises InputError for a run made before the test split existed."""

@@ -53,3 +53,23 @@ def test_runs_made_before_the_third_split_keep_their_held_out_tasks(tmp_path):
 def test_test_share_out_of_range_names_the_field(tmp_path):
     with pytest.raises(InputError, match="tasks.test_share"):
         config(tmp_path, tasks={"test_share": 1.0})
+
+
+def test_a_file_smaller_than_the_validation_asked_for_gets_a_note_naming_it(tmp_path):
+    rows = tmp_path / "mine.jsonl"
+    rows.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(60)))
+    cfg = config(tmp_path, tasks={"families": ["chain_sum", str(rows)], "heldout_per_family": 12})
+    pool = TaskPool(cfg)
+    validation = pool.validation()
+    held = sum(task.family == "jsonl:mine" for task in validation)
+    assert 0 < held < 12  # 60 rows: about 6 validation tasks
+    notes = pool.validation_notes(validation)
+    assert len(notes) == 1 and notes[0].startswith(f"jsonl:mine: its validation split holds {held} tasks")
+    assert "tasks.heldout_per_family = 12" in notes[0]
+    assert pool.validation_notes([])[0].startswith("no validation tasks")
+    tiny = tmp_path / "tiny.jsonl"
+    tiny.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
+    small = TaskPool(config(tmp_path, tasks={"families": ["chain_sum", str(tiny)], "heldout_per_family": 4}))
+    assert small.validation_notes(small.validation()) == [
+        "jsonl:tiny: no validation tasks (its file is too small to hold any); the others decide"]
