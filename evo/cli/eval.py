@@ -65,6 +65,7 @@ def command(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs/out") / f"eval-{strategy.name}.jsonl"
     _check_writable(out)
     spec, sources = eval_backend_spec(answerer, args)
+    _stage_trained_adapters(answerer, spec, Path(args.strategy))
     tasks = load_tasks(specs, n=args.n, split=args.split, seed=args.seed, split_seed=args.split_seed)
     _say(f"strategy {strategy.name} ({strategy.content_hash()}), {len(tasks)} {args.split} tasks, "
          f"model {', '.join(f'{name} = {source}' if name != source else name for name, source in sources.items())}")
@@ -122,6 +123,25 @@ def eval_backend_spec(answerer: Strategy | Routes, args: argparse.Namespace):
     # requests for the bundled/primary model carry no name ("" goes to the primary)
     primary = "default" if "default" in specs else next(iter(specs))
     return BackendSpec("multi", {"primary": primary, "models": specs, "max_resident": len(specs)}), names
+
+
+def _stage_trained_adapters(answerer: Strategy | Routes, spec, strategy_path: Path) -> None:
+    """Trained adapters travel with an `evo export` directory (``rank-N/adapter/``), not
+    in the store a backend reads them from: copy the ones the strategies name there."""
+    from evo.rundir.inject import stage_exported_adapters
+    from fitness.backends.model_store import default_cache_dir
+
+    def store_of(strategy: Strategy) -> str:
+        served = spec
+        if spec.kind == "multi":
+            model = strategy.decoding.model or "default"
+            served = spec.options["models"].get(model) or spec.options["models"][spec.options["primary"]]
+        return served.options.get("adapter_store") or str(default_cache_dir() / "adapters")
+
+    strategies = answerer.strategies() if isinstance(answerer, Routes) else [answerer]
+    here = strategy_path.parent if strategy_path.is_file() else None
+    search = [here / "adapter", *sorted(here.glob("rank-*/adapter"))] if here else []
+    stage_exported_adapters(strategies, store_of, search)
 
 
 def load_eval_config(path: str):

@@ -39,7 +39,13 @@ def import_adapter(run_dir: str | Path, adapter_dir: str | Path) -> LoraGene:
         raise InputError(f"--inject-adapter: no such directory: {adapter_dir}")
     trained_hash = adapter_hash(adapter_dir)
     gene = trained_gene(adapter_dir, trained_hash)
-    store = Path(run_dir) / "adapters" / TRAINED_DIR
+    copy_into_store(Path(run_dir) / "adapters" / TRAINED_DIR, adapter_dir, trained_hash)
+    return gene
+
+
+def copy_into_store(store: Path, adapter_dir: Path, trained_hash: str) -> Path:
+    """``adapter_dir`` as ``store/<trained_hash>/`` (the layout a backend's adapter store
+    reads trained adapters from), copied atomically unless a complete copy is there."""
     target = store / trained_hash
     if not all((target / name).is_file() for name in ADAPTER_FILES):
         store.mkdir(parents=True, exist_ok=True)
@@ -52,7 +58,29 @@ def import_adapter(run_dir: str | Path, adapter_dir: str | Path) -> LoraGene:
             os.rename(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return gene
+    return target
+
+
+def stage_exported_adapters(strategies, store_of, search: list[Path]) -> None:
+    """Make the trained adapters that ``strategies`` name findable where their backend
+    looks (``store_of(strategy)``: that backend's adapter store): an adapter
+    already there stays; else one of ``search`` (``evo export``'s ``rank-N/adapter/``
+    directories) whose content hashes to the gene's ``trained_hash`` is copied in.
+    None found: one InputError naming the adapter, before any model loads."""
+    for strategy in strategies:
+        gene = strategy.lora
+        if not (isinstance(gene, LoraGene) and gene.is_active and gene.source == "trained"):
+            continue
+        store = Path(store_of(strategy)) / TRAINED_DIR
+        if all((store / gene.trained_hash / name).is_file() for name in ADAPTER_FILES):
+            continue
+        found = next((d for d in search if all((d / n).is_file() for n in ADAPTER_FILES)
+                      and adapter_hash(d) == gene.trained_hash), None)
+        if found is None:
+            raise InputError(f"strategy {strategy.name}: its trained adapter {gene.trained_hash} is neither in "
+                             f"{store} nor in an `evo export` rank-N/adapter/ beside the strategy file; pass "
+                             "--config with the run directory that trained it")
+        copy_into_store(store, found, gene.trained_hash)
 
 
 def injected_strategies(gene: LoraGene, best: Strategy) -> list[Strategy]:

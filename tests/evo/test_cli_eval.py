@@ -184,3 +184,48 @@ def test_eval_answers_each_routed_family_with_its_own_model(quick_strategy, tmp_
     rows = [json.loads(line) for line in both.read_text().splitlines()]
     routed = [r["completion"] for r in rows if r["family"] == "jsonl:sums"]
     assert routed == [json.loads(line)["completion"] for line in alone.read_text().splitlines()]
+
+
+# ---- trained adapters travel with an export ------------------------------------------
+def _exported_trained_strategy(tmp_path, adapter):
+    """An `evo export` rank directory by hand: a strategy whose LoRA gene is a trained
+    adapter (as `evo improve` and `--inject-adapter` make them) and its adapter/."""
+    import dataclasses
+    import shutil
+
+    from evo.distill.train import trained_gene
+    from genomes.strategy import Strategy
+
+    rank = tmp_path / "exported" / "rank-1-x"
+    shutil.copytree(adapter, rank / "adapter")
+    strategy = dataclasses.replace(Strategy.decode({"name": "tuned", "decoding": {"max_new_tokens": 8}}),
+                                   lora=trained_gene(rank / "adapter"))
+    strategy.save(rank / "strategy.json")
+    return rank
+
+
+@pytest.mark.slow
+def test_an_exported_strategy_with_a_trained_adapter_evaluates_from_the_export(tmp_path, lora_adapters):
+    import os
+    import shutil
+
+    from fitness.backends.model_store import default_cache_dir
+
+    rank = _exported_trained_strategy(tmp_path, lora_adapters[0])
+    # adapters go to $EVO_CACHE_DIR/adapters: a store that has never seen this one; the
+    # converted model comes from the usual cache (--cache-dir)
+    env = {**os.environ, "EVO_CACHE_DIR": str(tmp_path / "cache")}
+    run = lambda: subprocess.run([sys.executable, "-m", "evo.cli.main", "eval", str(rank / "strategy.json"),
+                                  "--tasks", "chain_sum", "--n", "2", "--out", str(tmp_path / "r.jsonl"),
+                                  "--cache-dir", str(default_cache_dir())],
+                                 capture_output=True, text=True, timeout=600, env=env)
+    proc = run()
+    assert proc.returncode == 0, proc.stderr
+    with_adapter = [json.loads(line)["completion"] for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert (tmp_path / "cache" / "adapters" / "trained").is_dir()
+    shutil.rmtree(rank / "adapter")
+    shutil.rmtree(tmp_path / "cache" / "adapters")
+    proc = run()
+    assert_one_line_error(proc, "its trained adapter", "--config")
+    assert "model ready" not in proc.stderr  # refused before the model loads
+    assert len(with_adapter) == 2

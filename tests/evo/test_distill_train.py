@@ -209,3 +209,22 @@ def test_bad_adapters_are_refused_before_anything_changes(tmp_path, capsys):
                          inject_adapters=[_fake_adapter(tmp_path / "ok")])
     assert json.loads((cfg.run_dir / "config.json").read_text())["run"]["generations"] == 1
     assert checkpoint.load_latest(cfg.run_dir).generation == 1
+
+
+def test_exported_trained_adapters_are_staged_only_when_their_content_matches(tmp_path):
+    import dataclasses
+
+    from evo.rundir.inject import stage_exported_adapters
+    from genomes.strategy import Strategy
+
+    adapter = _fake_adapter(tmp_path / "exported" / "rank-1-x" / "adapter")
+    other = _fake_adapter(tmp_path / "exported" / "rank-2-y" / "adapter", targets=("o_proj",))
+    strategy = dataclasses.replace(Strategy.decode({"name": "tuned"}), lora=trained_gene(adapter))
+    store = tmp_path / "store"
+    with pytest.raises(InputError, match="its trained adapter .* is neither in"):
+        stage_exported_adapters([strategy], lambda s: store, [other])  # another adapter's content: not it
+    assert not (store / "trained").exists() or not any((store / "trained").iterdir())
+    stage_exported_adapters([strategy], lambda s: store, [other, adapter])
+    staged = store / "trained" / adapter_hash(adapter)
+    assert adapter_hash(staged) == adapter_hash(adapter)
+    stage_exported_adapters([strategy], lambda s: store, [])  # already there: nothing needed
