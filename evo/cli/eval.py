@@ -126,7 +126,7 @@ def eval_backend_spec(answerer: Strategy | Routes, args: argparse.Namespace):
 
 
 def _stage_trained_adapters(answerer: Strategy | Routes, spec, strategy_path: Path) -> None:
-    """Trained adapters travel with an `evo export` directory (``rank-N/adapter/``), not
+    """Trained adapters travel with an `evo export` directory (``trained-adapters/``), not
     in the store a backend reads them from: copy the ones the strategies name there."""
     from evo.rundir.inject import stage_exported_adapters
     from fitness.backends.model_store import default_cache_dir
@@ -139,8 +139,11 @@ def _stage_trained_adapters(answerer: Strategy | Routes, spec, strategy_path: Pa
         return served.options.get("adapter_store") or str(default_cache_dir() / "adapters")
 
     strategies = answerer.strategies() if isinstance(answerer, Routes) else [answerer]
-    here = strategy_path.parent if strategy_path.is_file() else None
-    search = [here / "adapter", *sorted(here.glob("rank-*/adapter"))] if here else []
+    search = []
+    if strategy_path.is_file():  # DIR/routes.json or DIR/rank-R-<hash>/strategy.json of an export
+        for export in (strategy_path.parent, strategy_path.parent.parent):
+            search += [export / "adapter", *sorted(export.glob("trained-adapters/*")),
+                       *sorted(export.glob("rank-*/adapter"))]
     stage_exported_adapters(strategies, store_of, search)
 
 

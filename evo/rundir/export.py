@@ -11,6 +11,8 @@ of what to export reads the validation split, never the test split::
                                         routes the run took (evo.engine.routing); `evo eval` reads it
     DIR/config.json                     the run's config: `evo eval --config DIR` serves each strategy
                                         on the model it names (a run's [models] names resolve there)
+    DIR/trained-adapters/<hash>/        each trained adapter an exported strategy or route builds on
+                                        (`evo eval` finds them by content hash: the export is enough)
     DIR/rank-1-<hash>/strategy.json     the strategy file (`evo eval` and seeds accept it)
     DIR/rank-1-<hash>/prompt.txt        the rendered prompt template, {question} as placeholder
     DIR/rank-1-<hash>/card.json         fitness, loss terms, lineage (ancestor chain), run config
@@ -80,7 +82,11 @@ def export_top(run_dir: str | Path, top: int, out: str | Path) -> list[Path]:
         from evo.engine.routing import routes_of_run
 
         default = Strategy.decode(hall[0]["strategy"], where="hall of fame entry 1")
-        routes_of_run(run_dir, default).save(out / "routes.json")
+        routes = routes_of_run(run_dir, default)
+        routes.save(out / "routes.json")
+        exported = [Strategy.decode(row["strategy"], where="hall of fame") for row in hall]
+        export_trained_adapters([*exported, *routes.routes.values()], run_dir, saved.state["config"],
+                                out / "trained-adapters")
     return written
 
 
@@ -197,6 +203,31 @@ def ancestry(lineage: dict[int, dict[str, Any]], ident: int) -> list[dict[str, A
     """The individual and every ancestor (breadth first): id, generation, operator, parents."""
     return [{"id": i, "generation": lineage[i]["generation"], "op": lineage[i]["op"], "parents": lineage[i]["parents"]}
             for i in walk(lineage, ident)]
+
+
+def export_trained_adapters(strategies, run_dir: Path, config: dict[str, Any], target: Path) -> None:
+    """Copy each trained adapter that ``strategies`` build on (LoRA genes of source
+    "trained") from the run's store into ``target/<trained_hash>/``: it lives only in
+    the run, while a seed-chain gene is remade from its recipe and a fixed adapter is
+    named by its path. A rank's ``adapter/`` holds what it serves, which for a trained
+    gene with noise on top is not the trained adapter itself."""
+    from evo.config.sections import RunConfig, gene_model
+    from evo.distill.train import TRAINED_DIR
+    from evo.engine.backend import adapter_store_dir
+    from genomes.lora import LoraGene
+
+    run_config = RunConfig.from_dict(config, where="the run's config")
+    for strategy in strategies:
+        gene = strategy.lora
+        if not (isinstance(gene, LoraGene) and gene.is_active and gene.source == "trained"):
+            continue
+        source = adapter_store_dir(run_dir, gene_model(run_config, gene.base or "default")) / TRAINED_DIR / gene.trained_hash
+        copy = target / gene.trained_hash
+        if all((copy / name).is_file() for name in ADAPTER_FILES):
+            continue
+        copy.mkdir(parents=True, exist_ok=True)
+        for name in ADAPTER_FILES:
+            shutil.copyfile(source / name, copy / name)
 
 
 def export_adapter(source: Path, target: Path, card: dict[str, Any]) -> None:

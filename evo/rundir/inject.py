@@ -63,10 +63,11 @@ def copy_into_store(store: Path, adapter_dir: Path, trained_hash: str) -> Path:
 
 def stage_exported_adapters(strategies, store_of, search: list[Path]) -> None:
     """Make the trained adapters that ``strategies`` name findable where their backend
-    looks (``store_of(strategy)``: that backend's adapter store): an adapter
-    already there stays; else one of ``search`` (``evo export``'s ``rank-N/adapter/``
-    directories) whose content hashes to the gene's ``trained_hash`` is copied in.
-    None found: one InputError naming the adapter, before any model loads."""
+    looks (``store_of(strategy)``: that backend's adapter store): an adapter already
+    there stays; else one of ``search`` (an ``evo export`` directory's
+    ``trained-adapters/*`` and ``rank-N/adapter/``) whose content hashes to the gene's
+    ``trained_hash`` is copied in. None found: one InputError naming the adapter,
+    before any model loads."""
     for strategy in strategies:
         gene = strategy.lora
         if not (isinstance(gene, LoraGene) and gene.is_active and gene.source == "trained"):
@@ -78,7 +79,7 @@ def stage_exported_adapters(strategies, store_of, search: list[Path]) -> None:
                       and adapter_hash(d) == gene.trained_hash), None)
         if found is None:
             raise InputError(f"strategy {strategy.name}: its trained adapter {gene.trained_hash} is neither in "
-                             f"{store} nor in an `evo export` rank-N/adapter/ beside the strategy file; pass "
+                             f"{store} nor in the `evo export` directory of the strategy file; pass "
                              "--config with the run directory that trained it")
         copy_into_store(store, found, gene.trained_hash)
 

@@ -228,3 +228,19 @@ def test_exported_trained_adapters_are_staged_only_when_their_content_matches(tm
     staged = store / "trained" / adapter_hash(adapter)
     assert adapter_hash(staged) == adapter_hash(adapter)
     stage_exported_adapters([strategy], lambda s: store, [])  # already there: nothing needed
+
+
+def test_export_carries_the_trained_adapters_its_strategies_build_on(tmp_path):
+    import dataclasses
+
+    from evo.rundir.export import export_trained_adapters
+    from genomes.strategy import Strategy
+
+    cfg = config(tmp_path, run={"generations": 1})
+    gene = import_adapter(cfg.run_dir, _fake_adapter(tmp_path / "adapter"))
+    noisy = dataclasses.replace(gene, mutations=((5, 0.01),))  # noise on top: the rank's adapter/ differs
+    plain = Strategy.decode({"name": "plain"})
+    tuned = [dataclasses.replace(plain, name=f"t{i}", lora=g) for i, g in enumerate((gene, noisy))]
+    export_trained_adapters([plain, *tuned], cfg.run_dir, cfg.to_dict(), tmp_path / "out" / "trained-adapters")
+    copied = list((tmp_path / "out" / "trained-adapters").iterdir())
+    assert [p.name for p in copied] == [gene.trained_hash] and adapter_hash(copied[0]) == gene.trained_hash
