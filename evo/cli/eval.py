@@ -148,10 +148,17 @@ def _stage_trained_adapters(answerer: Strategy | Routes, spec, strategy_path: Pa
 
 
 def load_eval_config(path: str):
-    from evo.config.sections import load_config
+    """``--config``: a config file, or a run or export directory's ``config.json`` (read
+    as the run wrote it: fields added since take the values that run used)."""
+    from evo.config.sections import RunConfig, load_config
+    from genomes.validation import read_structured
 
     where = Path(path)
-    return load_config(where / "config.json" if where.is_dir() else where)
+    if not where.is_dir():
+        return load_config(where)
+    if not (where / "config.json").is_file():
+        raise InputError(f"--config: {where} holds no config.json (a run or `evo export` directory has one)")
+    return RunConfig.from_saved(read_structured(where / "config.json"), str(where / "config.json"))
 
 
 def _configured(config, name: str, strategy: Strategy, served: tuple[str, ...]) -> str:

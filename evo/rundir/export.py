@@ -167,7 +167,7 @@ def adapter_source(strategy: Strategy, run_dir: Path, config: dict[str, Any]) ->
     from evo.engine.backend import adapter_store_dir
     from fitness.backends.lora_weights import AdapterStore
 
-    run_config = RunConfig.from_dict(config, where="the run's config")
+    run_config = RunConfig.from_saved(config, "the run's config")
     base = gene_model(run_config, lora.base or "default")
     model = _base_model(model_entry(run_config, base).source, run_config.model.cache_dir or None)
     return AdapterStore(adapter_store_dir(run_dir, base)).path_for(lora, model)
@@ -216,7 +216,7 @@ def export_trained_adapters(strategies, run_dir: Path, config: dict[str, Any], t
     from evo.engine.backend import adapter_store_dir
     from genomes.lora import LoraGene
 
-    run_config = RunConfig.from_dict(config, where="the run's config")
+    run_config = RunConfig.from_saved(config, "the run's config")
     for strategy in strategies:
         gene = strategy.lora
         if not (isinstance(gene, LoraGene) and gene.is_active and gene.source == "trained"):

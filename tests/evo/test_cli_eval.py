@@ -155,6 +155,9 @@ def test_a_routes_file_over_two_models_gets_a_backend_per_model(quick_strategy, 
     assert spec.kind == "hf" and sources == {"default": "default"}  # --model: one model for all
     with pytest.raises(InputError, match="needs --config"):
         eval_backend_spec(routes, _eval_args())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no config.json"):
+        eval_backend_spec(routes, _eval_args(config=str(tmp_path / "empty")))
     (tmp_path / "one.toml").write_text("[run]\nseed = 0\n")
     with pytest.raises(InputError, match="'tiny' is not one of the config's models"):
         eval_backend_spec(routes, _eval_args(config=str(tmp_path / "one.toml")))
