@@ -139,12 +139,29 @@ def _stage_trained_adapters(answerer: Strategy | Routes, spec, strategy_path: Pa
         return served.options.get("adapter_store") or str(default_cache_dir() / "adapters")
 
     strategies = answerer.strategies() if isinstance(answerer, Routes) else [answerer]
+    _check_fixed_adapters(strategies)
     search = []
     if strategy_path.is_file():  # DIR/routes.json or DIR/rank-R-<hash>/strategy.json of an export
         for export in (strategy_path.parent, strategy_path.parent.parent):
             search += [export / "adapter", *sorted(export.glob("trained-adapters/*")),
                        *sorted(export.glob("rank-*/adapter"))]
     stage_exported_adapters(strategies, store_of, search)
+
+
+def _check_fixed_adapters(strategies: list[Strategy]) -> None:
+    """A fixed adapter (``lora = {"adapter_dir": PATH}``, as `evo improve` writes its
+    champion) must be there before the model loads; a relative PATH is read from the
+    current directory, as the run that wrote it was."""
+    from fitness.backends.lora_weights import ADAPTER_FILES
+
+    for strategy in strategies:
+        lora = strategy.lora
+        if isinstance(lora, dict) and lora.get("adapter_dir"):
+            where = Path(lora["adapter_dir"])
+            missing = [name for name in ADAPTER_FILES if not (where / name).is_file()]
+            if missing:
+                hint = "" if where.is_absolute() else " (a relative path: run evo eval where the run was started)"
+                raise InputError(f"strategy {strategy.name}: lora.adapter_dir {where} lacks {', '.join(missing)}{hint}")
 
 
 def load_eval_config(path: str):

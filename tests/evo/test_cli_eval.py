@@ -232,3 +232,11 @@ def test_an_exported_strategy_with_a_trained_adapter_evaluates_from_the_export(t
     assert_one_line_error(proc, "its trained adapter", "--config")
     assert "model ready" not in proc.stderr  # refused before the model loads
     assert len(with_adapter) == 2
+
+
+def test_a_fixed_adapter_that_is_not_there_is_one_line_before_the_model_loads(tmp_path):
+    path = tmp_path / "champion.json"
+    path.write_text(json.dumps({"name": "champion", "lora": {"adapter_dir": "runs/out/gone/adapters/trained/abc"}}))
+    proc = evo("eval", str(path), "--tasks", "chain_sum", "--n", "2", cwd=tmp_path)
+    assert_one_line_error(proc, "lora.adapter_dir runs/out/gone/adapters/trained/abc lacks", "where the run was started")
+    assert "model ready" not in proc.stderr
