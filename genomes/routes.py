@@ -88,6 +88,12 @@ def load_answerer(path_or_name: str | Path) -> Strategy | Routes:
     return Strategy.load(path_or_name)
 
 
+def strategies_of(answerer: Strategy | Routes) -> list[Strategy]:
+    """Every strategy ``answerer`` may answer with: itself, or a routes file's default
+    and routed strategies."""
+    return answerer.strategies() if isinstance(answerer, Routes) else [answerer]
+
+
 def route_jobs(answerer: Strategy | Routes, tasks: list) -> tuple[list[tuple[Strategy, list]], list[list[int]]]:
     """``tasks`` grouped into (strategy, tasks) jobs for ``fitness.evaluate.evaluate_many``
     (one job per distinct strategy, in first-appearance order) and, per job, the

@@ -23,7 +23,7 @@ from fitness.backends.model_store import DTYPES, check_model
 from fitness.evaluate import ExampleResult, FamilySummary, evaluate_answerer, summarise
 from fitness.tasks import SPLITS, TEST, load_tasks, parse_task_specs
 from genomes.errors import InputError
-from genomes.routes import Routes, load_answerer, route_jobs
+from genomes.routes import Routes, load_answerer, route_jobs, strategies_of
 from genomes.strategy import Strategy
 
 
@@ -95,7 +95,7 @@ def eval_backend_spec(answerer: Strategy | Routes, args: argparse.Namespace):
     from evo.engine.backend import model_spec
     from fitness.backends.factory import BackendSpec
 
-    strategies = answerer.strategies() if isinstance(answerer, Routes) else [answerer]
+    strategies = strategies_of(answerer)
     config = load_eval_config(args.config) if args.config else None
     overrides = {k: v for k, v in {"cache_dir": args.cache_dir, "device": args.device, "dtype": args.dtype,
                                    "token_budget": args.token_budget}.items() if v is not None}
@@ -129,16 +129,16 @@ def _stage_trained_adapters(answerer: Strategy | Routes, spec, strategy_path: Pa
     """Trained adapters travel with an `evo export` directory (``trained-adapters/``), not
     in the store a backend reads them from: copy the ones the strategies name there."""
     from evo.rundir.inject import stage_exported_adapters
-    from fitness.backends.model_store import default_cache_dir
+    from fitness.backends.model_store import default_adapter_store
 
     def store_of(strategy: Strategy) -> str:
         served = spec
         if spec.kind == "multi":
             model = strategy.decoding.model or "default"
             served = spec.options["models"].get(model) or spec.options["models"][spec.options["primary"]]
-        return served.options.get("adapter_store") or str(default_cache_dir() / "adapters")
+        return served.options.get("adapter_store") or str(default_adapter_store())
 
-    strategies = answerer.strategies() if isinstance(answerer, Routes) else [answerer]
+    strategies = strategies_of(answerer)
     _check_fixed_adapters(strategies)
     search = []
     if strategy_path.is_file():  # DIR/routes.json or DIR/rank-R-<hash>/strategy.json of an export
@@ -152,13 +152,13 @@ def _check_fixed_adapters(strategies: list[Strategy]) -> None:
     """A fixed adapter (``lora = {"adapter_dir": PATH}``, as `evo improve` writes its
     champion) must be there before the model loads; a relative PATH is read from the
     current directory, as the run that wrote it was."""
-    from fitness.backends.lora_weights import ADAPTER_FILES
+    from fitness.backends.lora_weights import missing_adapter_files
 
     for strategy in strategies:
         lora = strategy.lora
         if isinstance(lora, dict) and lora.get("adapter_dir"):
             where = Path(lora["adapter_dir"])
-            missing = [name for name in ADAPTER_FILES if not (where / name).is_file()]
+            missing = missing_adapter_files(where)
             if missing:
                 hint = "" if where.is_absolute() else " (a relative path: run evo eval where the run was started)"
                 raise InputError(f"strategy {strategy.name}: lora.adapter_dir {where} lacks {', '.join(missing)}{hint}")

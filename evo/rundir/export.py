@@ -35,7 +35,7 @@ from typing import Any
 from evo.rundir import checkpoint
 from evo.rundir.files import RunDir
 from evo.rundir.lineage import walk
-from fitness.backends.lora_weights import ADAPTER_FILES
+from fitness.backends.lora_weights import ADAPTER_FILES, missing_adapter_files
 from genomes.errors import InputError
 from genomes.exemplar_choice import DESCRIPTIONS, FIXED
 from genomes.strategy import Strategy
@@ -214,24 +214,16 @@ def export_trained_adapters(strategies, run_dir: Path, config: dict[str, Any], t
     from evo.config.sections import RunConfig, gene_model
     from evo.distill.train import TRAINED_DIR
     from evo.engine.backend import adapter_store_dir
-    from genomes.lora import LoraGene
+    from evo.rundir.inject import copy_into_store, trained_lora
 
     run_config = RunConfig.from_saved(config, "the run's config")
-    for strategy in strategies:
-        gene = strategy.lora
-        if not (isinstance(gene, LoraGene) and gene.is_active and gene.source == "trained"):
-            continue
-        source = adapter_store_dir(run_dir, gene_model(run_config, gene.base or "default")) / TRAINED_DIR / gene.trained_hash
-        copy = target / gene.trained_hash
-        if all((copy / name).is_file() for name in ADAPTER_FILES):
-            continue
-        copy.mkdir(parents=True, exist_ok=True)
-        for name in ADAPTER_FILES:
-            shutil.copyfile(source / name, copy / name)
+    for gene in filter(None, map(trained_lora, strategies)):
+        store = adapter_store_dir(run_dir, gene_model(run_config, gene.base or "default")) / TRAINED_DIR
+        copy_into_store(target, store / gene.trained_hash, gene.trained_hash)
 
 
 def export_adapter(source: Path, target: Path, card: dict[str, Any]) -> None:
-    missing = [name for name in ADAPTER_FILES if not (source / name).is_file()]
+    missing = missing_adapter_files(source)
     if missing:
         raise InputError(f"adapter of rank {card['rank']} is incomplete: {source} lacks {', '.join(missing)}")
     target.mkdir(exist_ok=True)

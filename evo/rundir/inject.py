@@ -25,7 +25,7 @@ from pathlib import Path
 
 from evo.distill.pairs import canonical_strategy
 from evo.distill.train import TRAINED_DIR, adapter_hash, trained_gene
-from fitness.backends.lora_weights import ADAPTER_FILES
+from fitness.backends.lora_weights import ADAPTER_FILES, missing_adapter_files
 from genomes.errors import InputError
 from genomes.lora import LoraGene
 from genomes.strategy import Strategy
@@ -47,7 +47,7 @@ def copy_into_store(store: Path, adapter_dir: Path, trained_hash: str) -> Path:
     """``adapter_dir`` as ``store/<trained_hash>/`` (the layout a backend's adapter store
     reads trained adapters from), copied atomically unless a complete copy is there."""
     target = store / trained_hash
-    if not all((target / name).is_file() for name in ADAPTER_FILES):
+    if missing_adapter_files(target):
         store.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".import-", dir=store))
         try:
@@ -61,6 +61,13 @@ def copy_into_store(store: Path, adapter_dir: Path, trained_hash: str) -> Path:
     return target
 
 
+def trained_lora(strategy: Strategy) -> LoraGene | None:
+    """``strategy``'s LoRA gene when it is an active trained adapter (source "trained",
+    named by its content hash), else None."""
+    gene = strategy.lora
+    return gene if isinstance(gene, LoraGene) and gene.is_active and gene.source == "trained" else None
+
+
 def stage_exported_adapters(strategies, store_of, search: list[Path]) -> None:
     """Make the trained adapters that ``strategies`` name findable where their backend
     looks (``store_of(strategy)``: that backend's adapter store): an adapter already
@@ -69,14 +76,14 @@ def stage_exported_adapters(strategies, store_of, search: list[Path]) -> None:
     ``trained_hash`` is copied in. None found: one InputError naming the adapter,
     before any model loads."""
     for strategy in strategies:
-        gene = strategy.lora
-        if not (isinstance(gene, LoraGene) and gene.is_active and gene.source == "trained"):
+        gene = trained_lora(strategy)
+        if gene is None:
             continue
         store = Path(store_of(strategy)) / TRAINED_DIR
-        if all((store / gene.trained_hash / name).is_file() for name in ADAPTER_FILES):
+        if not missing_adapter_files(store / gene.trained_hash):
             continue
-        found = next((d for d in search if all((d / n).is_file() for n in ADAPTER_FILES)
-                      and adapter_hash(d) == gene.trained_hash), None)
+        found = next((d for d in search if not missing_adapter_files(d) and adapter_hash(d) == gene.trained_hash),
+                     None)
         if found is None:
             raise InputError(f"strategy {strategy.name}: its trained adapter {gene.trained_hash} is neither in "
                              f"{store} nor in the `evo export` directory of the strategy file; pass "

@@ -114,9 +114,9 @@ class HFBackend:
         self.token_budget, self.max_batch = token_budget, max_batch  # None: batch_limits() picks
         self.max_loaded_adapters = max_loaded_adapters
         from fitness.backends.lora_weights import AdapterStore
-        from fitness.backends.model_store import default_cache_dir
+        from fitness.backends.model_store import default_adapter_store
 
-        self.adapter_store = AdapterStore(adapter_store or default_cache_dir() / "adapters")
+        self.adapter_store = AdapterStore(adapter_store or default_adapter_store())
         self._adapters: OrderedDict[str, str] = OrderedDict()  # adapter dir -> loaded name
         self._prefix_cache: dict[tuple[str, str | None], list[int]] = {}
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id

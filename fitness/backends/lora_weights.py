@@ -104,10 +104,15 @@ def write_adapter(gene: LoraGene, model, out_dir: Path, base_model_path: str = "
 TRAINED_HASH_DIGITS = 32  # hex digits of a trained adapter's content hash
 
 
+def missing_adapter_files(adapter_dir: str | Path) -> list[str]:
+    """The files of :data:`ADAPTER_FILES` that ``adapter_dir`` lacks (empty: a complete adapter)."""
+    return [name for name in ADAPTER_FILES if not (Path(adapter_dir) / name).is_file()]
+
+
 def adapter_hash(adapter_dir: str | Path) -> str:
     """Content hash of a PEFT adapter: its weights file and its config (JSON, sorted)."""
     adapter_dir = Path(adapter_dir)
-    missing = [name for name in ADAPTER_FILES if not (adapter_dir / name).is_file()]
+    missing = missing_adapter_files(adapter_dir)
     if missing:
         raise InputError(f"not a PEFT adapter directory: {adapter_dir} lacks {', '.join(missing)}")
     digest = hashlib.sha256()

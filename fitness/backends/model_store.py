@@ -61,6 +61,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "evo")
 
 
+def default_adapter_store() -> Path:
+    """Where a backend built without ``adapter_store`` keeps materialised and trained
+    adapters (``trained/<hash>/`` below it)."""
+    return default_cache_dir() / "adapters"
+
+
 def bundled_gguf_path() -> Path:
     # find_spec locates the package without importing it: its __init__ imports the
     # `llm` CLI, which we deliberately do not install.
