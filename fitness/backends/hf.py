@@ -253,14 +253,16 @@ class HFBackend:
         base = self.base_model
         return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
-    def _forward(self, ids, mask, positions, cache, adapter_names: list[str] | None, shared=None):
+    def _forward(self, ids, mask, positions, cache, adapter_names: list[str] | None, shared=None,
+                 ragged_prefill: bool = False):
         """One model call; returns CPU logits of each row's last position: float32, or
         bf16 from :mod:`fitness.backends.lean_llama`, which Llama models in bf16 take
         without adapters (the same logits, fewer ops, no float copy; with ``shared`` prefix spans, a decode step reads
         each shared prefix once, which changes rounding only). Transformers' forward
-        ignores ``shared``: every row's cache holds its own copy of the prefix."""
+        ignores ``shared``: every row's cache holds its own copy of the prefix; and ``ragged_prefill`` (the lean
+        forward's prefill kernel, rounding as flash does)."""
         if self._lean is not None and adapter_names is None and self.model is self.base_model:
-            return self._lean(ids, mask, positions, cache, shared)
+            return self._lean(ids, mask, positions, cache, shared, ragged_prefill)
         extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
         out = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),

@@ -101,7 +101,8 @@ class ContinuousDecoder:
     only when some request carries a grammar (made on first need by ``grammars()``).
     ``share_prefix_attention``: decode steps pass ``shared=`` a
     :class:`fitness.backends.kv_rows.SharedPrefixes` to ``forward``, which can then
-    read a prefix several rows share once (the lean forward does)."""
+    read a prefix several rows share once (the lean forward does), and prefills pass
+    ``ragged_prefill=True`` (the lean forward's prefill kernel; rounding as flash)."""
 
     def __init__(self, forward: Forward, pad_id: int, stop_ids: frozenset[int], token_budget: int,
                  max_batch: int, with_names: bool, grammars: Callable[[], object] | None = None,
@@ -112,6 +113,7 @@ class ContinuousDecoder:
         self.token_budget, self.max_batch, self.with_names = token_budget, max_batch, with_names
         self.grammars = grammars
         self.share_prefix_attention = share_prefix_attention
+        self._prefill_extra = {"ragged_prefill": True} if share_prefix_attention else {}
         self._prefix_ids: dict[tuple, int] = {}  # (adapter, prefix tokens) -> id
         self._prefix_of_item: dict[int, tuple[int, int]] = {}  # Queued.index -> (id, length)
         self.can_join: bool | None = None  # known after the first prefill (kv_rows.joinable)
@@ -277,7 +279,8 @@ class ContinuousDecoder:
             keys = list(groups)
             prefix_ids, group_mask = left_pad([list(k[1][:length]) for k, length in zip(keys, prefix_lens)], self.pad_id)
             names = [k[0] for k in keys] if self.with_names else None
-            self.forward(prefix_ids, group_mask, (group_mask.cumsum(-1) - 1).clamp(min=0), cache, names)
+            self.forward(prefix_ids, group_mask, (group_mask.cumsum(-1) - 1).clamp(min=0), cache, names,
+                         **self._prefill_extra)
         suffixes = [item.ids[prefix_lens[group_of_row[row]]:] for row, item in enumerate(items)]
         buckets = length_buckets([len(s) for s in suffixes])
         if len(buckets) > 1 and not self._joinable(cache, items[0]):
@@ -304,7 +307,7 @@ class ContinuousDecoder:
         rows = [_Row(item, RowSampler(item.request, torch), 0, self._grammar(item.request)) for item in items]
         for row in rows:
             row.prefix_id, row.prefix_len = self._prefix_of(row.item)
-        logits = self.forward(suffix_ids, mask, positions, cache, self._names(rows))
+        logits = self.forward(suffix_ids, mask, positions, cache, self._names(rows), **self._prefill_extra)
         if self.can_join is None:
             self.can_join = kv_rows.joinable(cache)
         first_real = mask.argmax(dim=1)  # argmax returns the first 1 of each row

@@ -11,7 +11,8 @@ reads a shared prefix from one row's copy (hot in the core's cache for every row
 shares it), and computes one softmax over both: one call a layer, no merge.
 
 The source is ``ragged_attention.c`` beside this file, compiled on first use with
-the system C compiler (``cc``/``gcc``; ``-O3 -march=native``) into ``kernels/`` of
+the system C compiler (``cc``/``gcc``; ``-O3 -march=native``), with the prefill
+kernel of ``ragged_prefill.c`` (:func:`prefill_attend`) into one library in ``kernels/`` of
 the model cache (``$EVO_CACHE_DIR``, else ``~/.cache/evo``), keyed by the source, the
 flags and the CPU. Where there is no compiler or the build fails,
 :func:`kernel` returns None (one line on stderr says why) and the lean forward
@@ -36,23 +37,31 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("ragged_attention.c")
+PREFILL_SOURCE = Path(__file__).with_name("ragged_prefill.c")  # built into the same library
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-fopenmp", "-pthread")
 TABLE_FIELDS = 7  # own_source, own_row, own_first, own_offset, prefix_source, prefix_row, prefix_start
 
 
-def enabled() -> bool:
-    return os.environ.get("EVO_RAGGED_ATTENTION", "1").strip().lower() not in ("0", "false", "no", "off")
+def enabled(variable: str = "EVO_RAGGED_ATTENTION") -> bool:
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@functools.cache
+def _library():
+    if not enabled():
+        return None
+    try:
+        return ctypes.CDLL(str(_built_library()))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        print(f"evo: ragged attention kernels unavailable ({error}); using torch's attention", file=sys.stderr)
+        return None
 
 
 @functools.cache
 def kernel():
-    """The loaded kernel (a ctypes function), or None where it cannot be built (see the module docstring)."""
-    if not enabled():
-        return None
-    try:
-        library = ctypes.CDLL(str(_built_library()))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        print(f"evo: ragged decode attention unavailable ({error}); using torch's attention", file=sys.stderr)
+    """The loaded decode kernel (a ctypes function), or None where it cannot be built (see the module docstring)."""
+    library = _library()
+    if library is None:
         return None
     function = library.ragged_decode_attention
     pointer, int64 = ctypes.c_void_p, ctypes.c_int64
@@ -61,11 +70,18 @@ def kernel():
     return function
 
 
+def reset() -> None:
+    """Forget the loaded library and kernels: the next call builds or loads them again,
+    reading the environment anew (tests; a changed ``SOURCE`` or cache directory)."""
+    for cached in (_library, kernel, prefill_kernel):
+        cached.cache_clear()
+
+
 def _built_library() -> Path:
     compiler = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None)
     if compiler is None:
         raise RuntimeError("no C compiler found")
-    source = SOURCE.read_bytes()
+    source = SOURCE.read_bytes() + PREFILL_SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join((compiler, *FLAGS)).encode() + _cpu_signature().encode()).hexdigest()[:16]
     from fitness.backends.model_store import default_cache_dir
 
@@ -76,7 +92,7 @@ def _built_library() -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as scratch:  # built aside, renamed: concurrent builds are safe
         built = Path(scratch) / target.name
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True,
+        result = subprocess.run([compiler, *FLAGS, str(SOURCE), str(PREFILL_SOURCE), "-o", str(built), "-lm"], capture_output=True,
                                 text=True, timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[:300]}")
@@ -117,6 +133,63 @@ def attend(q, sources, mask, table, prefix_end, threads: int):
     if status != 0:
         raise RuntimeError(f"ragged decode attention failed ({status})")
     return out
+
+
+@functools.cache
+def prefill_kernel():
+    """The loaded prefill kernel (``ragged_prefill.c``), or None where the library cannot
+    be built, was built without the CPU's bf16 dot-product units, or
+    ``EVO_RAGGED_PREFILL=0`` turns it off (``EVO_RAGGED_ATTENTION=0`` turns off both)."""
+    library = _library()
+    if library is None or not library.ragged_prefill_available() or not enabled("EVO_RAGGED_PREFILL"):
+        return None
+    function = library.ragged_prefill_attention
+    pointer, int64 = ctypes.c_void_p, ctypes.c_int64
+    function.argtypes = [pointer] * 5 + [int64] * 11 + [ctypes.c_float, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+def prefill_usable(q, keys, values) -> bool:
+    """True when :func:`prefill_attend` serves these tensors: bf16 on the CPU, head dim
+    64, at most 12 query heads a key head, ``q`` with contiguous head vectors, keys and
+    values with contiguous columns and the same strides, and the kernel built."""
+    import torch
+
+    rows, heads, _, dim = q.shape
+    kv_heads = keys.shape[1]
+    if dim != 64 or heads % kv_heads or heads // kv_heads > 12 or q.stride(-1) != 1:
+        return False
+    for tensor in (q, keys, values):
+        if tensor.dtype != torch.bfloat16 or tensor.device.type != "cpu":
+            return False
+    if keys.shape != values.shape or keys.shape[-1] != dim or keys.shape[0] != rows:
+        return False
+    if keys.stride() != values.stride() or keys.stride(-1) != 1 or keys.stride(-2) != dim:
+        return False
+    return prefill_kernel() is not None
+
+
+def prefill_attend(q, keys, values, mask):
+    """A prefill's attention for every row at once (see ``ragged_prefill.c``).
+
+    ``q`` ``[rows, heads, new, dim]`` (any strides with contiguous head vectors);
+    ``keys``/``values`` ``[rows, kv_heads, width, dim]`` after the step's update (the
+    new tokens are the last ``new`` columns); ``mask`` ``[rows, width]``, 1 for real
+    tokens. Returns ``[rows, heads, new, dim]`` (a transposed view of a contiguous
+    ``[rows, new, heads, dim]``, ready for the output projection). Raises RuntimeError
+    when the kernel fails (no memory)."""
+    import torch
+
+    rows, heads, new, dim = q.shape
+    mask = mask.to(dtype=torch.long).contiguous()
+    out = torch.empty((rows, new, heads, dim), dtype=q.dtype)
+    status = prefill_kernel()(q.data_ptr(), out.data_ptr(), keys.data_ptr(), values.data_ptr(), mask.data_ptr(),
+                              rows, heads, keys.shape[1], new, mask.shape[1], dim, *q.stride()[:3],
+                              keys.stride(0), keys.stride(1), dim ** -0.5, torch.get_num_threads())
+    if status != 0:
+        raise RuntimeError(f"ragged prefill attention failed ({status})")
+    return out.transpose(1, 2)
 
 
 def compatible(q, sources) -> bool:

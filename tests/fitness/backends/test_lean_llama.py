@@ -84,6 +84,35 @@ def test_lean_logits_equal_transformers_in_bf16_with_packed_weights(bf16_backend
 
 
 @needs_bf16
+def test_a_ragged_prefill_takes_the_prefill_kernel_and_rounds_like_flash(bf16_backends, monkeypatch):
+    """Asked for (the decoder does, with shared-prefix attention), a prefill of several
+    rows attends by the C kernel in every layer; the logits stay within bf16 rounding of
+    the flash path's and pick the same tokens. One row keeps SDPA (bit for bit as
+    transformers: one request at a time is unchanged)."""
+    import torch
+
+    from fitness.backends import kv_rows, ragged_attention
+
+    if ragged_attention.prefill_kernel() is None:
+        pytest.skip("no prefill kernel (no C compiler or bf16 dot-product units)")
+    lean = bf16_backends[0]._lean
+    ids, mask = _padded_prompts(bf16_backends[0].pad_id)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    calls = []
+    attend = ragged_attention.prefill_attend
+    monkeypatch.setattr(ragged_attention, "prefill_attend", lambda *a: calls.append(a[0].shape) or attend(*a))
+    with torch.inference_mode():
+        flash = lean(ids, mask, positions, kv_rows.growing_cache()).float()
+        assert not calls
+        kernel = lean(ids, mask, positions, kv_rows.growing_cache(), None, True).float()
+        assert len(calls) == len(lean.layers)
+        lean(ids[:1], mask[:1], positions[:1], kv_rows.growing_cache(), None, True)
+        assert len(calls) == len(lean.layers)  # one row: SDPA
+    assert torch.equal(kernel.argmax(-1), flash.argmax(-1))
+    assert (kernel - flash).abs().max() < 0.03 * flash.abs().max(), (kernel - flash).abs().max()
+
+
+@needs_bf16
 def test_lean_backend_generates_what_transformers_forward_generates(bf16_backends):
     """Whole generations (continuous batching, shared prefixes, stops; batched and one
     at a time) equal the transformers-forward backend's. (Batched vs one at a time in
@@ -194,11 +223,11 @@ def test_decoder_with_shared_prefix_attention_generates_the_same(hf_backend):
     requests = two_prefix_requests()
     shared_steps, in_parts = [], []
 
-    def forward(ids, mask, positions, cache, names, shared=None):
+    def forward(ids, mask, positions, cache, names, shared=None, ragged_prefill=False):
         if shared is not None:
             shared_steps.append(sum(len(rows) for rows, _, _ in shared.groups))
             in_parts.append(isinstance(cache, PartsCache))
-        return lean(ids, mask, positions, cache, shared)
+        return lean(ids, mask, positions, cache, shared, ragged_prefill)
 
     def decode(share: bool) -> list[list[int]]:
         queue = sorted((hf_backend._encode(i, r) for i, r in enumerate(requests)), key=lambda q: q.ids)

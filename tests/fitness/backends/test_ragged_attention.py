@@ -89,13 +89,13 @@ def test_without_a_compiler_the_kernel_is_none_and_says_why(monkeypatch, capsys,
 
     monkeypatch.setattr(ragged_attention.shutil, "which", lambda name: None)
     monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path))
-    ragged_attention.kernel.cache_clear()
+    ragged_attention.reset()
     try:
-        assert ragged_attention.kernel() is None
+        assert ragged_attention.kernel() is None and ragged_attention.prefill_kernel() is None
         assert not ragged_attention.usable(torch.zeros(1, dtype=torch.bfloat16))
-        assert "ragged decode attention unavailable (no C compiler found)" in capsys.readouterr().err
+        assert "ragged attention kernels unavailable (no C compiler found)" in capsys.readouterr().err
     finally:
-        ragged_attention.kernel.cache_clear()
+        ragged_attention.reset()
 
 
 def test_a_source_that_does_not_compile_falls_back(monkeypatch, capsys, tmp_path):
@@ -103,24 +103,35 @@ def test_a_source_that_does_not_compile_falls_back(monkeypatch, capsys, tmp_path
     broken.write_text("this is not C\n")
     monkeypatch.setattr(ragged_attention, "SOURCE", broken)
     monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path))
-    ragged_attention.kernel.cache_clear()
+    ragged_attention.reset()
     try:
         if not any(ragged_attention.shutil.which(c) for c in ("cc", "gcc", "clang")):
             pytest.skip("no C compiler")
         assert ragged_attention.kernel() is None
         assert "failed" in capsys.readouterr().err
         assert not list((tmp_path / "kernels").glob("*.so"))  # nothing half-built left behind
+        assert ragged_attention.prefill_kernel() is None
     finally:
-        ragged_attention.kernel.cache_clear()
+        ragged_attention.reset()
 
 
 def test_turned_off_by_the_environment(monkeypatch):
     monkeypatch.setenv("EVO_RAGGED_ATTENTION", "0")
-    ragged_attention.kernel.cache_clear()
+    ragged_attention.reset()
     try:
-        assert ragged_attention.kernel() is None
+        assert ragged_attention.kernel() is None and ragged_attention.prefill_kernel() is None
     finally:
-        ragged_attention.kernel.cache_clear()
+        ragged_attention.reset()
+
+
+@needs_kernel
+def test_the_prefill_kernel_alone_is_turned_off_by_its_variable(monkeypatch):
+    monkeypatch.setenv("EVO_RAGGED_PREFILL", "off")
+    ragged_attention.reset()
+    try:
+        assert ragged_attention.kernel() is not None and ragged_attention.prefill_kernel() is None
+    finally:
+        ragged_attention.reset()
 
 
 @needs_kernel
@@ -145,8 +156,8 @@ def test_decoding_with_the_kernel_equals_torchs_attention_in_float32(hf_backend,
     def decode() -> list[list[int]]:
         queue = sorted((hf_backend._encode(i, r) for i, r in enumerate(requests)), key=lambda q: q.ids)
         out = [None] * len(requests)
-        decoder = ContinuousDecoder(lambda ids, mask, positions, cache, names, shared=None:
-                                    lean(ids, mask, positions, cache, shared), hf_backend.pad_id,
+        decoder = ContinuousDecoder(lambda ids, mask, positions, cache, names, shared=None, ragged_prefill=False:
+                                    lean(ids, mask, positions, cache, shared, ragged_prefill), hf_backend.pad_id,
                                     hf_backend.stop_ids, token_budget=100_000, max_batch=3, with_names=False,
                                     share_prefix_attention=True)
         decoder.run(queue, lambda item, ids, reason: out.__setitem__(item.index, list(ids)))
@@ -157,3 +168,63 @@ def test_decoding_with_the_kernel_equals_torchs_attention_in_float32(hf_backend,
     assert calls and max(calls) == 3  # one call a layer over every row
     monkeypatch.setattr(ragged_attention, "usable", lambda tensor: False)
     assert decode() == with_kernel
+
+
+needs_prefill_kernel = pytest.mark.skipif(ragged_attention.prefill_kernel() is None,
+                                          reason="no C compiler or no bf16 dot-product units: no prefill kernel")
+
+
+def _prefill_case(group: int, rows: int = 5, new: int = 23, past: int = 30):
+    """bf16 queries over a left-padded cache: row 0 unpadded, row 1 padded before its
+    prefix, rows 2-3 between prefix and new tokens (as the decoder's suffix prefill lays
+    them out), row 4 all padding among its new tokens but two; keys and values are views
+    of wider buffers (the decoder's growing cache)."""
+    import torch
+
+    torch.manual_seed(group)
+    kv_heads, dim, width = 2, 64, past + new
+    mask = torch.ones(rows, width, dtype=torch.long)
+    mask[1, :7] = mask[2, past:past + 5] = mask[3, past:past + 19] = mask[4, past:width - 2] = 0
+    q = torch.randn(rows, new, kv_heads * group, dim, dtype=torch.bfloat16).transpose(1, 2)  # the lean forward's strides
+    keys = torch.randn(rows, kv_heads, width + 9, dim, dtype=torch.bfloat16)[:, :, :width]
+    values = torch.randn(rows, kv_heads, width + 9, dim, dtype=torch.bfloat16)[:, :, :width]
+    return q, keys, values, mask
+
+
+@needs_prefill_kernel
+@pytest.mark.parametrize("group", [1, 3, 4, 12])
+def test_prefill_kernel_equals_masked_attention_to_flash_rounding(group):
+    """Every real query's output equals float32 attention under transformers' mask
+    (causal, padding skipped) as closely as torch's bf16 flash kernel does; queries on
+    padding give zeros, never NaN; the output is laid out for the output projection."""
+    import torch
+
+    from fitness.backends.lean_llama import _attention_mask
+
+    q, keys, values, mask = _prefill_case(group)
+    new = q.shape[2]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    want = sdpa(q.float(), keys.float(), values.float(), attn_mask=_attention_mask(mask, new, torch.float32),
+                enable_gqa=group > 1)
+    flash = sdpa(q, keys, values, attn_mask=_attention_mask(mask, new, torch.bfloat16), enable_gqa=group > 1)
+    assert ragged_attention.prefill_usable(q, keys, values)
+    got = ragged_attention.prefill_attend(q, keys, values, mask)
+    assert got.shape == q.shape and got.dtype == torch.bfloat16 and got.transpose(1, 2).is_contiguous()
+    real = mask[:, -new:].bool().view(len(mask), 1, new, 1).expand_as(want)
+    error, flash_error = (got.float() - want)[real].abs(), (flash.float() - want)[real].abs()
+    assert error.max() <= 2 * flash_error.max() and error.mean() <= 1.2 * flash_error.mean(), \
+        (error.max(), flash_error.max(), error.mean(), flash_error.mean())
+    assert torch.isfinite(got).all() and not got[~real].any()
+
+
+@needs_prefill_kernel
+def test_prefill_kernel_serves_only_what_it_can_read():
+    import torch
+
+    q, keys, values, mask = _prefill_case(3)
+    assert not ragged_attention.prefill_usable(q.float(), keys.float(), values.float())  # bf16 only
+    assert not ragged_attention.prefill_usable(q, keys[..., :32], values[..., :32])  # head dim 64 only
+    assert not ragged_attention.prefill_usable(q, keys, values.contiguous())  # keys and values alike
+    assert not ragged_attention.prefill_usable(q, keys.transpose(2, 3), values.transpose(2, 3))
+    assert ragged_attention.prefill_usable(q.contiguous(), keys.contiguous(), values.contiguous())
+    del torch
