@@ -139,7 +139,7 @@ def _stage_trained_adapters(answerer: Strategy | Routes, spec, strategy_path: Pa
         return served.options.get("adapter_store") or str(default_adapter_store())
 
     strategies = strategies_of(answerer)
-    _check_fixed_adapters(strategies)
+    _check_fixed_adapters(strategies, strategy_path)
     search = []
     if strategy_path.is_file():  # DIR/routes.json or DIR/rank-R-<hash>/strategy.json of an export
         for export in (strategy_path.parent, strategy_path.parent.parent):
@@ -148,10 +148,12 @@ def _stage_trained_adapters(answerer: Strategy | Routes, spec, strategy_path: Pa
     stage_exported_adapters(strategies, store_of, search)
 
 
-def _check_fixed_adapters(strategies: list[Strategy]) -> None:
+def _check_fixed_adapters(strategies: list[Strategy], strategy_path: Path) -> None:
     """A fixed adapter (``lora = {"adapter_dir": PATH}``, as `evo improve` writes its
     champion) must be there before the model loads; a relative PATH is read from the
-    current directory, as the run that wrote it was."""
+    current directory, as the run that wrote it was. A PATH that is not there because
+    the run directory moved or was renamed since is found in the run the strategy file
+    lies in (see :func:`_moved_adapter`); the strategy then reads it there (one line says so)."""
     from fitness.backends.lora_weights import missing_adapter_files
 
     for strategy in strategies:
@@ -159,9 +161,31 @@ def _check_fixed_adapters(strategies: list[Strategy]) -> None:
         if isinstance(lora, dict) and lora.get("adapter_dir"):
             where = Path(lora["adapter_dir"])
             missing = missing_adapter_files(where)
-            if missing:
-                hint = "" if where.is_absolute() else " (a relative path: run evo eval where the run was started)"
-                raise InputError(f"strategy {strategy.name}: lora.adapter_dir {where} lacks {', '.join(missing)}{hint}")
+            if not missing:
+                continue
+            moved = _moved_adapter(where, strategy_path)
+            if moved is not None:
+                _say(f"strategy {strategy.name}: lora.adapter_dir {where} is not there; reading the same adapter "
+                     f"(its content hash is its name) from {moved}")
+                lora["adapter_dir"] = str(moved)
+                continue
+            hint = "" if where.is_absolute() else " (a relative path: run evo eval where the run was started)"
+            raise InputError(f"strategy {strategy.name}: lora.adapter_dir {where} lacks {', '.join(missing)}{hint}")
+
+
+def _moved_adapter(where: Path, strategy_path: Path) -> Path | None:
+    """``adapters/trained/<name>`` of a directory holding the strategy file (up to three
+    levels: ``RUN/improve/champion.json`` lies two below its run) whose content hash is
+    ``<name>``, as a trained adapter's directory name is; None when there is none."""
+    from fitness.backends.lora_weights import adapter_hash, missing_adapter_files
+
+    if where.parent.name != "trained" or not strategy_path.is_file():
+        return None
+    for run in list(strategy_path.resolve().parents)[:3]:
+        candidate = run / "adapters" / "trained" / where.name
+        if not missing_adapter_files(candidate) and adapter_hash(candidate) == where.name:
+            return candidate
+    return None
 
 
 def load_eval_config(path: str):

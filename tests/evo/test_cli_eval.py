@@ -4,6 +4,7 @@ model, one-line errors with exit status 2 for bad input."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -194,7 +195,6 @@ def _exported_trained_strategy(tmp_path, adapter):
     """An `evo export` rank directory by hand: a strategy whose LoRA gene is a trained
     adapter (as `evo improve` and `--inject-adapter` make them) and its adapter/."""
     import dataclasses
-    import shutil
 
     from evo.distill.train import trained_gene
     from genomes.strategy import Strategy
@@ -210,7 +210,6 @@ def _exported_trained_strategy(tmp_path, adapter):
 @pytest.mark.slow
 def test_an_exported_strategy_with_a_trained_adapter_evaluates_from_the_export(tmp_path, lora_adapters):
     import os
-    import shutil
 
     from fitness.backends.model_store import default_cache_dir
 
@@ -240,3 +239,30 @@ def test_a_fixed_adapter_that_is_not_there_is_one_line_before_the_model_loads(tm
     proc = evo("eval", str(path), "--tasks", "chain_sum", "--n", "2", cwd=tmp_path)
     assert_one_line_error(proc, "lora.adapter_dir runs/out/gone/adapters/trained/abc lacks", "where the run was started")
     assert "model ready" not in proc.stderr
+
+
+def test_a_champion_whose_run_moved_reads_its_adapter_from_the_run_it_lies_in(tmp_path, lora_adapters, capsys):
+    """improve/champion.json names its adapter by the path the run had (relative to where
+    it started); after the run directory is renamed, the adapter is found in the run
+    the file lies in, by content hash; a directory of that name with other weights is not."""
+    from evo.cli.eval import _check_fixed_adapters
+    from genomes.errors import InputError
+    from fitness.backends.lora_weights import adapter_hash
+    from genomes.strategy import Strategy
+
+    digest = adapter_hash(lora_adapters[0])
+    run = tmp_path / "renamed-run"
+    shutil.copytree(lora_adapters[0], run / "adapters" / "trained" / digest)
+    champion_file = run / "improve" / "champion.json"
+    champion_file.parent.mkdir()
+    champion_file.write_text("{}")
+    old = f"runs/out/old-name/adapters/trained/{digest}"
+    champion = Strategy(name="champion", lora={"adapter_dir": old})
+    _check_fixed_adapters([champion], champion_file)
+    assert champion.lora["adapter_dir"] == str(run.resolve() / "adapters" / "trained" / digest)
+    assert "is not there; reading the same adapter" in capsys.readouterr().err
+    impostor = run / "adapters" / "trained" / digest
+    shutil.rmtree(impostor)
+    shutil.copytree(lora_adapters[1], impostor)
+    with pytest.raises(InputError, match="lora.adapter_dir runs/out/old-name/.* lacks"):
+        _check_fixed_adapters([Strategy(name="champion", lora={"adapter_dir": old})], champion_file)
