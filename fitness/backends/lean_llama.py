@@ -144,7 +144,7 @@ class LeanLlama:
             else:
                 keys, values = cache.update(k, v, index)
                 if prefill and ragged_attention.prefill_usable(q, keys, values):
-                    attended = ragged_attention.prefill_attend(q, keys, values, mask)
+                    attended = self._attend_prefill(q, keys, values, mask, allowed)
                 elif cascade:
                     attended = cascade.attend(q, [(keys, values)], self.kv_heads)
                 else:
@@ -157,6 +157,13 @@ class LeanLlama:
         # in the model's dtype: a float32 copy of every row's 49,152 logits cost a tenth
         # of a decode step, and the decoder's argmax is the same on either
         return self.head(last)[:, -1, :].cpu()
+
+    def _attend_prefill(self, q, keys, values, mask, allowed):
+        """The prefill kernel; where it fails (no scratch memory), torch's attention as without it."""
+        try:
+            return ragged_attention.prefill_attend(q, keys, values, mask)
+        except RuntimeError:
+            return self._attend(q, keys, values, allowed)
 
     def _attend(self, q, keys, values, allowed):
         """Attention over the cache without repeating keys per query head, dispatched

@@ -88,7 +88,8 @@ def test_a_ragged_prefill_takes_the_prefill_kernel_and_rounds_like_flash(bf16_ba
     """Asked for (the decoder does, with shared-prefix attention), a prefill of several
     rows attends by the C kernel in every layer; the logits stay within bf16 rounding of
     the flash path's and pick the same tokens. One row keeps SDPA (bit for bit as
-    transformers: one request at a time is unchanged)."""
+    transformers: one request at a time is unchanged). A kernel that fails (no
+    memory for its scratch) leaves the flash path's result."""
     import torch
 
     from fitness.backends import kv_rows, ragged_attention
@@ -110,6 +111,9 @@ def test_a_ragged_prefill_takes_the_prefill_kernel_and_rounds_like_flash(bf16_ba
         assert len(calls) == len(lean.layers)  # one row: SDPA
     assert torch.equal(kernel.argmax(-1), flash.argmax(-1))
     assert (kernel - flash).abs().max() < 0.03 * flash.abs().max(), (kernel - flash).abs().max()
+    monkeypatch.setattr(ragged_attention, "prefill_kernel", lambda: lambda *args: -1)  # no scratch memory
+    with torch.inference_mode():
+        assert torch.equal(lean(ids, mask, positions, kv_rows.growing_cache(), None, True).float(), flash)
 
 
 @needs_bf16
