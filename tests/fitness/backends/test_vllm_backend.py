@@ -268,6 +268,19 @@ def test_batch_invariance_on_cpu_runs_float32_and_sends_sampled_requests_apart(f
     assert created[-1]["dtype"] == "auto"  # bfloat16 for this model: faster, batch-dependent near-ties
 
 
+def test_on_cpu_the_kv_cache_is_sized_not_a_share_of_all_memory(fake_vllm, tmp_path):
+    """vLLM's CPU worker reserves 0.85 of all RAM unless told a KV cache size, and
+    refuses to start where that much is not free; on CUDA the fraction means GPU memory."""
+    from fitness.backends.vllm_engine import CPU_KV_CACHE_MAX, CPU_KV_CACHE_MIN, VLLMBackend, cpu_kv_cache_bytes
+
+    created = fake_vllm("cpu")
+    VLLMBackend(materialise_dir=tmp_path)
+    assert CPU_KV_CACHE_MIN <= created[-1]["kv_cache_memory_bytes"] == cpu_kv_cache_bytes() <= CPU_KV_CACHE_MAX
+    created = fake_vllm("cuda")
+    VLLMBackend(materialise_dir=tmp_path)
+    assert "kv_cache_memory_bytes" not in created[-1]
+
+
 def test_batch_invariance_on_cuda_sets_vllms_switch_and_keeps_one_call(fake_vllm, tmp_path):
     from fitness.backends.vllm_engine import VLLMBackend
 
