@@ -1,4 +1,5 @@
-"""Decode-step attention over ragged rows in one call per layer: a small C kernel.
+"""Attention over ragged rows in one call per layer: small C kernels for decode steps
+and for prefills of several rows.
 
 Why: on a CPU a decode step's attention is many small calls. Rows sit in the parts
 of a :class:`fitness.backends.kv_rows.PartsCache` at different column offsets, start
@@ -10,13 +11,19 @@ decode step. This kernel reads each row's columns where they lie, skips padding,
 reads a shared prefix from one row's copy (hot in the core's cache for every row that
 shares it), and computes one softmax over both: one call a layer, no merge.
 
+A batched prefill (left-padded rows over their prefix) spent a third of its time in
+the flash kernel at ~120 GFLOP/s; :func:`prefill_attend` packs each row's real
+columns for the CPU's bf16 dot-product instruction and runs register tiles (~5x at
+the workload's shapes; see ``ragged_prefill.c``).
+
 The source is ``ragged_attention.c`` beside this file, compiled on first use with
 the system C compiler (``cc``/``gcc``; ``-O3 -march=native``), with the prefill
 kernel of ``ragged_prefill.c`` (:func:`prefill_attend`) into one library in ``kernels/`` of
 the model cache (``$EVO_CACHE_DIR``, else ``~/.cache/evo``), keyed by the source, the
 flags and the CPU. Where there is no compiler or the build fails,
 :func:`kernel` returns None (one line on stderr says why) and the lean forward
-attends as before, with torch's kernels. ``EVO_RAGGED_ATTENTION=0`` turns it off.
+attends as before, with torch's kernels. ``EVO_RAGGED_ATTENTION=0`` turns both off,
+``EVO_RAGGED_PREFILL=0`` the prefill kernel alone.
 
 Numerics: scores, softmax and sums in float32 from bf16 (or float32) keys, values
 and queries; the output rounded to the cache's dtype once. It differs from the flash
