@@ -129,8 +129,9 @@ def test_lean_backend_generates_what_transformers_forward_generates(bf16_backend
 
 @needs_bf16
 def test_requests_with_adapters_take_peft_and_base_requests_are_unchanged(lora_adapters):
-    """After an adapter loads, batches go through PEFT (over packed weights): the adapter
-    changes its requests, base requests give what the lean forward gave."""
+    """After an adapter loads, its requests go through PEFT (over packed weights) and
+    change; requests on the base weights still take the lean forward (a batch of their
+    own, alone or beside adapter requests in one call) and give what they gave before."""
     import dataclasses
 
     from fitness.backends.hf import HFBackend
@@ -142,10 +143,23 @@ def test_requests_with_adapters_take_peft_and_base_requests_are_unchanged(lora_a
     requests = [make_request(q, max_new_tokens=16) for q in QUESTIONS[:3]]
     before = [c.text for c in backend.generate(requests)]
     with_adapter = [dataclasses.replace(r, adapter=lora_adapters[0]) for r in requests]
-    adapted = backend.generate(with_adapter)
+    adapted = [c.text for c in backend.generate(with_adapter)]
     assert backend.model is not backend.base_model  # PEFT now
-    assert [c.text for c in adapted] != before
-    assert [c.text for c in backend.generate(requests)] == before  # same batch, now through PEFT
+    assert adapted != before
+    lean, lean_rows = backend._lean, []
+
+    class Counted:  # the lean forward, counting the rows it serves
+        def __call__(self, ids, *args):
+            lean_rows.append(len(ids))
+            return lean(ids, *args)
+
+    backend._lean = Counted()
+    assert [c.text for c in backend.generate(requests)] == before
+    assert lean_rows and max(lean_rows) == len(requests)
+    lean_rows.clear()
+    mixed = [c.text for c in backend.generate([*requests, *with_adapter])]
+    assert mixed[:3] == before and mixed[3:] == adapted
+    assert lean_rows and max(lean_rows) == len(requests)  # the adapter rows went elsewhere
 
 
 def test_shared_prefix_attention_equals_attending_each_rows_copy():
