@@ -2,7 +2,7 @@
 
     python runs/bench_lora.py                  # 16 genes x 4 tasks, then 64 genes for memory
     python runs/bench_lora.py --genes 8 --per-gene 4 --memory-genes 32
-    python runs/bench_lora.py --dtype float32   # the dtype of the figures before 2026-12-07
+    python runs/bench_lora.py --dtype float32   # auto (the default) is bf16 where the CPU has bf16 units
 
 Prints, for the same requests (each gene's strategy on its tasks, greedy):
 - tokens/s with all adapters mixed in one batched call, with one call per adapter,

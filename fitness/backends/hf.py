@@ -164,7 +164,7 @@ class HFBackend:
         """One continuous-batching run: ``lean`` rows take the lean forward (base weights,
         shared prefixes read once where configured); otherwise every row names its
         adapter and the batch goes through PEFT (transformers' forward)."""
-        share = self.shared_prefix_attention and lean and self._lean is not None
+        share = self.shared_prefix_attention and lean  # shared_prefix_attention implies a lean forward
         decoder = ContinuousDecoder(self._forward, self.pad_id, self.stop_ids, *self.batch_limits(share),
                                     with_names=not lean, grammars=self._grammar_compiler,
                                     share_prefix_attention=share)

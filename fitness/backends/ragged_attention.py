@@ -99,8 +99,8 @@ def _built_library() -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as scratch:  # built aside, renamed: concurrent builds are safe
         built = Path(scratch) / target.name
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), str(PREFILL_SOURCE), "-o", str(built), "-lm"], capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run([compiler, *FLAGS, str(SOURCE), str(PREFILL_SOURCE), "-o", str(built), "-lm"],
+                                capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[:300]}")
         os.replace(built, target)

@@ -40,6 +40,8 @@
 #define DIM 64
 #define PAIRS (DIM / 2)
 
+static const uint16_t ZEROS[DIM]; /* a column or query that is not there */
+
 int ragged_prefill_available(void) {
 #ifdef PREFILL_BF16_UNITS
     return 1;
@@ -58,10 +60,14 @@ typedef struct {
     int64_t capacity;
 } Scratch;
 
+static void scratch_free(Scratch *s) {
+    free(s->keys), free(s->values), free(s->scores), free(s->weights), free(s->columns);
+}
+
 static int scratch_fit(Scratch *s, int64_t width) {
     if (width <= s->capacity) return 0;
     int64_t padded = (width + 15) / 16 * 16;
-    free(s->keys), free(s->values), free(s->scores), free(s->weights), free(s->columns);
+    scratch_free(s);
     s->keys = (uint32_t *)aligned_alloc(64, (size_t)padded * PAIRS * 4);
     s->values = (uint32_t *)aligned_alloc(64, (size_t)(padded / 2) * DIM * 4);
     s->scores = (float *)aligned_alloc(64, (size_t)SLOTS * padded * 4);
@@ -79,19 +85,18 @@ static inline uint32_t pair_of(const uint16_t *lo, const uint16_t *hi, int64_t d
  * columns past ``count`` up to the padded length are zeros. */
 static void pack(Scratch *s, const uint16_t *keys, const uint16_t *values, int64_t count) {
     int64_t padded = (count + 15) / 16 * 16;
-    static const uint16_t zeros[DIM] = {0};
     for (int64_t tile = 0; tile < padded / 16; tile++) {
         uint32_t *dst = s->keys + tile * PAIRS * 16;
         for (int lane = 0; lane < 16; lane++) {
             int64_t c = tile * 16 + lane;
-            const uint32_t *src = (const uint32_t *)(c < count ? keys + s->columns[c] * DIM : zeros);
+            const uint32_t *src = (const uint32_t *)(c < count ? keys + s->columns[c] * DIM : ZEROS);
             for (int p = 0; p < PAIRS; p++) dst[p * 16 + lane] = src[p];
         }
     }
     for (int64_t pair = 0; pair < padded / 2; pair++) {
         int64_t c = 2 * pair;
-        const uint16_t *a = c < count ? values + s->columns[c] * DIM : zeros;
-        const uint16_t *b = c + 1 < count ? values + s->columns[c + 1] * DIM : zeros;
+        const uint16_t *a = c < count ? values + s->columns[c] * DIM : ZEROS;
+        const uint16_t *b = c + 1 < count ? values + s->columns[c + 1] * DIM : ZEROS;
         uint32_t *dst = s->values + pair * DIM;
         for (int64_t d = 0; d < DIM; d++) dst[d] = pair_of(a, b, d);
     }
@@ -132,13 +137,6 @@ static void weigh_values(const Scratch *s, int64_t pairs, int64_t stride, __m512
     }
 }
 
-static inline uint16_t to_bf16(float f) { /* round to nearest even */
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
-}
-
 typedef struct {
     const uint16_t *q;
     uint16_t *out;
@@ -162,14 +160,13 @@ static void prefill_unit(const Prefill *job, Scratch *s, int64_t row, int64_t he
     /* a real new token sees the row's real columns up to its own: a prefix of the packed columns */
     int64_t seen = 0, before_new = 0;
     for (int64_t c = 0; c < past; c++) before_new += mask[c] != 0;
-    static const uint16_t zero_query[DIM] = {0};
     for (int64_t first = 0; first < job->new_tokens; first += per_tile) {
         const uint16_t *q[SLOTS];
         int64_t visible[SLOTS], most = 0;
         for (int k = 0; k < SLOTS; k++) {
             int64_t token = first + k / group, g = k % group;
             visible[k] = 0;
-            q[k] = zero_query;
+            q[k] = ZEROS;
             if (k < per_tile * group && token < job->new_tokens)
                 q[k] = job->q + row * job->qs_row + (head * group + g) * job->qs_head + token * job->qs_token;
         }
@@ -191,7 +188,8 @@ static void prefill_unit(const Prefill *job, Scratch *s, int64_t row, int64_t he
                 score[i] = expf((score[i] - best) * job->scale);
                 sum += score[i];
             }
-            for (int64_t i = 0; i < n; i++) weight[i] = to_bf16(score[i]);
+            for (int64_t i = 0; i < tiles * 16; i += 16) /* rounded to nearest even, 16 at a time */
+                _mm256_store_si256((__m256i *)(weight + i), (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(score + i)));
             for (int64_t i = n; i < tiles * 16; i++) weight[i] = 0;
             total[k] = sum;
         }
@@ -228,7 +226,7 @@ int ragged_prefill_attention(const void *q, void *out, const void *keys, const v
 #pragma omp for schedule(dynamic, 1)
         for (int64_t unit = 0; unit < rows * kv_heads; unit++) /* every thread meets the loop: no lost barrier */
             if (ready) prefill_unit(&job, &s, unit / kv_heads, unit % kv_heads);
-        free(s.keys), free(s.values), free(s.scores), free(s.weights), free(s.columns);
+        scratch_free(&s);
     }
     return failed ? -1 : 0;
 #else
