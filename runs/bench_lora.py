@@ -7,8 +7,8 @@
 Prints, for the same requests (each gene's strategy on its tasks, greedy):
 - tokens/s with all adapters mixed in one batched call, with one call per adapter,
   and one request at a time, and whether the outputs agree; and of the same prompts
-  on the base weights (no adapter: the lean forward and its kernels, which batches
-  with adapters do not take: transformers' forward wrapped by PEFT);
+  on the base weights (no adapter: what the per-row LoRA deltas cost on the lean
+  forward, :mod:`fitness.backends.lean_lora`);
 - genome bytes (the JSON of a rank-8 seed-chain gene) vs materialised adapter bytes;
 - peak RSS after serving ``--memory-genes`` distinct rank-8 adapters in one call.
 """

@@ -18,7 +18,10 @@ How a call runs:
 5. requests with different adapters share a batch through PEFT's ``adapter_names``;
    adapters are loaded once, named by content hash, and evicted least-recently-used
    beyond ``max_loaded_adapters``. Requests on the base weights run in a batch of their
-   own on the lean forward, PEFT loaded or not (through PEFT they ran 2.5-3.6x slower).
+   own on the lean forward, PEFT loaded or not (through PEFT they ran 2.5-3.6x slower);
+   adapter requests run on it too, each row adding its adapter's LoRA deltas as PEFT
+   does (:mod:`fitness.backends.lean_lora`), unless an adapter is of a kind it does
+   not serve (DoRA and other variants, LoRA on embeddings or the head): then PEFT.
 
 A tokenizer without a chat template (pretrained models, some GGUF files) gets one
 from :mod:`fitness.backends.chat_templates`. ``max_context`` caps prompt + generated
@@ -119,6 +122,7 @@ class HFBackend:
 
         self.adapter_store = AdapterStore(adapter_store or default_adapter_store())
         self._adapters: OrderedDict[str, str] = OrderedDict()  # adapter dir -> loaded name
+        self._lora = None  # lean_lora.LoraLayers of the loaded adapters, made on first need
         self._prefix_cache: dict[tuple[str, str | None], list[int]] = {}
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.stop_ids = self._stop_token_ids()
@@ -151,24 +155,37 @@ class HFBackend:
         peft_loaded = self.model is not self.base_model
         if peft_loaded and self._lean is not None:
             # base-weight requests keep the lean forward, which reads its own packed base
-            # weights and never PEFT's layers: through PEFT they ran 2.5-3.6x slower (bf16)
+            # weights and never PEFT's layers: through PEFT they ran 2.5-3.6x slower (bf16);
+            # adapter requests take it too, with their LoRA deltas, where it serves them all
             lean_queue = [q for q in queue if q.request.adapter is None]
             queue = [q for q in queue if q.request.adapter is not None]
             if lean_queue:
                 self._decode(lean_queue, finish, lean=True)
+            if queue and all(self._lean_lora().serves(q.adapter_name) for q in queue):
+                self._decode(queue, finish, lean=True, names=True)
+                queue = []
         if queue:
-            self._decode(queue, finish, lean=not peft_loaded)
+            self._decode(queue, finish, lean=not peft_loaded, names=peft_loaded)
         return results  # type: ignore[return-value]
 
-    def _decode(self, queue: list, finish, lean: bool) -> None:
-        """One continuous-batching run: ``lean`` rows take the lean forward (base weights,
-        shared prefixes read once where configured); otherwise every row names its
-        adapter and the batch goes through PEFT (transformers' forward)."""
+    def _decode(self, queue: list, finish, lean: bool, names: bool = False) -> None:
+        """One continuous-batching run. ``lean``: the lean forward (shared prefixes read
+        once where configured), with each row's LoRA deltas when ``names``; otherwise
+        every row names its adapter and the batch goes through PEFT (transformers' forward)."""
         share = self.shared_prefix_attention and lean  # shared_prefix_attention implies a lean forward
-        decoder = ContinuousDecoder(self._forward, self.pad_id, self.stop_ids, *self.batch_limits(share),
-                                    with_names=not lean, grammars=self._grammar_compiler,
+        forward = functools.partial(self._forward, lora_on_lean=True) if lean and names else self._forward
+        decoder = ContinuousDecoder(forward, self.pad_id, self.stop_ids, *self.batch_limits(share),
+                                    with_names=names, grammars=self._grammar_compiler,
                                     share_prefix_attention=share)
         decoder.run(queue, finish)
+
+    def _lean_lora(self):
+        """The PEFT model's LoRA modules as the lean forward reads them (rebuilt after adapters load or go)."""
+        if self._lora is None:
+            from fitness.backends.lean_lora import lora_layers
+
+            self._lora = lora_layers(self.base_model, self.base_model.config.num_hidden_layers)
+        return self._lora
 
     def batch_limits(self, share_prefix_attention: bool = False) -> tuple[int, int]:
         """(token budget, rows) of a running batch: the configured ones, or where None,
@@ -242,6 +259,7 @@ class HFBackend:
             elif name not in self.model.peft_config:
                 self.model.load_adapter(path, adapter_name=name, is_trainable=False)
             self._adapters[path] = name
+            self._lora = None  # new LoRA modules, or an evicted adapter's name reused
             self._evict(keep=paths)
         return {p: self._adapters[p] for p in paths}
 
@@ -270,15 +288,19 @@ class HFBackend:
         return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
     def _forward(self, ids, mask, positions, cache, adapter_names: list[str] | None, shared=None,
-                 ragged_prefill: bool = False):
+                 ragged_prefill: bool = False, lora_on_lean: bool = False):
         """One model call; returns CPU logits of each row's last position: float32, or
         bf16 from :mod:`fitness.backends.lean_llama`, which Llama models in bf16 take
         without adapters (the same logits, fewer ops, no float copy; with ``shared`` prefix spans, a decode step reads
         each shared prefix once, which changes rounding only). Transformers' forward
         ignores ``shared``: every row's cache holds its own copy of the prefix; and ``ragged_prefill`` (the lean
-        forward's prefill kernel, rounding as flash does)."""
+        forward's prefill kernel, rounding as flash does). ``lora_on_lean``: rows naming
+        adapters take the lean forward too, with their LoRA deltas (``_decode`` checked that it serves them)."""
         if self._lean is not None and adapter_names is None:  # base weights, PEFT loaded or not
             return self._lean(ids, mask, positions, cache, shared, ragged_prefill)
+        if lora_on_lean:
+            lora = self._lean_lora().rows(adapter_names, BASE_ADAPTER)
+            return self._lean(ids, mask, positions, cache, shared, ragged_prefill, lora=lora)
         extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
         out = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),

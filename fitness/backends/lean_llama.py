@@ -37,9 +37,10 @@ bf16), so the lean forward changes speed and nothing else.
 weights on a CPU with bf16 units (in float32 the forward measured 1.03x, not worth a
 second code path), a ``LlamaForCausalLM`` with the standard layout (no biases, SiLU
 MLP, full attention on every layer, one tensor-parallel slice). Batches with PEFT
-adapters take transformers' forward, which PEFT wraps. The model's own rotary module
-computes cos/sin, so every RoPE scaling variant behaves as in transformers; norms run
-in float32 as ``LlamaRMSNorm`` does.
+adapters add their LoRA deltas per row (:mod:`fitness.backends.lean_lora`, PEFT's
+arithmetic); adapters it does not serve take transformers' forward, which PEFT wraps.
+The model's own rotary module computes cos/sin, so every RoPE scaling variant behaves
+as in transformers; norms run in float32 as ``LlamaRMSNorm`` does.
 """
 
 from __future__ import annotations
@@ -107,12 +108,19 @@ class LeanLlama:
     def _matmul(self, x, weight):
         return packed_matmul(x, weight) if self.packed else self.torch.nn.functional.linear(x, weight)
 
-    def __call__(self, ids, mask, positions, cache, shared=None, ragged_prefill: bool = False):
+    def _project(self, x, weight, lora, layer: int, projection: str):
+        """A projection of layer ``layer``: the base weight, plus its adapters' deltas where ``lora`` has any."""
+        out = self._matmul(x, weight)
+        return out if lora is None else lora.add(out, x, layer, projection)
+
+    def __call__(self, ids, mask, positions, cache, shared=None, ragged_prefill: bool = False, lora=None):
         """``shared``: a :class:`fitness.backends.kv_rows.SharedPrefixes`, used by decode
         steps (one new token; a ``PartsCache`` comes only with decode steps and ``shared``).
         ``ragged_prefill``: a prefill of several rows attends by the C kernel of
         :func:`fitness.backends.ragged_attention.prefill_attend` where it serves (rounding
-        as torch's flash kernel, not bit for bit; one row keeps SDPA, as transformers)."""
+        as torch's flash kernel, not bit for bit; one row keeps SDPA, as transformers).
+        ``lora``: a :class:`fitness.backends.lean_lora.LoraRows`, PEFT adapters' deltas
+        added to their rows' projections as PEFT adds them."""
         torch = self.torch
         functional = torch.nn.functional
         device = self.final_norm.device
@@ -134,7 +142,7 @@ class LeanLlama:
         prefill = ragged_prefill and new > 1 and rows > 1 and parts is None
         for index, layer in enumerate(self.layers):
             x = self._norm(hidden, layer["norm_in"])
-            q, k, v = (self._matmul(x, w) for w in layer["qkv"])
+            q, k, v = (self._project(x, w, lora, index, name) for w, name in zip(layer["qkv"], _QKV))
             q = _rotate(q.view(rows, new, self.heads, self.head_dim).transpose(1, 2), cos, sin)
             k = _rotate(k.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
             v = v.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -149,10 +157,11 @@ class LeanLlama:
                     attended = cascade.attend(q, [(keys, values)], self.kv_heads)
                 else:
                     attended = self._attend(q, keys, values, allowed)
-            hidden = hidden + self._matmul(attended.transpose(1, 2).reshape(rows, new, -1), layer["o"])
+            hidden = hidden + self._project(attended.transpose(1, 2).reshape(rows, new, -1), layer["o"], lora, index,
+                                            "o_proj")
             x = self._norm(hidden, layer["norm_post"])
-            gate, up = (self._matmul(x, w) for w in layer["gate_up"])
-            hidden = hidden + self._matmul(functional.silu(gate) * up, layer["down"])
+            gate, up = (self._project(x, w, lora, index, name) for w, name in zip(layer["gate_up"], _GATE_UP))
+            hidden = hidden + self._project(functional.silu(gate) * up, layer["down"], lora, index, "down_proj")
         last = self._norm(hidden[:, -1:, :], self.final_norm)
         # in the model's dtype: a float32 copy of every row's 49,152 logits cost a tenth
         # of a decode step, and the decoder's argmax is the same on either
@@ -188,6 +197,8 @@ class LeanLlama:
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * x32.to(x.dtype)
 
+
+_QKV, _GATE_UP = ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")  # PEFT's names of those projections
 
 # one more attention call over a run of rows costs about as much as reading this many
 # (row, column) pairs of the cache: ~50 us against ~80 ns a column at this CPU's bandwidth

@@ -128,38 +128,43 @@ def test_lean_backend_generates_what_transformers_forward_generates(bf16_backend
 
 
 @needs_bf16
-def test_requests_with_adapters_take_peft_and_base_requests_are_unchanged(lora_adapters):
-    """After an adapter loads, its requests go through PEFT (over packed weights) and
-    change; requests on the base weights still take the lean forward (a batch of their
-    own, alone or beside adapter requests in one call) and give what they gave before."""
+def test_requests_with_adapters_take_the_lean_forward_and_base_requests_are_unchanged(lora_adapters):
+    """After an adapter loads, its requests run on the lean forward with their LoRA
+    deltas and give what PEFT (transformers' forward over the same packed weights)
+    gives; requests on the base weights still run in a batch of their own, alone or
+    beside adapter requests in one call, and give what they gave before."""
     import dataclasses
 
     from fitness.backends.hf import HFBackend
 
-    # shared prefixes read once merge attention in another order than the PEFT path's
-    # transformers forward: in bf16 a near-tie can flip a greedy token (it did on one
-    # CPU), which is batch arithmetic, not the adapter; compare like with like
+    # shared prefixes read once merge attention in another order than transformers'
+    # forward: in bf16 a near-tie can flip a greedy token (it did on one CPU), which is
+    # batch arithmetic, not the adapter; compare like with like
     backend = HFBackend(dtype="bfloat16", shared_prefix_attention=False)
     requests = [make_request(q, max_new_tokens=16) for q in QUESTIONS[:3]]
     before = [c.text for c in backend.generate(requests)]
     with_adapter = [dataclasses.replace(r, adapter=lora_adapters[0]) for r in requests]
-    adapted = [c.text for c in backend.generate(with_adapter)]
-    assert backend.model is not backend.base_model  # PEFT now
-    assert adapted != before
-    lean, lean_rows = backend._lean, []
+    lean, served = backend._lean, []
 
-    class Counted:  # the lean forward, counting the rows it serves
-        def __call__(self, ids, *args):
-            lean_rows.append(len(ids))
-            return lean(ids, *args)
+    class Counted:  # the lean forward, noting each call's rows and whether they carried adapters
+        def __call__(self, ids, *args, **kwargs):
+            served.append((len(ids), kwargs.get("lora") is not None))
+            return lean(ids, *args, **kwargs)
 
     backend._lean = Counted()
+    adapted = [c.text for c in backend.generate(with_adapter)]
+    assert backend.model is not backend.base_model  # PEFT loaded
+    assert adapted != before and served and all(with_lora for _, with_lora in served)
+    peft = HFBackend(dtype="bfloat16", lean_forward=False)
+    assert [c.text for c in peft.generate(with_adapter)] == adapted
+    served.clear()
     assert [c.text for c in backend.generate(requests)] == before
-    assert lean_rows and max(lean_rows) == len(requests)
-    lean_rows.clear()
+    assert served and not any(with_lora for _, with_lora in served)
+    served.clear()
     mixed = [c.text for c in backend.generate([*requests, *with_adapter])]
     assert mixed[:3] == before and mixed[3:] == adapted
-    assert lean_rows and max(lean_rows) == len(requests)  # the adapter rows went elsewhere
+    assert max(rows for rows, with_lora in served if not with_lora) == len(requests)  # batches of their own
+    assert max(rows for rows, with_lora in served if with_lora) == len(with_adapter)
 
 
 def test_shared_prefix_attention_equals_attending_each_rows_copy():
@@ -295,3 +300,52 @@ def test_packed_linear_equals_linear_repacks_after_changes_and_trains():
     out = layer(x.requires_grad_())  # gradients take F.linear
     out.sum().backward()
     assert layer.weight.grad is not None and x.grad is not None
+
+
+@needs_bf16
+def test_lora_rows_on_the_lean_forward_equal_peft_bit_for_bit(lora_adapters):
+    """Rows naming two adapters (one on q/v, one on o/down) and a base row in one padded
+    batch, through a prefill and decode steps: the lean forward with per-row LoRA deltas
+    gives PEFT's mixed-batch logits exactly; the base row gets none, the others change."""
+    import torch
+
+    from fitness.backends.hf import BASE_ADAPTER, HFBackend
+
+    backend = HFBackend(dtype="bfloat16", shared_prefix_attention=False)
+    names = backend._load_adapters(set(lora_adapters))
+    first, second = (names[p] for p in lora_adapters)
+    assert backend._lean_lora().serves(first) and backend._lean_lora().serves(second)
+    rows = [first, BASE_ADAPTER, second, first, second]  # the five rows of _padded_prompts
+
+    def lean(ids, mask, positions, cache):
+        return backend._forward(ids, mask, positions, cache, rows, lora_on_lean=True)
+
+    def peft(ids, mask, positions, cache):
+        return backend._forward(ids, mask, positions, cache, rows)
+
+    _assert_same_logits(lean, peft, backend.pad_id)
+    ids, mask = _padded_prompts(backend.pad_id)
+    adapted = _logits_through_steps(lean, ids, mask, steps=0)[0]
+    base = _logits_through_steps(lambda *a: backend._forward(*a, None), ids, mask, steps=0)[0]
+    assert torch.equal(adapted[1], base[1])
+    assert all(not torch.equal(adapted[r], base[r]) for r in (0, 2, 3, 4))
+
+
+def test_adapters_the_lean_forward_does_not_serve_are_left_to_peft():
+    """A LoRA variant (DoRA here) or LoRA on modules outside the 7 projections: not served."""
+    from types import SimpleNamespace
+
+    from fitness.backends.lean_lora import LoraLayers
+
+    plain = SimpleNamespace(lora_A={"a": 1, "dora": 1}, lora_variant={"dora": object()}, merged_adapters=[])
+    head = SimpleNamespace(lora_A={"head": 1}, lora_variant={}, merged_adapters=[])
+    layers = LoraLayers({(0, "q_proj"): plain}, [head])
+    assert layers.serves("a") and not layers.serves("dora") and not layers.serves("head")
+    merged = LoraLayers({(0, "q_proj"): SimpleNamespace(lora_A={"m": 1}, lora_variant={}, merged_adapters=["m"])}, [])
+    assert not merged.serves("m")
+    try:
+        layers.rows(["a", "dora"], "__base__")
+    except ValueError as error:
+        assert "dora" in str(error)
+    else:
+        raise AssertionError("an adapter it does not serve must be refused")
