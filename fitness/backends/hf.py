@@ -299,7 +299,8 @@ class HFBackend:
         if self._lean is not None and adapter_names is None:  # base weights, PEFT loaded or not
             return self._lean(ids, mask, positions, cache, shared, ragged_prefill)
         if lora_on_lean:
-            lora = self._lean_lora().rows(adapter_names, BASE_ADAPTER)
+            # several adapters grouped where the batch rounds differently anyway (shared-prefix attention)
+            lora = self._lean_lora().rows(adapter_names, BASE_ADAPTER, grouped=shared is not None or ragged_prefill)
             return self._lean(ids, mask, positions, cache, shared, ragged_prefill, lora=lora)
         extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
         out = self.model(

@@ -33,6 +33,7 @@ class LoraLayers:
         self.modules = modules  # (layer index, projection name) -> PEFT LoraLayer
         self.elsewhere = elsewhere  # LoRA modules on anything else
         self._served: dict[str, bool] = {}
+        self._stacks: dict[tuple[str, ...], dict] = {}  # see stacked()
 
     def serves(self, name: str) -> bool:
         """True when adapter ``name`` is plain LoRA on the projections only (cached per name)."""
@@ -41,8 +42,10 @@ class LoraLayers:
                 _plain(module, name) for module in self.modules.values() if name in module.lora_A)
         return self._served[name]
 
-    def rows(self, adapter_names: list[str], base_name: str) -> LoraRows:
-        """The per-row work of one forward: each served adapter's rows (``base_name`` rows get none)."""
+    def rows(self, adapter_names: list[str], base_name: str, grouped: bool = False) -> LoraRows:
+        """The per-row work of one forward: each served adapter's rows (``base_name`` rows
+        get none). ``grouped``: several adapters' deltas in two matmuls a projection
+        (:class:`GroupedLoraRows`; rounding differs from PEFT's, as summation order does)."""
         import torch
 
         rows: dict[str, list[int]] = {}
@@ -52,7 +55,39 @@ class LoraLayers:
         for name in rows:
             if not self.serves(name):
                 raise ValueError(f"adapter {name} is not served by the lean forward (LoRA variant or other modules)")
-        return LoraRows(self.modules, [(name, torch.tensor(r, dtype=torch.long)) for name, r in rows.items()])
+        indexed = [(name, torch.tensor(r, dtype=torch.long)) for name, r in rows.items()]
+        if grouped and len(indexed) > 1:
+            return GroupedLoraRows(self, indexed, len(adapter_names))
+        return LoraRows(self.modules, indexed)
+
+    def stacked(self, names: tuple[str, ...], layer: int, projection: str):
+        """``(A, B, blocks)`` of the adapters ``names`` that have a LoRA module at this
+        projection: their ``lora_A`` weights stacked ``[sum of ranks, in]``, ``lora_B``
+        side by side ``[out, sum of ranks]``, ``blocks`` = (name, first, end, scaling) of
+        each one's ranks. None where none has one; "mixed" where their dtypes differ.
+        Kept for the last few sets of names (a running batch's set changes slowly)."""
+        import torch
+
+        cache = self._stacks.setdefault(names, {})
+        if len(self._stacks) > STACK_SETS:
+            self._stacks.pop(next(iter(self._stacks)))
+        key = (layer, projection)
+        if key not in cache:
+            module = self.modules.get(key)
+            present = [n for n in names if module is not None and n in module.lora_A]
+            weights_a = [module.lora_A[n].weight for n in present]
+            if not present:
+                cache[key] = None
+            elif len({w.dtype for w in weights_a}) > 1:
+                cache[key] = "mixed"
+            else:
+                blocks, first = [], 0
+                for name, weight in zip(present, weights_a):
+                    blocks.append((name, first, first + weight.shape[0], float(module.scaling[name])))
+                    first += weight.shape[0]
+                weights_b = torch.cat([module.lora_B[n].weight for n in present], dim=1)
+                cache[key] = (torch.cat(weights_a).detach(), weights_b.detach(), tuple(blocks))
+        return cache[key]
 
 
 class LoraRows:
@@ -77,6 +112,50 @@ class LoraRows:
         return out
 
 
+class GroupedLoraRows(LoraRows):
+    """Several adapters' deltas in one pass a projection: ``h = x @ A.T`` over every
+    present adapter's ranks at once, each row's ``h`` kept on its own adapter's ranks
+    (times its scaling, zero elsewhere), then ``h @ B.T``. Two small matmuls instead of
+    ~8 ops per adapter: with 16 adapters in a batch the per-adapter loop cost about as
+    much as the base model. The zeros add nothing, but summation order and where the
+    scaling is applied differ from PEFT's: the same function, rounded differently
+    (used where the batch already rounds differently: shared-prefix attention)."""
+
+    def __init__(self, layers: LoraLayers, rows: list, batch_rows: int) -> None:
+        super().__init__(layers.modules, rows)
+        self.layers, self.batch_rows = layers, batch_rows
+        self.names = tuple(sorted(name for name, _ in rows))
+        self._row_weights: dict[tuple, object] = {}
+
+    def add(self, out, x, layer: int, projection: str):
+        stack = self.layers.stacked(self.names, layer, projection)
+        if stack is None:
+            return out
+        if stack == "mixed":
+            return super().add(out, x, layer, projection)
+        import torch
+
+        weight_a, weight_b, blocks = stack
+        hidden = torch.nn.functional.linear(x.to(weight_a.dtype), weight_a) * self._weights(blocks, weight_a)
+        out += torch.nn.functional.linear(hidden, weight_b).to(out.dtype)
+        return out
+
+    def _weights(self, blocks: tuple, like):
+        """``[rows, 1, ranks]``: each row's scaling on its adapter's ranks, zero elsewhere (base rows: all zero)."""
+        if blocks not in self._row_weights:
+            import torch
+
+            weights = torch.zeros((self.batch_rows, 1, blocks[-1][2]), dtype=like.dtype, device=like.device)
+            index = dict(self.rows)
+            for name, first, end, scaling in blocks:
+                weights[index[name].to(like.device), :, first:end] = scaling
+            self._row_weights[blocks] = weights
+        return self._row_weights[blocks]
+
+
+STACK_SETS = 2  # sets of adapter names whose stacked weights are kept (LoraLayers.stacked): the running batch's, the last one
+
+
 def lora_layers(model, num_layers: int) -> LoraLayers:
     """The LoRA modules of ``model`` (a Llama whose layers PEFT has wrapped in place)."""
     from peft.tuners.lora import LoraLayer
@@ -97,4 +176,6 @@ def _plain(module, name: str) -> bool:
     """Vanilla LoRA for ``name`` on this module: no variant, not merged into the base weight."""
     variants = getattr(module, "lora_variant", {}) or {}
     merged = getattr(module, "merged_adapters", []) or []
-    return name not in variants and name not in merged
+    lora_b = getattr(module, "lora_B", {})
+    biased = name in lora_b and getattr(lora_b[name], "bias", None) is not None  # lora_bias=True
+    return name not in variants and name not in merged and not biased
