@@ -291,7 +291,7 @@ class HFBackend:
                  ragged_prefill: bool = False, lora_on_lean: bool = False):
         """One model call; returns CPU logits of each row's last position: float32, or
         bf16 from :mod:`fitness.backends.lean_llama`, which Llama models in bf16 take
-        without adapters (the same logits, fewer ops, no float copy; with ``shared`` prefix spans, a decode step reads
+        without adapters or with those :mod:`fitness.backends.lean_lora` serves (the same logits, fewer ops, no float copy; with ``shared`` prefix spans, a decode step reads
         each shared prefix once, which changes rounding only). Transformers' forward
         ignores ``shared``: every row's cache holds its own copy of the prefix; and ``ragged_prefill`` (the lean
         forward's prefill kernel, rounding as flash does). ``lora_on_lean``: rows naming

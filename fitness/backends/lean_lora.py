@@ -131,7 +131,7 @@ class GroupedLoraRows(LoraRows):
         stack = self.layers.stacked(self.names, layer, projection)
         if stack is None:
             return out
-        if stack == "mixed":
+        if isinstance(stack, str):  # "mixed" dtypes: one adapter at a time
             return super().add(out, x, layer, projection)
         import torch
 
