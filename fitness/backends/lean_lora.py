@@ -15,7 +15,8 @@ transformers' (one request, or several without shared-prefix attention).
 
 :func:`lora_layers` finds the LoRA modules on the model's 7 projections per layer and
 says which adapters it can serve: an adapter with a LoRA variant (DoRA, aLoRA, ...),
-merged weights, or LoRA modules anywhere else (embeddings, ``lm_head``) is left to PEFT.
+a ``lora_B`` bias (``lora_bias``), merged weights, or LoRA modules anywhere else
+(embeddings, ``lm_head``) is left to PEFT.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def lora_layers(model, num_layers: int) -> LoraLayers:
 
 
 def _plain(module, name: str) -> bool:
-    """Vanilla LoRA for ``name`` on this module: no variant, not merged into the base weight."""
+    """Vanilla LoRA for ``name`` on this module: no variant, no ``lora_B`` bias, not merged into the base weight."""
     variants = getattr(module, "lora_variant", {}) or {}
     merged = getattr(module, "merged_adapters", []) or []
     lora_b = getattr(module, "lora_B", {})
