@@ -36,10 +36,13 @@ def test_rows(final: dict | None) -> list[str]:
         return ["Not scored on test yet."]
     if "skipped" in final:
         return [f"Test split not scored: {final['skipped']}."]
-    acc, formed = final["accuracy"], final["well_formed"]
+    acc, formed, per_family = final["accuracy"], final["well_formed"], final.get("per_family", {})
+    families = sorted({family for scores in per_family.values() for family in scores})
     rows = [f"{final['tasks']} test tasks (reported only: no round read them).", "",
-            "| strategy | accuracy | well-formed |", "|---|---|---|"]
-    rows += [f"| {name} | {_pct(acc[name])} | {_pct(formed[name])} |" for name in acc]
+            "| strategy | accuracy | well-formed |" + "".join(f" {f} |" for f in families),
+            "|---|---|---|" + "---|" * len(families)]
+    rows += [f"| {name} | {_pct(acc[name])} | {_pct(formed[name])} |"
+             + "".join(f" {_pct(per_family.get(name, {}).get(f))} |" for f in families) for name in acc]
     if final.get("champion_from"):
         rows += ["", f"champion = {final['champion_from']} (`improve/champion.json`)."]
     rows.append("")
@@ -49,9 +52,19 @@ def test_rows(final: dict | None) -> list[str]:
     return rows
 
 
+def _mix_text(state: ImproveState) -> str:
+    mixes = [entry["steps"]["evaluate"]["mix"] for entry in state.rounds
+             if (entry["steps"].get("evaluate") or {}).get("mix")]
+    if not mixes:
+        return ""
+    return " (" + ", ".join(f"{family} {share:.0%}" for family, share in mixes[-1].items()) + ")"
+
+
 def write_report(state: ImproveState, config: RunConfig) -> Path:
     lines = [f"# evo improve: {config.run.name}", "",
-             "Accuracy per round on the validation split (every decision reads it); the adapter of a round is "
+             "Accuracy per round on the validation split (every decision reads it), each family weighted by "
+             "its share of the test tasks, so that validation estimates the figure the test reports"
+             f"{_mix_text(state)}; the adapter of a round is "
              "injected into the next round's evolution when best + adapter beats best. The champion is the "
              "best on validation of the previous champion (with and without the round's adapter), the round's "
              "best and best + adapter; ties keep the incumbent. It is what the loop hands back "

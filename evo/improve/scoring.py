@@ -1,20 +1,67 @@
 """What `evo improve` scores: the canonical prompt and a strategy, each with and
 without an adapter, on the validation split (every round's decision) or the test
-split (the one look at the end; :func:`final_test`)."""
+split (the one look at the end; :func:`final_test`).
+
+Validation estimates the figure the test reports. The test's accuracy is a mean
+over its tasks, so a family weighs there by the tasks its test split gives; a family
+whose split is small (chain_sum at level 0 holds 15 test tasks against 250 of the
+others) weighs little. Validation draws its own counts (24 / 32 / 32 at 32 a family),
+and a plain mean over them weighed that family 9 times more than the test does: in a
+benchmark run the choices it made by 10 points were wrong on test by 10
+(docs/benchmarks.md). So every validation accuracy a decision reads is the mean of
+the per-family accuracies weighted by the test's mix (:func:`report_mix`).
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from evo.report.stats import bootstrap_ci
 
 
+def report_mix(loop) -> dict[str, float] | None:
+    """Each family's share of the tasks the final test look scores, or None when the
+    run scores no test split (then validation is a plain mean over its tasks). Reads
+    the test split's size per family, never a question or a score. Cached on the
+    loop: the draw is a pure function of the config."""
+    cached = getattr(loop, "_report_mix", False)
+    if cached is not False:
+        return cached
+    from evo.engine.task_pool import TaskPool
+
+    mix = None
+    if loop.settings.test_per_family > 0 and loop.config.tasks.test_share > 0:
+        counts = defaultdict(int)
+        for task in TaskPool(loop.config).held_out("test", loop.settings.test_per_family, fewer_ok=True):
+            counts[task.family] += 1
+        total = sum(counts.values())
+        mix = {family: count / total for family, count in counts.items()} if total else None
+    loop._report_mix = mix
+    return mix
+
+
+def mixed_accuracy(per_family: dict[str, list[float]], mix: dict[str, float] | None) -> float:
+    """The per-family accuracies weighted by ``mix`` (renormalised over the families
+    both hold); the plain mean over every task when ``mix`` is None or shares no
+    family with ``per_family``."""
+    shared = {family: share for family, share in (mix or {}).items() if per_family.get(family)}
+    if not shared or sum(shared.values()) == 0:
+        scores = [score for family_scores in per_family.values() for score in family_scores]
+        return sum(scores) / len(scores) if scores else 0.0
+    total = sum(shared.values())
+    return sum(share / total * sum(per_family[family]) / len(per_family[family]) for family, share in shared.items())
+
+
 def score_variants(loop, strategy_json: dict[str, Any], adapter: str | None, split: str, per_family: int,
-                   extra: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                   extra: dict[str, dict[str, Any]] | None = None,
+                   mix: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """Accuracy of each variant on ``per_family`` tasks per family of ``split``, in one
     batched call: the canonical prompt and ``strategy_json``, each with and without
     ``adapter``, and every strategy of ``extra`` (name → encoded strategy, scored as
-    it is: ``first``, ``champion``, ...)."""
+    it is: ``first``, ``champion``, ...). ``accuracy`` weighs the families by ``mix``
+    (:func:`mixed_accuracy`; None: a plain mean over the tasks); ``per_family`` holds
+    each family's own accuracy, ``correct`` the per-task scores in task order."""
     from evo.distill.pairs import canonical_strategy
     from evo.engine.task_pool import TaskPool
     from evo.improve.rounds import with_adapter
@@ -36,10 +83,16 @@ def score_variants(loop, strategy_json: dict[str, Any], adapter: str | None, spl
     with RequestProgress(split, total, enabled=loop.show_progress) as bar:
         results = evaluate_many([(s, tasks) for s in variants.values()], loop.backend(), seed=loop.config.run.seed,
                                 progress=bar.update)
-    return {name: {"accuracy": sum(r.correct for r in rs) / len(rs), "tasks": len(rs),
-                   "well_formed": sum(r.answer is not None for r in rs) / len(rs),
-                   "correct": [float(r.correct) for r in rs]}
-            for name, rs in zip(variants, results)}
+    scores = {}
+    for name, rs in zip(variants, results):
+        by_family = defaultdict(list)
+        for task, result in zip(tasks, rs):
+            by_family[task.family].append(float(result.correct))
+        scores[name] = {"accuracy": mixed_accuracy(by_family, mix), "tasks": len(rs),
+                        "well_formed": sum(r.answer is not None for r in rs) / len(rs),
+                        "per_family": {family: sum(v) / len(v) for family, v in by_family.items()},
+                        "correct": [float(r.correct) for r in rs]}
+    return scores
 
 
 def final_test(loop, rounds: int) -> dict[str, Any]:
@@ -70,4 +123,5 @@ def final_test(loop, rounds: int) -> dict[str, Any]:
             "champion_from": champion["from"] if champion else None,
             "accuracy": {name: value["accuracy"] for name, value in scores.items()},
             "well_formed": {name: value["well_formed"] for name, value in scores.items()},
+            "per_family": {name: value["per_family"] for name, value in scores.items()},
             "gain_over_first": next(iter(gains.values())), "gains_over_first": gains}

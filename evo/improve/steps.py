@@ -72,14 +72,20 @@ def train(loop, number: int) -> tuple[dict[str, Any], str | None]:
 
 
 def evaluate(loop, number: int) -> tuple[dict[str, Any], str | None]:
-    from evo.improve.scoring import score_variants
+    """Each variant's validation accuracy in the test's family mix (what decide reads),
+    with its per-family accuracies and the mix (``mix`` None: a plain mean)."""
+    from evo.improve.scoring import report_mix, score_variants
 
     entry = loop.state.round(number)["steps"]
     adapter = entry["train"]["adapter"]
     check_adapter(adapter)
+    mix = report_mix(loop)
     scores = score_variants(loop, entry["evolve"]["best_strategy"], adapter, "validation",
-                            loop.settings.validation_per_family, extra=_champion_variants(loop, number, adapter))
-    return {name: value["accuracy"] for name, value in scores.items()} | {"tasks": scores["best"]["tasks"]}, None
+                            loop.settings.validation_per_family, extra=_champion_variants(loop, number, adapter),
+                            mix=mix)
+    return {name: value["accuracy"] for name, value in scores.items()} | {
+        "tasks": scores["best"]["tasks"], "mix": mix,
+        "per_family": {name: value["per_family"] for name, value in scores.items()}}, None
 
 
 def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:

@@ -46,6 +46,7 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -254,7 +255,12 @@ class HFBackend:
             # named by content: a rewritten adapter at the same path is a new adapter
             name = "a" + hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
             if self.model is self.base_model:
-                self.model = PeftModel.from_pretrained(self.base_model, path, adapter_name=name, is_trainable=False)
+                with warnings.catch_warnings():
+                    # PEFT reads transformers' deprecated ``is_gradient_checkpointing`` when it
+                    # wraps a model: a FutureWarning in every run that loads an adapter, ours to hide
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+                    self.model = PeftModel.from_pretrained(self.base_model, path, adapter_name=name,
+                                                           is_trainable=False)
                 self.model.eval()
             elif name not in self.model.peft_config:
                 self.model.load_adapter(path, adapter_name=name, is_trainable=False)

@@ -174,3 +174,41 @@ def test_pairs_under_the_best_strategys_prompt_too(tmp_path):
     assert by_prompt == {canonical_strategy().content_hash(), dataclasses.replace(best, lora=None).content_hash()}
     with pytest.raises(InputError, match="--pair-prompts must be one of canonical, canonical\\+best"):
         improve(cfg, dataclasses.replace(settings(), pair_prompts="best"), backend=AdapterHelps(), trainer=FakeTrainer())
+
+
+def test_validation_weighs_each_family_by_its_share_of_the_test(tmp_path):
+    """A family whose test split is small weighs as little in every decision as in the
+    test figure: validation estimates what the test reports, not its own task mix."""
+    from collections import Counter
+
+    from evo.engine.task_pool import TaskPool
+    from evo.improve import steps
+    from evo.improve.report import write_report
+    from evo.improve.rounds import _Loop
+    from evo.improve.scoring import mixed_accuracy
+
+    riddles = tmp_path / "riddles.jsonl"  # the fake backend answers none of these: 0 %
+    riddles.write_text("".join(json.dumps({"question": f"Name the colour number {i}.", "answer": f"c{i}"}) + "\n"
+                               for i in range(60)))
+    cfg = config(tmp_path, tasks={"families": ["chain_sum", str(riddles)]})
+    loop = _Loop(cfg, dataclasses.replace(settings(rounds=1), validation_per_family=12, test_per_family=12),
+                 AdapterHelps(), FakeTrainer(), False)
+    adapter = FakeTrainer()([{"prompt": "p"}], cfg.run_dir, None, None, example_weights=[1.0]).path
+    loop.state.record(1, "evolve", {"best_strategy": canonical_strategy().encode()})
+    loop.state.record(1, "train", {"adapter": str(adapter)})
+    scores, _ = steps.evaluate(loop, 1)
+    test_counts = Counter(t.family for t in TaskPool(cfg).held_out("test", 12, fewer_ok=True))
+    validation_counts = Counter(t.family for t in TaskPool(cfg).held_out("validation", 12, fewer_ok=True))
+    assert scores["mix"] == pytest.approx({f: n / sum(test_counts.values()) for f, n in test_counts.items()})
+    assert test_counts["jsonl:riddles"] < validation_counts["jsonl:riddles"]  # 3 against 6: the mixes differ
+    for name in ("canonical", "best+adapter", "canonical+adapter"):
+        per_family = scores["per_family"][name]
+        assert per_family["jsonl:riddles"] == 0.0
+        assert scores[name] == pytest.approx(scores["mix"]["chain_sum"] * per_family["chain_sum"])
+    plain = validation_counts["chain_sum"] / sum(validation_counts.values())  # best + adapter: every sum right
+    assert scores["per_family"]["best+adapter"]["chain_sum"] == 1.0 and scores["best+adapter"] != pytest.approx(plain)
+    loop.state.record(1, "evaluate", scores)
+    assert "of the test tasks" in write_report(loop.state, cfg).read_text()
+    assert mixed_accuracy({"a": [1.0, 1.0], "b": [0.0]}, {"a": 0.25, "b": 0.75}) == 0.25
+    assert mixed_accuracy({"a": [1.0, 1.0], "b": [0.0]}, None) == pytest.approx(2 / 3)
+    assert mixed_accuracy({"a": [1.0], "b": [0.0]}, {"a": 0.5, "c": 0.5}) == 1.0  # renormalised over shared families

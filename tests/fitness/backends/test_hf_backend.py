@@ -135,6 +135,22 @@ def test_generation_raises_no_deprecation_or_future_warning(hf_backend):
     assert not bad, bad
 
 
+def test_loading_an_adapter_raises_no_future_warning(lora_adapters):
+    """PEFT's wrapper reads transformers' deprecated ``is_gradient_checkpointing`` when
+    it wraps the model: the backend keeps that out of every run's output."""
+    import warnings
+
+    from fitness.backends.hf import HFBackend
+
+    backend = HFBackend(dtype="float32")  # a fresh one: its first adapter wraps the model
+    requests = [make_request(QUESTIONS[0], max_new_tokens=4, adapter=path) for path in lora_adapters]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend.generate(requests)
+    bad = [f"{w.category.__name__}: {w.message}" for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not bad, bad
+
+
 def test_bfloat16_loads_in_bfloat16_and_is_deterministic():
     """bf16 (the `auto` choice on AMX / AVX512-BF16 CPUs): weights really in bf16, the
     same batch gives the same outputs twice, logits reach the sampler as float32."""
