@@ -11,7 +11,10 @@ without the last adapter, the first round's best, the final best with and withou
 adapter, and the champion (what the loop hands back), with the paired gains over the
 first round's best of the champion and of the final best + adapter, each with a 95 %
 bootstrap CI. Test: 250 tasks per family where the split holds them (chain_sum's test
-split at level 0 holds 15). The targets (issue "close the loop"): canonical + adapter
+split at level 0 holds 15). Validation, every round's decision: 250 a family too (524
+tasks), each family weighted by its share of the test tasks; at 32 a family the
+composition of so few tasks decided (letter_counting's most common answer, "1", was
+31 % of its 32 validation tasks and 51 % of its 250 test tasks). The targets (issue "close the loop"): canonical + adapter
 >= 15 % on test, and best + adapter >= first round's best + 8 points with a CI
 excluding 0. Writes OUT_DIR/improve-bench/improve/state.json and report.md; about an
 hour on 2 CPU cores.
@@ -39,7 +42,7 @@ def main() -> int:
     parser.add_argument("--config", default="runs/improve.toml")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--generations-per-round", type=int, default=3)
-    parser.add_argument("--validation-per-family", type=int, default=32)
+    parser.add_argument("--validation-per-family", type=int, default=250)
     parser.add_argument("--test-per-family", type=int, default=250)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--pair-prompts", choices=PAIR_PROMPTS, default=ImproveSettings.pair_prompts,

@@ -29,6 +29,11 @@ def add_parser(sub) -> None:
     im.add_argument("--pair-prompts", choices=PAIR_PROMPTS, default=d.pair_prompts,
                     help="train the adapter on pairs under the canonical prompt only, or also under the round's "
                          f"best strategy's prompt (default {d.pair_prompts})")
+    im.add_argument("--harvest-per-family", type=int, default=d.harvest_per_family,
+                    help="before mining, the hall's leading strategies answer this many fresh training tasks per "
+                         f"family, so pairs come from more tasks (default {d.harvest_per_family}; 0: none)")
+    im.add_argument("--harvest-strategies", type=int, default=d.harvest_strategies,
+                    help=f"how many of the hall's leading strategies harvest (default {d.harvest_strategies})")
     t = TrainSettings()
     im.add_argument("--steps", type=int, default=t.steps, help=f"training steps per round (default {t.steps})")
     im.add_argument("--learning-rate", type=float, default=t.learning_rate, help=f"(default {t.learning_rate})")
@@ -45,7 +50,8 @@ def command(args: argparse.Namespace) -> int:
     settings = ImproveSettings(
         rounds=args.rounds, generations_per_round=args.generations_per_round,
         validation_per_family=args.validation_per_family, test_per_family=args.test_per_family,
-        min_pairs=args.min_pairs, pair_prompts=args.pair_prompts,
+        min_pairs=args.min_pairs, pair_prompts=args.pair_prompts, harvest_per_family=args.harvest_per_family,
+        harvest_strategies=args.harvest_strategies,
         train=TrainSettings(steps=args.steps, learning_rate=args.learning_rate, sft=args.sft))
     state = improve(config, settings, show_progress=not args.quiet)
     print("\n".join(round_rows(state) + [""] + test_rows(state.final)))

@@ -82,6 +82,18 @@ class TaskPool:
                                   fewer_ok=True)
                 for family, level in self.start_levels().items()}
 
+    def scored_level_training(self, per_family: int, draw: int) -> list[Task]:
+        """Per family, ``per_family`` training tasks at the level validation and test
+        score (``tasks.heldout_level``), drawn apart from the batches: each ``draw``
+        (a negative label, e.g. -100 - round) another draw. A split smaller than asked
+        gives what it has. What `evo improve` harvests completions on."""
+        levels, tasks = self.levels(), []
+        for family in self.specs:
+            level = min(self.config.tasks.heldout_level, levels[family] - 1)
+            tasks += self._draw(family, level, per_family, TRAIN, _draw_seed(self.config.run.seed, draw, family, level),
+                                fewer_ok=True)
+        return tasks
+
     def validation(self, fewer_ok: bool = False) -> list[Task]:
         """``tasks.heldout_per_family`` validation tasks per family at
         ``tasks.heldout_level``; with ``fewer_ok`` a family whose split is smaller gives

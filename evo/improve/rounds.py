@@ -5,7 +5,9 @@ Each round, in ``RUN_DIR`` (the config's run directory)::
     evolve    run or resume the evolution to generations_per_round × round generations,
               injecting the adapter the previous round found helpful (once: not when
               this round's evolution already has a checkpoint)
-    mine      DPO pairs from the whole journal: every verified-correct completion of
+    mine      first a harvest (evo.improve.harvest: the hall's leading strategies on
+              fresh training tasks, into the journal), then
+              DPO pairs from the whole journal: every verified-correct completion of
               every individual and generation (evo.distill.pairs), training tasks only,
               under the canonical prompt (and the round's best strategy's prompt,
               ``pair_prompts = "canonical+best"``)
@@ -60,13 +62,19 @@ class ImproveSettings:
     # default: the best's few-shot prompts made a training step ~5x longer on 2 cores
     # (75 against 11 s), and the gain is unmeasured
     pair_prompts: str = "canonical"
+    # before mining, the hall's top harvest_strategies answer harvest_per_family fresh
+    # training tasks per family (evo.improve.harvest): pairs from more tasks than the
+    # evolution's batches hold. 0: mine the evolution's completions only
+    harvest_per_family: int = 64
+    harvest_strategies: int = 4
     train: TrainSettings = TrainSettings()
 
     def check(self) -> None:
         if self.pair_prompts not in PAIR_PROMPTS:
             raise InputError(f"--pair-prompts must be one of {', '.join(PAIR_PROMPTS)}, got {self.pair_prompts!r}")
         for name, low in (("rounds", 1), ("generations_per_round", 0), ("validation_per_family", 1),
-                          ("test_per_family", 0), ("min_pairs", 1)):
+                          ("test_per_family", 0), ("min_pairs", 1), ("harvest_per_family", 0),
+                          ("harvest_strategies", 0)):
             if getattr(self, name) < low:
                 raise InputError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
         self.train.check()

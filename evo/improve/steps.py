@@ -41,8 +41,10 @@ def evolve(loop, number: int) -> tuple[dict[str, Any], str | None]:
 
 def mine(loop, number: int) -> tuple[dict[str, Any], str | None]:
     from evo.distill.pairs import PairRules, distill_run
+    from evo.improve.harvest import harvest
     from genomes.strategy import Strategy
 
+    harvested = harvest(loop, number)
     weights = dataclasses.asdict(loop.config.loss_weights())
     rules = PairRules(use_incorrect=weights["beta"] > 0, use_longer=weights["alpha"] > 0)
     out = loop.state.path / f"round-{number}" / "distill"
@@ -52,7 +54,7 @@ def mine(loop, number: int) -> tuple[dict[str, Any], str | None]:
         prompts.append(dataclasses.replace(best, lora=None))
     result = distill_run(loop.run_dir, out, rules, prompt_strategies=prompts)
     record = {"pairs": len(result.pairs), "pairs_path": str(result.pairs_path), "kinds": result.summary["kinds"],
-              "prompts": loop.settings.pair_prompts}
+              "prompts": loop.settings.pair_prompts, "harvest": harvested}
     if len(result.pairs) < loop.settings.min_pairs:
         why = (f"skipped: {len(result.pairs)} pairs, fewer than --min-pairs {loop.settings.min_pairs} (the journal "
                "has too few training tasks with both a correct and a rejected completion)")

@@ -136,6 +136,13 @@ def test_weighted_loss_is_trl_dpo_at_unit_weights_and_weights_the_segments(tmp_p
         plain = {k: v for k, v in batch.items() if k not in ("token_weights", "example_weight")}
         theirs = trainer._compute_loss(model, plain, False).item()
     assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-5) and ours > 0
+    # the reference's sums are kept per sequence: the same batch again runs the policy only
+    forwards = []
+    hook = model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    with torch.no_grad():
+        again = trainer.compute_loss(model, batch).item()
+    hook.remove()
+    assert again == pytest.approx(ours, rel=1e-6) and len(forwards) == 1 and len(trainer.reference_sums) == 4
 
     trainer, _ = _trainer(tmp_path, hf_backend, SegmentWeights(chain=0.5, answer=3.0, response=0.0), 1.0, rows)
     batch = next(iter(trainer.get_train_dataloader()))

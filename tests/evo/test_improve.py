@@ -5,7 +5,9 @@ after a kill at any step, skipped and failed rounds, the one look at test."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,56 @@ def test_validation_weighs_each_family_by_its_share_of_the_test(tmp_path):
     assert mixed_accuracy({"a": [1.0, 1.0], "b": [0.0]}, {"a": 0.25, "b": 0.75}) == 0.25
     assert mixed_accuracy({"a": [1.0, 1.0], "b": [0.0]}, None) == pytest.approx(2 / 3)
     assert mixed_accuracy({"a": [1.0], "b": [0.0]}, {"a": 0.5, "c": 0.5}) == 1.0  # renormalised over shared families
+
+
+class PromptMatters(AdapterHelps):
+    """Right or wrong by the parity of the sum plus a hash of the strategy's turns and
+    decoding: strategies unlike each other are right on other tasks, so most tasks
+    can make a pair."""
+
+    def generate(self, requests, progress=None):
+        from fitness.backends.base import Completion
+        from genomes.chat_format import format_completion
+
+        out = super().generate(requests, progress)
+        for i, request in enumerate(requests):
+            question = request.messages[-1]["content"]
+            match = re.search(r"problem: (.*) =", question)
+            if match and request.adapter is None:
+                total = eval(match.group(1))
+                shape = hashlib.sha256(repr((request.messages[:-1], request.sampling)).encode()).digest()[0]
+                right = (total + shape) % 2 == 0
+                out[i] = Completion(format_completion([match.group(1)], str(total if right else total + 1)), 10, 20,
+                                    "stop")
+        return out
+
+
+def test_a_harvest_adds_training_completions_that_pairs_come_from(tmp_path):
+    """Before mining, the hall's leading strategies answer fresh training tasks at the
+    scored level; their completions reach the journal and the pairs, no held-out task
+    is drawn, and a resumed round generates nothing again."""
+    from evo.engine.task_pool import TaskPool
+    from evo.improve.harvest import HARVEST_DRAW, harvest
+    from evo.improve.rounds import _Loop
+    from fitness.tasks import TRAIN, split_of
+
+    plain = improve(config(tmp_path, run={"name": "plain"}), dataclasses.replace(settings(rounds=1), harvest_per_family=0),
+                    backend=PromptMatters(), trainer=FakeTrainer())
+    assert plain.rounds[0]["steps"]["mine"]["harvest"] == {"tasks": 0}
+    cfg = config(tmp_path)
+    chosen = dataclasses.replace(settings(rounds=1), harvest_per_family=12, harvest_strategies=4)
+    state = improve(cfg, chosen, backend=PromptMatters(), trainer=FakeTrainer())
+    mined = state.rounds[0]["steps"]["mine"]
+    assert mined["harvest"]["tasks"] == 12 and mined["harvest"]["strategies"] == 4
+    assert mined["harvest"]["rollouts"] == 48 and mined["pairs"] > plain.rounds[0]["steps"]["mine"]["pairs"]
+    harvested = TaskPool(cfg).scored_level_training(12, HARVEST_DRAW - 1)
+    t = cfg.tasks
+    assert all(split_of(task.family, task.question, t.split_seed, t.heldout_fraction, t.test_share) == TRAIN
+               and task.level == t.heldout_level for task in harvested)
+    paired = {row["task_id"] for row in read_jsonl(Path(mined["pairs_path"]).with_name("pairs.meta.jsonl"))}
+    assert paired & {task.id for task in harvested}  # pairs come from harvested tasks
+    backend = PromptMatters()
+    again = harvest(_Loop(cfg, chosen, backend, FakeTrainer(), False), 1)  # resumed: the journal has them
+    assert again["rollouts"] == 0 and again["reused"] == 48 and backend.requests == []
+    with pytest.raises(InputError, match="--harvest-per-family must be >= 0"):
+        improve(cfg, dataclasses.replace(chosen, harvest_per_family=-1), backend=AdapterHelps(), trainer=FakeTrainer())
