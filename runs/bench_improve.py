@@ -47,6 +47,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--pair-prompts", choices=PAIR_PROMPTS, default=ImproveSettings.pair_prompts,
                         help="the prompts the adapter's pairs are trained under (evo improve --pair-prompts)")
+    parser.add_argument("--harvest-per-family", type=int, default=ImproveSettings.harvest_per_family,
+                        help="fresh training tasks per family the leading strategies answer before mining (0: none)")
+    parser.add_argument("--harvest-strategies", type=int, default=ImproveSettings.harvest_strategies)
     parser.add_argument("--name", default="improve-bench", help="run directory name under --out-dir")
     parser.add_argument("--out-dir", default="runs/out")
     parser.add_argument("--resume", action="store_true", help="keep an existing benchmark run and continue it")
@@ -58,6 +61,7 @@ def main() -> int:
     settings = ImproveSettings(rounds=args.rounds, generations_per_round=args.generations_per_round,
                                validation_per_family=args.validation_per_family,
                                test_per_family=args.test_per_family, pair_prompts=args.pair_prompts,
+                               harvest_per_family=args.harvest_per_family, harvest_strategies=args.harvest_strategies,
                                train=TrainSettings(steps=args.steps))
     started = time.perf_counter()
     state = improve(config, settings)
