@@ -48,7 +48,7 @@ def main() -> int:
     parser.add_argument("--pair-prompts", choices=PAIR_PROMPTS, default=ImproveSettings.pair_prompts,
                         help="the prompts the adapter's pairs are trained under (evo improve --pair-prompts)")
     parser.add_argument("--harvest-per-family", type=int, default=ImproveSettings.harvest_per_family,
-                        help="fresh training tasks per family the leading strategies answer before mining (0: none)")
+                        help="fresh training tasks per family the leading strategies answer before mining (default 0: none)")
     parser.add_argument("--harvest-strategies", type=int, default=ImproveSettings.harvest_strategies)
     parser.add_argument("--name", default="improve-bench", help="run directory name under --out-dir")
     parser.add_argument("--out-dir", default="runs/out")

@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                          f"best strategy's prompt (default {d.pair_prompts})")
     im.add_argument("--harvest-per-family", type=int, default=d.harvest_per_family,
                     help="before mining, the hall's leading strategies answer this many fresh training tasks per "
-                         f"family, so pairs come from more tasks (default {d.harvest_per_family}; 0: none)")
+                         f"family, so pairs come from more tasks (default {d.harvest_per_family}: none)")
     im.add_argument("--harvest-strategies", type=int, default=d.harvest_strategies,
                     help=f"how many of the hall's leading strategies harvest (default {d.harvest_strategies})")
     t = TrainSettings()
