@@ -14,8 +14,8 @@ bootstrap CI. Test: 250 tasks per family where the split holds them (chain_sum's
 split at level 0 holds 15). Validation, every round's decision: 250 a family too (524
 tasks), each family weighted by its share of the test tasks; at 32 a family the
 composition of so few tasks decided (letter_counting's most common answer, "1", was
-31 % of its 32 validation tasks and 51 % of its 250 test tasks). The targets (issue "close the loop"): canonical + adapter
->= 15 % on test, and best + adapter >= first round's best + 8 points with a CI
+31 % of its 32 validation tasks and 51 % of its 250 test tasks). The targets (issue
+"close the loop"): canonical + adapter >= 15 % on test, and best + adapter >= first round's best + 8 points with a CI
 excluding 0. Writes OUT_DIR/improve-bench/improve/state.json and report.md; about an
 hour on 2 CPU cores.
 """

@@ -88,7 +88,7 @@ def batch_loss(trainer, model, inputs, sft: float):
 
     first = first_weighted_column(inputs["token_weights"])
     targets = inputs["input_ids"][:, first:]
-    weights = inputs["token_weights"][:, first:].to(torch.float32)
+    weights = inputs["token_weights"][:, first:]
 
     def per_token_logps(run):
         logits = run(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False,
@@ -96,7 +96,7 @@ def batch_loss(trainer, model, inputs, sft: float):
         return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
     policy = per_token_logps(model)
-    weights = weights.to(policy.device)
+    weights = weights.to(policy.device, torch.float32)
     keys = [row_key(ids, mask, row_weights)
             for ids, mask, row_weights in zip(inputs["input_ids"], inputs["attention_mask"], weights)]
     if any(key not in trainer.reference_sums for key in keys):

@@ -14,7 +14,7 @@ the per-family accuracies weighted by the test's mix (:func:`report_mix`).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from evo.report.stats import bootstrap_ci
@@ -23,22 +23,15 @@ from evo.report.stats import bootstrap_ci
 def report_mix(loop) -> dict[str, float] | None:
     """Each family's share of the tasks the final test look scores, or None when the
     run scores no test split (then validation is a plain mean over its tasks). Reads
-    the test split's size per family, never a question or a score. Cached on the
-    loop: the draw is a pure function of the config."""
-    cached = getattr(loop, "_report_mix", False)
-    if cached is not False:
-        return cached
+    the test split's size per family, never a question or a score."""
     from evo.engine.task_pool import TaskPool
 
-    mix = None
-    if loop.settings.test_per_family > 0 and loop.config.tasks.test_share > 0:
-        counts = defaultdict(int)
-        for task in TaskPool(loop.config).held_out("test", loop.settings.test_per_family, fewer_ok=True):
-            counts[task.family] += 1
-        total = sum(counts.values())
-        mix = {family: count / total for family, count in counts.items()} if total else None
-    loop._report_mix = mix
-    return mix
+    if loop.settings.test_per_family == 0 or loop.config.tasks.test_share == 0:
+        return None
+    counts = Counter(task.family for task in
+                     TaskPool(loop.config).held_out("test", loop.settings.test_per_family, fewer_ok=True))
+    total = sum(counts.values())
+    return {family: count / total for family, count in counts.items()} if total else None
 
 
 def mixed_accuracy(per_family: dict[str, list[float]], mix: dict[str, float] | None) -> float:
