@@ -50,6 +50,8 @@ def main() -> int:
     parser.add_argument("--harvest-per-family", type=int, default=ImproveSettings.harvest_per_family,
                         help="fresh training tasks per family the leading strategies answer before mining (default 0: none)")
     parser.add_argument("--harvest-strategies", type=int, default=ImproveSettings.harvest_strategies)
+    parser.add_argument("--no-routes", dest="routes", action="store_false",
+                        help="the champion alone, no per-family routes (evo improve --no-routes)")
     parser.add_argument("--name", default="improve-bench", help="run directory name under --out-dir")
     parser.add_argument("--out-dir", default="runs/out")
     parser.add_argument("--resume", action="store_true", help="keep an existing benchmark run and continue it")
@@ -62,7 +64,7 @@ def main() -> int:
                                validation_per_family=args.validation_per_family,
                                test_per_family=args.test_per_family, pair_prompts=args.pair_prompts,
                                harvest_per_family=args.harvest_per_family, harvest_strategies=args.harvest_strategies,
-                               train=TrainSettings(steps=args.steps))
+                               routes=args.routes, train=TrainSettings(steps=args.steps))
     started = time.perf_counter()
     state = improve(config, settings)
     print("\n".join(round_rows(state) + [""] + test_rows(state.final)))

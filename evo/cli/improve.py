@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
                          f"family, so pairs come from more tasks (default {d.harvest_per_family}: none)")
     im.add_argument("--harvest-strategies", type=int, default=d.harvest_strategies,
                     help=f"how many of the hall's leading strategies harvest (default {d.harvest_strategies})")
+    im.add_argument("--no-routes", dest="routes", action="store_false",
+                    help="hand back the champion alone: no per-family routes (improve/routes.json holds none)")
     t = TrainSettings()
     im.add_argument("--steps", type=int, default=t.steps, help=f"training steps per round (default {t.steps})")
     im.add_argument("--learning-rate", type=float, default=t.learning_rate, help=f"(default {t.learning_rate})")
@@ -51,7 +53,7 @@ def command(args: argparse.Namespace) -> int:
         rounds=args.rounds, generations_per_round=args.generations_per_round,
         validation_per_family=args.validation_per_family, test_per_family=args.test_per_family,
         min_pairs=args.min_pairs, pair_prompts=args.pair_prompts, harvest_per_family=args.harvest_per_family,
-        harvest_strategies=args.harvest_strategies,
+        harvest_strategies=args.harvest_strategies, routes=args.routes,
         train=TrainSettings(steps=args.steps, learning_rate=args.learning_rate, sft=args.sft))
     state = improve(config, settings, show_progress=not args.quiet)
     print("\n".join(round_rows(state) + [""] + test_rows(state.final)))

@@ -28,7 +28,12 @@ def round_rows(state: ImproveState) -> list[str]:
 
 
 def _champion_cell(champion: dict | None) -> str:
-    return "–" if not champion else f"{champion['from']} ({_pct(champion['validation'])})"
+    if not champion:
+        return "–"
+    routes = "".join(f"; {family}: {route['from']} ({_pct(route['validation'])} vs {_pct(route['champion_validation'])})"
+                     for family, route in sorted((champion.get("routes") or {}).items()))
+    routed = f", {_pct(champion['validation_routed'])} with routes" if routes else ""
+    return f"{champion['from']} ({_pct(champion['validation'])}{routed}){routes}"
 
 
 def test_rows(final: dict | None) -> list[str]:
@@ -45,6 +50,10 @@ def test_rows(final: dict | None) -> list[str]:
              + "".join(f" {_pct(per_family.get(name, {}).get(f))} |" for f in families) for name in acc]
     if final.get("champion_from"):
         rows += ["", f"champion = {final['champion_from']} (`improve/champion.json`)."]
+    if final.get("champion_routes"):
+        rows += ["champion + routes = the champion, but " + "; ".join(
+            f"{family} answered by {source}" for family, source in sorted(final["champion_routes"].items()))
+            + " (`improve/routes.json`)."]
     rows.append("")
     for gain in final.get("gains_over_first", {"": final["gain_over_first"]}).values():
         rows.append(f"{gain['of']} − first round's best: **{gain['mean'] * 100:+.1f} points** "
@@ -68,7 +77,9 @@ def write_report(state: ImproveState, config: RunConfig) -> Path:
              "injected into the next round's evolution when best + adapter beats best. The champion is the "
              "best on validation of the previous champion (with and without the round's adapter), the round's "
              "best and best + adapter; ties keep the incumbent. It is what the loop hands back "
-             "(`improve/champion.json`, a strategy file `evo eval` takes).", "",
+             "(`improve/champion.json`, a strategy file `evo eval` takes). A family routes to another variant "
+             "where that variant beats the champion on the family's validation tasks in a one-sided sign test "
+             "(`improve/routes.json`, a routes file `evo eval` takes).", "",
              *round_rows(state), "", "## Test", "", *test_rows(state.final), ""]
     path = state.path / "report.md"
     state.path.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,9 @@ class ImproveSettings:
     # best and canonical + adapter 38.6 -> 22.9 % on test (docs/benchmarks.md)
     harvest_per_family: int = 0
     harvest_strategies: int = 4
+    # per-family routes of the champion (evo.improve.routes): a family keeps the
+    # strategy that beats the champion on its validation tasks in a sign test
+    routes: bool = True
     train: TrainSettings = TrainSettings()
 
     def check(self) -> None:

@@ -51,14 +51,19 @@ def score_variants(loop, strategy_json: dict[str, Any], adapter: str | None, spl
                    mix: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """Accuracy of each variant on ``per_family`` tasks per family of ``split``, in one
     batched call: the canonical prompt and ``strategy_json``, each with and without
-    ``adapter``, and every strategy of ``extra`` (name → encoded strategy, scored as
-    it is: ``first``, ``champion``, ...). ``accuracy`` weighs the families by ``mix``
-    (:func:`mixed_accuracy`; None: a plain mean over the tasks); ``per_family`` holds
-    each family's own accuracy, ``correct`` the per-task scores in task order."""
+    ``adapter``, and every variant of ``extra`` (name → an encoded strategy, scored on
+    every task; an encoded :class:`genomes.routes.Routes`, each task answered by its
+    family's strategy; or ``{"family": F, "strategy": ...}``, scored on F's tasks
+    only). ``accuracy`` weighs the families by ``mix`` (:func:`mixed_accuracy`; None:
+    a plain mean over the tasks); ``per_family`` holds each family's own accuracy,
+    ``correct`` the per-task scores in task order and ``outcomes`` per family the
+    tasks' right (1) and wrong (0) as a string, in task order (paired comparisons)."""
     from evo.distill.pairs import canonical_strategy
+    from evo.engine.progress import RequestProgress
     from evo.engine.task_pool import TaskPool
     from evo.improve.rounds import with_adapter
     from fitness.evaluate import evaluate_many
+    from genomes.routes import in_task_order, route_jobs
     from genomes.strategy import Strategy
 
     best = Strategy.decode(strategy_json, where="improve state: best strategy")
@@ -67,33 +72,55 @@ def score_variants(loop, strategy_json: dict[str, Any], adapter: str | None, spl
                 "best": best, "best+adapter": with_adapter(best, adapter)}
     if adapter is None:
         variants = {k: v for k, v in variants.items() if "adapter" not in k}
-    for name, encoded in (extra or {}).items():
-        variants[name] = Strategy.decode(encoded, where=f"improve state: {name}")
-    from evo.engine.progress import RequestProgress
-
     tasks = TaskPool(loop.config).held_out(split, per_family, fewer_ok=True)
-    total = sum(len(tasks) * s.decoding.votes for s in variants.values())
+    answerers = {name: (strategy, tasks) for name, strategy in variants.items()}
+    for name, encoded in (extra or {}).items():
+        answerers[name] = _decode_variant(name, encoded, tasks)
+    jobs, placed = [], {}
+    for name, (answerer, subset) in answerers.items():
+        its_jobs, positions = route_jobs(answerer, subset)
+        placed[name] = (len(jobs), len(its_jobs), positions)
+        jobs += its_jobs
+    total = sum(len(group) * strategy.decoding.votes for strategy, group in jobs)
     with RequestProgress(split, total, enabled=loop.show_progress) as bar:
-        results = evaluate_many([(s, tasks) for s in variants.values()], loop.backend(), seed=loop.config.run.seed,
-                                progress=bar.update)
+        results = evaluate_many(jobs, loop.backend(), seed=loop.config.run.seed, progress=bar.update)
     scores = {}
-    for name, rs in zip(variants, results):
+    for name, (first_job, count, positions) in placed.items():
+        rs = in_task_order(results[first_job:first_job + count], positions)
+        subset = answerers[name][1]
         by_family = defaultdict(list)
-        for task, result in zip(tasks, rs):
+        for task, result in zip(subset, rs):
             by_family[task.family].append(float(result.correct))
         scores[name] = {"accuracy": mixed_accuracy(by_family, mix), "tasks": len(rs),
-                        "well_formed": sum(r.answer is not None for r in rs) / len(rs),
+                        "well_formed": sum(r.answer is not None for r in rs) / len(rs) if rs else 0.0,
                         "per_family": {family: sum(v) / len(v) for family, v in by_family.items()},
-                        "correct": [float(r.correct) for r in rs]}
+                        "correct": [float(r.correct) for r in rs],
+                        "outcomes": {family: "".join(str(int(v)) for v in values)
+                                     for family, values in by_family.items()}}
     return scores
+
+
+def _decode_variant(name: str, encoded: dict[str, Any], tasks: list) -> tuple[Any, list]:
+    """(answerer, the tasks it answers) of one ``extra`` variant of :func:`score_variants`."""
+    from genomes.routes import Routes, is_routes
+    from genomes.strategy import Strategy
+
+    where = f"improve state: {name}"
+    if is_routes(encoded):
+        return Routes.decode(encoded, where=where), tasks
+    if "family" in encoded and "strategy" in encoded:
+        return (Strategy.decode(encoded["strategy"], where=where),
+                [task for task in tasks if task.family == encoded["family"]])
+    return Strategy.decode(encoded, where=where), tasks
 
 
 def final_test(loop, rounds: int) -> dict[str, Any]:
     """The test scores after the last round: the last trained adapter (helpful or not),
     the final best, the first round's best, and the loop's champion (what `evo improve`
-    hands back, :func:`evo.improve.steps.decide`); the paired gain over the first
-    round's best, with a bootstrap CI, of the champion (the headline,
-    ``gain_over_first``) and of the final best + adapter (``gains_over_first``)."""
+    hands back, :func:`evo.improve.steps.decide`), alone and with its per-family routes
+    where it has any; the paired gain over the first round's best, with a bootstrap CI,
+    of the champion with its routes (else alone: the headline, ``gain_over_first``),
+    the champion alone and the final best + adapter (``gains_over_first``)."""
     from evo.improve.rounds import seeded_rng
     from evo.tune.on_test import best_strategy_of
 
@@ -105,15 +132,20 @@ def final_test(loop, rounds: int) -> dict[str, Any]:
     champion = loop.state.champion()
     final = best_strategy_of(loop.run_dir).encode()
     extra = {"first": first} | ({"champion": champion["strategy"]} if champion else {})
+    if champion and champion.get("routes"):
+        from evo.improve.routes import routes_file
+
+        extra["champion+routes"] = routes_file(champion)
     scores = score_variants(loop, final, adapter, "test", loop.settings.test_per_family, extra=extra)
     gains = {}
-    for name in ("champion", "best+adapter" if "best+adapter" in scores else "best"):
+    for name in ("champion+routes", "champion", "best+adapter" if "best+adapter" in scores else "best"):
         if name in scores:
             gain = [a - b for a, b in zip(scores[name]["correct"], scores["first"]["correct"])]
             low, high = bootstrap_ci(gain, seeded_rng(loop.config, "improve-test"))
             gains[name] = {"mean": sum(gain) / len(gain), "ci": [low, high], "of": name}
     return {"rounds": rounds, "adapter": adapter, "tasks": scores["best"]["tasks"],
             "champion_from": champion["from"] if champion else None,
+            "champion_routes": {family: route["from"] for family, route in (champion or {}).get("routes", {}).items()},
             "accuracy": {name: value["accuracy"] for name, value in scores.items()},
             "well_formed": {name: value["well_formed"] for name, value in scores.items()},
             "per_family": {name: value["per_family"] for name, value in scores.items()},

@@ -20,6 +20,7 @@ from genomes.errors import InputError
 STEPS = ("evolve", "mine", "train", "evaluate", "decide")
 STATE_FILE = "state.json"
 CHAMPION_FILE = "champion.json"
+ROUTES_FILE = "routes.json"
 
 
 @dataclass
@@ -46,9 +47,14 @@ class ImproveState:
     def save(self) -> None:
         self._write_json(STATE_FILE, {"rounds": self.rounds, "final": self.final})
 
-    def save_champion(self, strategy: dict[str, Any]) -> None:
-        """``improve/champion.json``: the champion's encoded strategy, a file `evo eval` takes."""
-        self._write_json(CHAMPION_FILE, strategy)
+    def save_champion(self, champion: dict[str, Any]) -> None:
+        """``improve/champion.json``, the champion's encoded strategy, and
+        ``improve/routes.json``, the champion with its per-family routes
+        (:mod:`evo.improve.routes`): files `evo eval` takes."""
+        from evo.improve.routes import routes_file
+
+        self._write_json(CHAMPION_FILE, champion["strategy"])
+        self._write_json(ROUTES_FILE, routes_file(champion))
 
     def _write_json(self, name: str, data: Any) -> None:
         """Atomic: a reader sees the old file or the new one, never half of one."""

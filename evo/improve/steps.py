@@ -76,18 +76,21 @@ def train(loop, number: int) -> tuple[dict[str, Any], str | None]:
 def evaluate(loop, number: int) -> tuple[dict[str, Any], str | None]:
     """Each variant's validation accuracy in the test's family mix (what decide reads),
     with its per-family accuracies and the mix (``mix`` None: a plain mean)."""
+    from evo.improve.routes import family_variants
     from evo.improve.scoring import report_mix, score_variants
 
     entry = loop.state.round(number)["steps"]
     adapter = entry["train"]["adapter"]
     check_adapter(adapter)
     mix = report_mix(loop)
+    extra = _champion_variants(loop, number, adapter) | family_variants(loop, number, adapter)
     scores = score_variants(loop, entry["evolve"]["best_strategy"], adapter, "validation",
-                            loop.settings.validation_per_family, extra=_champion_variants(loop, number, adapter),
-                            mix=mix)
+                            loop.settings.validation_per_family, extra=extra, mix=mix)
     return {name: value["accuracy"] for name, value in scores.items()} | {
         "tasks": scores["best"]["tasks"], "mix": mix,
-        "per_family": {name: value["per_family"] for name, value in scores.items()}}, None
+        "per_family": {name: value["per_family"] for name, value in scores.items()},
+        "outcomes": {name: value["outcomes"] for name, value in scores.items()},
+        "family_variants": {name: variant for name, variant in extra.items() if "family" in variant}}, None
 
 
 def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
@@ -97,7 +100,9 @@ def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
     keep the incumbent, so the champion changes only on evidence, and the loop never
     hands back a strategy that scored worse on validation than one it had. Not the
     canonical prompt + adapter: as a candidate it won validation (42 %) and lost
-    test (29.5 % against the first round's best's 40.8 %; docs/benchmarks.md)."""
+    test (29.5 % against the first round's best's 40.8 %; docs/benchmarks.md). Then
+    the champion's per-family routes (:mod:`evo.improve.routes`), where a family's
+    validation tasks show one of every variant scored to beat it."""
     from evo.improve.rounds import with_adapter
     from genomes.strategy import Strategy
 
@@ -112,16 +117,58 @@ def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
         "best": best.encode(), "best+adapter": with_adapter(best, adapter).encode()}
     name = max(candidates, key=lambda n: scores[n])  # max keeps the first of equals: the incumbent
     previous = loop.state.champion(number)
-    base = f"round {number}'s best" if name.startswith("best") else previous["base"]
-    if name == "champion":  # kept as it is, with whatever adapter it had
-        adapter_of = previous["adapter_of"]
-    else:
-        adapter_of = None if name == "best" else f"round {number}'s adapter"
+    family_variants = scores.get("family_variants") or {}
+    origins = _origins(number, previous, family_variants)
+    base, adapter_of = origins[name]
     champion = {"from": base + (f" + {adapter_of}" if adapter_of else ""), "base": base, "adapter_of": adapter_of,
                 "strategy": candidates[name], "validation": scores[name]}
-    loop.state.save_champion(champion["strategy"])
+    if scores.get("outcomes") and loop.settings.routes:
+        champion |= _routes_of(loop, scores, name, candidates, adapter, origins)
+    loop.state.save_champion(champion)
     loop.say(f"round {number}: champion: {champion['from']} ({champion['validation']:.1%} on validation)")
+    for family, route in sorted((champion.get("routes") or {}).items()):
+        loop.say(f"round {number}: route for {family}: {route['from']} ({route['validation']:.1%} against the "
+                 f"champion's {route['champion_validation']:.1%} on its validation tasks, p = {route['p']:.3f})")
     return {"helps": helps, "inject": adapter if helps else None, "why": why, "champion": champion}, "done"
+
+
+def _routes_of(loop, scores: dict[str, Any], name: str, candidates: dict[str, Any], adapter: str,
+               origins: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+    """The champion record's ``routes`` and ``validation_routed``: every variant the
+    evaluate step scored is a candidate for a family's route."""
+    from evo.distill.pairs import canonical_strategy
+    from evo.improve.rounds import with_adapter
+    from evo.improve.routes import choose_routes, routed_accuracy
+
+    canonical = canonical_strategy()
+    strategies = candidates | {"canonical": canonical.encode(),
+                               "canonical+adapter": with_adapter(canonical, adapter).encode()}
+    strategies |= {n: v["strategy"] for n, v in (scores.get("family_variants") or {}).items()}
+    routes = choose_routes(scores, name, strategies, origins, loop.config.routing.significance)
+    return {"routes": routes, "validation_routed": routed_accuracy(scores, name, routes)}
+
+
+def _origins(number: int, previous: dict[str, Any] | None,
+             family_variants: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str | None]]:
+    """(base, adapter_of) of every variant round ``number`` scored: what a route's
+    record says it is."""
+    from evo.improve.routes import EVOLVED, ROUTE
+
+    adapter_of = f"round {number}'s adapter"
+    origins = {"canonical": ("the canonical prompt", None), "canonical+adapter": ("the canonical prompt", adapter_of),
+               "best": (f"round {number}'s best", None), "best+adapter": (f"round {number}'s best", adapter_of)}
+    if previous:
+        origins |= {"champion": (previous["base"], previous["adapter_of"]),
+                    "champion+adapter": (previous["base"], adapter_of)}
+    for name, variant in family_variants.items():
+        with_it = name.endswith("+adapter")
+        stem = name.removesuffix("+adapter")
+        if stem.startswith(ROUTE):
+            route = previous["routes"][variant["family"]]
+            origins[name] = (route["base"], adapter_of if with_it else route["adapter_of"])
+        elif stem.startswith(EVOLVED):
+            origins[name] = (f"round {number}'s evolved route for {variant['family']}", adapter_of if with_it else None)
+    return origins
 
 
 def _champion_variants(loop, number: int, adapter: str) -> dict[str, dict[str, Any]]:

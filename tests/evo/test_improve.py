@@ -18,6 +18,8 @@ from evo.distill.pairs import canonical_strategy
 from evo.distill.train import TrainSettings
 from evo.improve.rounds import ImproveSettings, improve
 from evo.improve.state import ImproveState
+from fitness.backends.base import Completion
+from genomes.chat_format import format_completion
 from genomes.errors import InputError
 from genomes.strategy import Strategy
 
@@ -222,9 +224,6 @@ class PromptMatters(AdapterHelps):
     can make a pair."""
 
     def generate(self, requests, progress=None):
-        from fitness.backends.base import Completion
-        from genomes.chat_format import format_completion
-
         out = super().generate(requests, progress)
         for i, request in enumerate(requests):
             question = request.messages[-1]["content"]
@@ -267,3 +266,81 @@ def test_a_harvest_adds_training_completions_that_pairs_come_from(tmp_path):
     assert again["rollouts"] == 0 and again["reused"] == 48 and backend.requests == []
     with pytest.raises(InputError, match="--harvest-per-family must be >= 0"):
         improve(cfg, dataclasses.replace(chosen, harvest_per_family=-1), backend=AdapterHelps(), trainer=FakeTrainer())
+
+
+class AdapterSplitsFamilies(PromptMatters):
+    """The adapter helps chain_sum (right on every sum, against about half of them,
+    by the strategy, without it) and hurts the JSONL family, whose questions carry
+    "[j]" (right without it, wrong with it): no single variant is best on both."""
+
+    def generate(self, requests, progress=None):
+        out = super().generate(requests, progress)
+        for i, request in enumerate(requests):
+            question = request.messages[-1]["content"]
+            match = re.search(r"problem: (.*) =", question)
+            if match and "[j]" in question:
+                total = eval(match.group(1))
+                answer = total if request.adapter is None else total + 1
+                out[i] = Completion(format_completion([match.group(1)], str(answer)), 10, 20, "stop")
+        return out
+
+
+def test_a_family_the_adapter_hurts_routes_to_the_variant_without_it(tmp_path):
+    """Per-family routes of the champion: the family where another variant wins its
+    validation tasks in a sign test answers with it; the routed champion scores
+    above the champion alone on test and is handed back as improve/routes.json."""
+    from genomes.routes import Routes, load_answerer
+
+    sums = tmp_path / "sums.jsonl"
+    sums.write_text("".join(json.dumps({"question": f"[j] Solve the problem: {i} + {i + 2} = ?",
+                                        "answer": str(2 * i + 2)}) + "\n" for i in range(80)))
+    cfg = config(tmp_path, tasks={"families": ["chain_sum", str(sums)], "per_family": 3})
+    chosen = dataclasses.replace(settings(rounds=2), validation_per_family=12, test_per_family=12)
+    state = improve(cfg, chosen, backend=AdapterSplitsFamilies(), trainer=FakeTrainer())
+    first, second = (r["steps"] for r in state.rounds)
+    champion = first["decide"]["champion"]
+    routed = set(champion["routes"])
+    assert len(routed) == 1  # the family the champion's variant loses
+    (family,) = routed
+    route = champion["routes"][family]
+    assert route["wins"] > 0 and route["losses"] == 0 and route["p"] <= cfg.routing.significance
+    assert route["validation"] == 1.0 > route["champion_validation"]
+    assert champion["validation_routed"] > champion["validation"]
+    # round 2 scores the previous route on its family's tasks only, and keeps it on a tie
+    assert second["evaluate"]["family_variants"]
+    assert all(v["family"] in {"chain_sum", "jsonl:sums"} for v in second["evaluate"]["family_variants"].values())
+    assert set(second["decide"]["champion"]["routes"]) == routed
+    final = state.final
+    assert final["accuracy"]["champion+routes"] == 1.0 > final["accuracy"]["champion"]
+    assert final["gain_over_first"]["of"] == "champion+routes" and family in final["champion_routes"]
+    answerer = load_answerer(cfg.run_dir / "improve" / "routes.json")
+    assert isinstance(answerer, Routes) and set(answerer.routes) == routed
+    assert answerer.default == Strategy.load(cfg.run_dir / "improve" / "champion.json")
+    assert second["decide"]["champion"]["routes"][family]["from"] == route["from"]  # kept on a tie
+    assert "routes" in (cfg.run_dir / "improve" / "report.md").read_text()
+    # --no-routes: the champion alone, a routes file without routes
+    plain = improve(config(tmp_path, run={"name": "plain"}, tasks={"families": ["chain_sum", str(sums)]}),
+                    dataclasses.replace(chosen, routes=False), backend=AdapterSplitsFamilies(), trainer=FakeTrainer())
+    assert "champion+routes" not in plain.final["accuracy"]
+    assert not load_answerer(tmp_path / "plain" / "improve" / "routes.json").routes
+
+
+def test_a_route_needs_a_sign_test_win_over_the_champion():
+    from evo.improve.rounds import with_adapter
+    from evo.improve.routes import choose_routes
+
+    best = Strategy.decode({"name": "best"}, where="test")
+    strategies = {"best": best.encode(), "best+adapter": with_adapter(best, "adapters/r1").encode(),
+                  "canonical": canonical_strategy().encode()}
+    origins = {"best": ("round 1's best", None), "best+adapter": ("round 1's best", "round 1's adapter"),
+               "canonical": ("the canonical prompt", None)}
+    scores = {"outcomes": {"best": {"a": "0000011111", "b": "1111100000"},
+                           "best+adapter": {"a": "1111111111", "b": "1111110000"},  # a: 5 wins, p = 1/32
+                           "canonical": {"a": "0000000000", "b": "1111111000"}}}  # b: 2 wins, p = 1/4
+    routes = choose_routes(scores, "best", strategies, origins, significance=0.1)
+    assert set(routes) == {"a"} and routes["a"]["from"] == "round 1's best + round 1's adapter"
+    assert (routes["a"]["wins"], routes["a"]["losses"], routes["a"]["p"]) == (5, 0, 0.0312)
+    assert choose_routes(scores, "best", strategies, origins, significance=0.01) == {}
+    # the champion's own strategy under another name is no route
+    same = dict(strategies, **{"best+adapter": best.encode()})
+    assert choose_routes(scores, "best", same, origins, significance=0.1) == {}
