@@ -192,9 +192,18 @@ def _spread(values: list[float] | None) -> dict[str, float] | None:
 def _dpo_config(settings: TrainSettings, work: Path, device: str, quiet: bool):
     """TRL's DPOConfig (its loss is replaced by ours; see the module doc): constant
     learning rate, no checkpoints, deterministic for ``settings.seed``."""
+    from dataclasses import fields
+
     from trl import DPOConfig
 
+    # TRL turns activation (gradient) checkpointing on by default: it recomputes every
+    # forward in the backward pass, time a 135M model with short sequences does not
+    # need to save memory for. transformers >= 5.2x names it activation_checkpointing
+    # and warns (FutureWarning) whenever only the old name is set
+    names = {f.name for f in fields(DPOConfig)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return DPOConfig(
+        **{checkpointing: False},
         output_dir=str(work / "trainer"), max_steps=settings.steps, per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=1, learning_rate=settings.learning_rate, lr_scheduler_type="constant",
         warmup_steps=0, beta=settings.dpo_beta, loss_type=["sigmoid"], max_length=settings.max_length,

@@ -81,7 +81,7 @@ def choose_routes(scores: dict[str, Any], default: str, strategies: dict[str, di
     default_hash = Strategy.decode(strategies[default], where="champion").content_hash()
     routes = {}
     for family, default_outcomes in sorted((outcomes.get(default) or {}).items()):
-        names = [n for n in _preference_order(strategies, family) if family in (outcomes.get(n) or {})]
+        names = [n for n in _preference_order(strategies) if family in (outcomes.get(n) or {})]
         if not names:
             continue
         accuracy = {n: _mean(outcomes[n][family]) for n in names}
@@ -100,11 +100,12 @@ def choose_routes(scores: dict[str, Any], default: str, strategies: dict[str, di
     return routes
 
 
-def _preference_order(strategies: dict[str, Any], family: str) -> list[str]:
-    """The candidates for ``family``, the previous route first (a tie keeps it), then
-    the evolution's route, then the variants scored on every task."""
-    own = [n for n in strategies if n.startswith(ROUTE + family)]
-    evolved = [n for n in strategies if n.startswith(EVOLVED + family)]
+def _preference_order(strategies: dict[str, Any]) -> list[str]:
+    """Every candidate, the previous routes first (a tie keeps one), then the
+    evolution's routes, then the variants scored on every task (a family-only
+    variant holds outcomes for its own family only)."""
+    own = [n for n in strategies if n.startswith(ROUTE)]
+    evolved = [n for n in strategies if n.startswith(EVOLVED)]
     shared = [n for n in strategies if not n.startswith((ROUTE, EVOLVED))]
     return own + evolved + shared
 
