@@ -26,7 +26,7 @@ from genomes.strategy import Strategy
 
 def settings(rounds=2, min_pairs=1):
     return ImproveSettings(rounds=rounds, generations_per_round=1, validation_per_family=6, test_per_family=8,
-                           min_pairs=min_pairs, train=TrainSettings(steps=1))
+                           min_pairs=min_pairs, harvest_per_family=0, train=TrainSettings(steps=1))
 
 
 def test_two_rounds_inject_a_helpful_adapter_and_score_test_once(tmp_path, capsys):
@@ -152,8 +152,8 @@ def test_one_real_round_on_the_bundled_model(tmp_path, hf_backend):
     cfg = config(tmp_path, run={"generations": 1}, population={"size": 3, "offspring": 2,
                                                                "seeds": ["direct", "stepwise", "fewshot"]},
                  tasks={"families": ["chain_sum@0"], "per_family": 4, "heldout_per_family": 3})
-    s = ImproveSettings(rounds=1, validation_per_family=3, test_per_family=3, min_pairs=1,
-                        train=TrainSettings(steps=2, batch_size=2, rank=4, targets=("q_proj", "v_proj"), max_length=384))
+    s = ImproveSettings(rounds=1, validation_per_family=3, test_per_family=3, min_pairs=1, harvest_per_family=4,
+                        harvest_strategies=1, train=TrainSettings(steps=2, batch_size=2, rank=4, targets=("q_proj", "v_proj"), max_length=384))
     state = improve(cfg, s, backend=hf_backend, show_progress=False)
     [entry] = state.rounds
     assert entry["status"] in ("done",) or entry["status"].startswith("skipped: ")
