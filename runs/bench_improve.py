@@ -8,9 +8,9 @@ Prints, per round, the validation accuracy of the canonical prompt, the champion
 the round's best strategy, each with and without that round's adapter, and at the
 end, on the test split (never read by any round): the canonical prompt with and
 without the last adapter, the first round's best, the final best with and without the
-adapter, and the champion (what the loop hands back), with the paired gains over the
-first round's best of the champion and of the final best + adapter, each with a 95 %
-bootstrap CI. Test: 250 tasks per family where the split holds them (chain_sum's test
+adapter, and the champion (what the loop hands back) alone and with its per-family
+routes, with the paired gains over the first round's best of each and of the final
+best + adapter, each with a 95 % bootstrap CI. Test: 250 tasks per family where the split holds them (chain_sum's test
 split at level 0 holds 15). Validation, every round's decision: 250 a family too (524
 tasks), each family weighted by its share of the test tasks; at 32 a family the
 composition of so few tasks decided (letter_counting's most common answer, "1", was
