@@ -183,10 +183,11 @@ def route_row(options: list[dict], default_hash: str, tried: int, significance: 
     return {**row, "taken": False, "why": f"not significantly better on validation (p = {p:.2f})"}
 
 
-def routes_of_run(run_dir: str | Path, default=None):
-    """The :class:`genomes.routes.Routes` of a run's latest checkpoint: the export
-    pick as the default and the routes its last generation took (strategies read
-    from the journal). A run made before routing gives the default alone."""
+def routes_of_run(run_dir: str | Path, default=None, saved=None):
+    """The :class:`genomes.routes.Routes` of a run's latest checkpoint (``saved``, when
+    the caller has loaded it): the export pick as the default and the routes its last
+    generation took (strategies read from the journal). A run made before routing
+    gives the default alone."""
     from evo.rundir import checkpoint
     from evo.rundir.files import RunDir
     from evo.tune.on_test import best_in_checkpoint
@@ -195,7 +196,7 @@ def routes_of_run(run_dir: str | Path, default=None):
     from genomes.strategy import Strategy
 
     run_dir = Path(run_dir)
-    saved = checkpoint.load_latest(run_dir)
+    saved = saved or checkpoint.load_latest(run_dir)
     default = default or best_in_checkpoint(saved, run_dir)
     last = saved.state["metrics"][-1] if saved.state["metrics"] else {}
     taken = {family: row for family, row in (last.get("routes") or {}).items() if row.get("taken")}

@@ -63,9 +63,8 @@ def _evolved_routes(run_dir) -> dict[str, Any]:
     from evo.engine.routing import routes_of_run
     from evo.rundir import checkpoint
 
-    if checkpoint.load_latest(run_dir, none_usable_ok=True, warn=lambda message: None) is None:
-        return {}
-    return dict(routes_of_run(run_dir).routes)
+    saved = checkpoint.load_latest(run_dir, none_usable_ok=True, warn=lambda message: None)
+    return {} if saved is None else dict(routes_of_run(run_dir, saved=saved).routes)
 
 
 def choose_routes(scores: dict[str, Any], default: str, strategies: dict[str, dict[str, Any]],
@@ -94,7 +93,8 @@ def choose_routes(scores: dict[str, Any], default: str, strategies: dict[str, di
         if wins > losses and p <= significance:
             base, adapter_of = origins[name]
             routes[family] = {"from": base + (f" + {adapter_of}" if adapter_of else ""), "base": base,
-                              "adapter_of": adapter_of, "strategy": strategies[name], "validation": accuracy[name],
+                              "adapter_of": adapter_of, "variant": name, "strategy": strategies[name],
+                              "validation": accuracy[name],
                               "champion_validation": _mean(default_outcomes), "wins": wins, "losses": losses,
                               "p": round(p, 4)}
     return routes
@@ -115,15 +115,15 @@ def _mean(outcomes: str) -> float:
 
 
 def routed_accuracy(scores: dict[str, Any], default: str, routes: dict[str, dict[str, Any]]) -> float:
-    """The champion's validation accuracy with its routes: each family's accuracy from
-    its route where it has one, weighted by the record's ``mix`` (None: by the
-    family's validation tasks)."""
-    outcomes = scores["outcomes"][default]
-    per_family = {f: routes[f]["validation"] if f in routes else _mean(o) for f, o in outcomes.items()}
-    weights = scores.get("mix") or {f: len(o) for f, o in outcomes.items()}
-    shared = {f: w for f, w in weights.items() if f in per_family}
-    total = sum(shared.values())
-    return sum(w * per_family[f] for f, w in shared.items()) / total if total else 0.0
+    """The champion's validation accuracy with its routes: each family's outcomes from
+    its route's variant where it has one, weighed as every validation accuracy is
+    (:func:`evo.improve.scoring.mixed_accuracy` with the record's ``mix``)."""
+    from evo.improve.scoring import mixed_accuracy
+
+    outcomes = scores["outcomes"]
+    answered_by = {family: routes[family]["variant"] if family in routes else default for family in outcomes[default]}
+    per_family = {family: [float(c) for c in outcomes[name][family]] for family, name in answered_by.items()}
+    return mixed_accuracy(per_family, scores.get("mix"))
 
 
 def routes_file(champion: dict[str, Any]) -> dict[str, Any]:
