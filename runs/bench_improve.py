@@ -3,6 +3,7 @@ then the one look at the test split.
 
     python runs/bench_improve.py                       # 3 rounds on runs/improve.toml; 515 test tasks
     python runs/bench_improve.py --rounds 3 --resume   # continue a killed benchmark where it stopped
+    python runs/bench_improve.py --seed 1              # another run seed: another sample of the whole loop
 
 Prints, per round, the validation accuracy of the canonical prompt, the champion and
 the round's best strategy, each with and without that round's adapter, and at the
@@ -52,12 +53,16 @@ def main() -> int:
     parser.add_argument("--harvest-strategies", type=int, default=ImproveSettings.harvest_strategies)
     parser.add_argument("--no-routes", dest="routes", action="store_false",
                         help="the champion alone, no per-family routes (evo improve --no-routes)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="run.seed: the evolution's and training's draws and which validation and test tasks are drawn "
+                             "(the partition into splits keeps tasks.split_seed)")
     parser.add_argument("--name", default="improve-bench", help="run directory name under --out-dir")
     parser.add_argument("--out-dir", default="runs/out")
     parser.add_argument("--resume", action="store_true", help="keep an existing benchmark run and continue it")
     args = parser.parse_args()
 
-    config = load_config(args.config, {"run": {"name": args.name, "out_dir": args.out_dir}})
+    run = {"name": args.name, "out_dir": args.out_dir} | ({} if args.seed is None else {"seed": args.seed})
+    config = load_config(args.config, {"run": run})
     if config.run_dir.exists() and not args.resume:
         shutil.rmtree(config.run_dir)
     settings = ImproveSettings(rounds=args.rounds, generations_per_round=args.generations_per_round,

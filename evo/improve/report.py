@@ -30,7 +30,8 @@ def round_rows(state: ImproveState) -> list[str]:
 def _champion_cell(champion: dict | None) -> str:
     if not champion:
         return "–"
-    routes = "".join(f"; {family}: {route['from']} ({_pct(route['validation'])} vs {_pct(route['champion_validation'])})"
+    routes = "".join(f"; {family}: {route['from']}{' (kept)' if route.get('kept') else ''} "
+                     f"({_pct(route['validation'])} vs {_pct(route['champion_validation'])})"
                      for family, route in sorted((champion.get("routes") or {}).items()))
     routed = f", {_pct(champion['validation_routed'])} with routes" if routes else ""
     return f"{champion['from']} ({_pct(champion['validation'])}{routed}){routes}"

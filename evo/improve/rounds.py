@@ -17,7 +17,9 @@ Each round, in ``RUN_DIR`` (the config's run directory)::
     decide    the adapter helps when best + adapter beats best on validation; then the
               next round's evolution injects it. The round's champion (what the loop
               hands back, improve/champion.json) is the best on validation of the
-              previous champion with and without the adapter, best and best + adapter
+              previous champion with and without the adapter, best and best + adapter;
+              each family keeps its strategy unless a variant beats it on the
+              family's validation tasks (routes, evo.improve.routes)
 
 After the last round the loop takes its one look at the test split: the first round's
 best strategy, the final best with and without the last adapter, and the canonical
@@ -73,7 +75,8 @@ class ImproveSettings:
     harvest_per_family: int = 0
     harvest_strategies: int = 4
     # per-family routes of the champion (evo.improve.routes): a family keeps the
-    # strategy that beats the champion on its validation tasks in a sign test
+    # strategy that answered it before unless a variant beats that on its validation
+    # tasks in a sign test
     routes: bool = True
     train: TrainSettings = TrainSettings()
 

@@ -11,15 +11,23 @@ Candidates for family F, all scored on F's validation tasks in the round's
 ``evaluate`` step: every variant scored on every task (the canonical prompt, the
 round's best, the previous champion, each with and without the round's adapter), the
 previous champion's route for F and the evolution's route for F (each with and
-without the adapter, scored on F's tasks only). The one with the best accuracy on F
-(the previous route on a tie, then the order above) becomes F's route when it is not
-the champion itself and beats the champion on the same tasks in a one-sided exact
-sign test at ``routing.significance`` (:func:`evo.engine.routing.sign_test_p`): with
-a handful of candidates per family the best of them is partly luck, and a route has
-to beat that.
+without the adapter, scored on F's tasks only). F's incumbent is what answered it
+before the round: the previous champion's route for F, else the previous champion;
+in round 1 the round's best (the evolution's, before any adapter). F changes strategy
+only on evidence: the most accurate of the candidates that beat the incumbent on F's
+tasks in a one-sided exact sign test at ``routing.significance``
+(:func:`evo.engine.routing.sign_test_p`) answers F, else the incumbent does; F has a
+route when that is not the new champion. With a dozen candidates per family the most
+accurate is partly luck, and with 250 tasks a family the champion's few points of
+mixed-validation lead say little about each family: in the benchmark's run with 128
+harvested tasks a family the champion took letter_counting from 50.8 % to 40.8 % on
+test where its validation had shown +2.4 points (not significant), and keeping the
+incumbent there would have handed back +5.4 points over the first round's best
+instead of +0.8 (docs/benchmarks.md, fourteenth session).
 
 The champion record's ``routes`` holds per family the route (``from``, ``strategy``,
-its validation accuracy against the champion's, wins, losses, p);
+its validation accuracy against the champion's, wins, losses and p against the
+champion, ``kept`` when it is the incumbent no candidate beat);
 ``improve/routes.json`` is the champion with its routes, a :class:`genomes.routes.Routes`
 file that `evo eval` takes. Only validation tasks choose; the test split is never read.
 """
@@ -68,36 +76,69 @@ def _evolved_routes(run_dir) -> dict[str, Any]:
 
 
 def choose_routes(scores: dict[str, Any], default: str, strategies: dict[str, dict[str, Any]],
-                  origins: dict[str, tuple[str, str | None]], significance: float) -> dict[str, dict[str, Any]]:
+                  origins: dict[str, tuple[str, str | None]], significance: float,
+                  incumbents: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Per family, the route chosen over the champion variant ``default`` (module doc).
     ``scores``: the evaluate record (``outcomes`` per variant and family, ``per_family``);
     ``strategies``: name → encoded strategy of every candidate; ``origins``: name →
-    (base, adapter_of) for the record. Families without a route are left out."""
+    (base, adapter_of) for the record; ``incumbents``: family → the encoded strategy
+    that answered it before this round (None, or a family whose incumbent this round
+    did not score: the champion is the incumbent). Families answered by the champion
+    are left out."""
     from evo.engine.routing import sign_test_p
     from genomes.strategy import Strategy
 
     outcomes = scores.get("outcomes") or {}
-    default_hash = Strategy.decode(strategies[default], where="champion").content_hash()
+    hashes = {name: Strategy.decode(encoded, where=name).content_hash() for name, encoded in strategies.items()}
     routes = {}
     for family, default_outcomes in sorted((outcomes.get(default) or {}).items()):
         names = [n for n in _preference_order(strategies) if family in (outcomes.get(n) or {})]
-        if not names:
+        incumbent = _incumbent(family, names, hashes, (incumbents or {}).get(family)) or default
+        name, kept = _answerer(family, outcomes, [default] + names, incumbent, significance)
+        if hashes[name] == hashes[default]:
             continue
-        accuracy = {n: _mean(outcomes[n][family]) for n in names}
-        name = max(names, key=lambda n: accuracy[n])  # max keeps the first of equals
-        if Strategy.decode(strategies[name], where=name).content_hash() == default_hash:
-            continue
-        pairs = list(zip(outcomes[name][family], default_outcomes))
-        wins, losses = pairs.count(("1", "0")), pairs.count(("0", "1"))
-        p = sign_test_p(wins, losses)
-        if wins > losses and p <= significance:
-            base, adapter_of = origins[name]
-            routes[family] = {"from": base + (f" + {adapter_of}" if adapter_of else ""), "base": base,
-                              "adapter_of": adapter_of, "variant": name, "strategy": strategies[name],
-                              "validation": accuracy[name],
-                              "champion_validation": _mean(default_outcomes), "wins": wins, "losses": losses,
-                              "p": round(p, 4)}
+        wins, losses = _wins_losses(outcomes[name][family], default_outcomes)
+        base, adapter_of = origins[name]
+        routes[family] = {"from": base + (f" + {adapter_of}" if adapter_of else ""), "base": base,
+                          "adapter_of": adapter_of, "variant": name, "strategy": strategies[name],
+                          "validation": _mean(outcomes[name][family]),
+                          "champion_validation": _mean(default_outcomes), "wins": wins, "losses": losses,
+                          "p": round(sign_test_p(wins, losses), 4), "kept": kept}
     return routes
+
+
+def _incumbent(family: str, names: list[str], hashes: dict[str, str], encoded: dict[str, Any] | None) -> str | None:
+    """The name under which this round scored ``family``'s incumbent strategy, if it did."""
+    from genomes.strategy import Strategy
+
+    if encoded is None:
+        return None
+    wanted = Strategy.decode(encoded, where=f"incumbent for {family}").content_hash()
+    return next((n for n in names if hashes[n] == wanted), None)
+
+
+def _answerer(family: str, outcomes: dict[str, Any], names: list[str], incumbent: str,
+              significance: float) -> tuple[str, bool]:
+    """(the variant that answers ``family``, whether it is the incumbent kept): the
+    most accurate of the variants that beat the incumbent on the family's tasks in a
+    one-sided sign test (the first of equals, so the champion before a route), else
+    the incumbent. With a dozen candidates the most accurate is partly luck; a family
+    changes its strategy only where the evidence beats that."""
+    from evo.engine.routing import sign_test_p
+
+    challengers = []
+    for name in names:
+        wins, losses = _wins_losses(outcomes[name][family], outcomes[incumbent][family])
+        if wins > losses and sign_test_p(wins, losses) <= significance:
+            challengers.append(name)
+    if not challengers:
+        return incumbent, True
+    return max(challengers, key=lambda n: _mean(outcomes[n][family])), False  # max keeps the first of equals
+
+
+def _wins_losses(outcomes: str, other: str) -> tuple[int, int]:
+    pairs = list(zip(outcomes, other))
+    return pairs.count(("1", "0")), pairs.count(("0", "1"))
 
 
 def _preference_order(strategies: dict[str, Any]) -> list[str]:

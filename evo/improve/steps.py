@@ -101,8 +101,9 @@ def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
     hands back a strategy that scored worse on validation than one it had. Not the
     canonical prompt + adapter: as a candidate it won validation (42 %) and lost
     test (29.5 % against the first round's best's 40.8 %; docs/benchmarks.md). Then
-    the champion's per-family routes (:mod:`evo.improve.routes`), where a family's
-    validation tasks show one of every variant scored to beat it."""
+    the champion's per-family routes (:mod:`evo.improve.routes`): a family keeps the
+    strategy that answered it before unless a variant beats that on the family's
+    validation tasks in a sign test."""
     from evo.improve.rounds import with_adapter
     from genomes.strategy import Strategy
 
@@ -123,17 +124,19 @@ def decide(loop, number: int) -> tuple[dict[str, Any], str | None]:
     champion = {"from": base + (f" + {adapter_of}" if adapter_of else ""), "base": base, "adapter_of": adapter_of,
                 "strategy": candidates[name], "validation": scores[name]}
     if scores.get("outcomes") and loop.settings.routes:
-        champion |= _routes_of(loop, scores, name, candidates, adapter, origins)
+        champion |= _routes_of(loop, scores, name, candidates, adapter, origins,
+                               _incumbents(previous, best, scores["outcomes"][name]))
     loop.state.save_champion(champion)
     loop.say(f"round {number}: champion: {champion['from']} ({champion['validation']:.1%} on validation)")
     for family, route in sorted((champion.get("routes") or {}).items()):
-        loop.say(f"round {number}: route for {family}: {route['from']} ({route['validation']:.1%} against the "
-                 f"champion's {route['champion_validation']:.1%} on its validation tasks, p = {route['p']:.3f})")
+        how = "kept: no variant beat it" if route.get("kept") else "beat what the family had"
+        loop.say(f"round {number}: route for {family}: {route['from']} ({how}; {route['validation']:.1%} against "
+                 f"the champion's {route['champion_validation']:.1%} on its validation tasks)")
     return {"helps": helps, "inject": adapter if helps else None, "why": why, "champion": champion}, "done"
 
 
 def _routes_of(loop, scores: dict[str, Any], name: str, candidates: dict[str, Any], adapter: str,
-               origins: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+               origins: dict[str, tuple[str, str | None]], incumbents: dict[str, Any]) -> dict[str, Any]:
     """The champion record's ``routes`` and ``validation_routed``: every variant the
     evaluate step scored is a candidate for a family's route."""
     from evo.distill.pairs import canonical_strategy
@@ -144,8 +147,18 @@ def _routes_of(loop, scores: dict[str, Any], name: str, candidates: dict[str, An
     strategies = candidates | {"canonical": canonical.encode(),
                                "canonical+adapter": with_adapter(canonical, adapter).encode()}
     strategies |= {n: v["strategy"] for n, v in (scores.get("family_variants") or {}).items()}
-    routes = choose_routes(scores, name, strategies, origins, loop.config.routing.significance)
+    routes = choose_routes(scores, name, strategies, origins, loop.config.routing.significance, incumbents)
     return {"routes": routes, "validation_routed": routed_accuracy(scores, name, routes)}
+
+
+def _incumbents(previous: dict[str, Any] | None, best, families) -> dict[str, Any]:
+    """Family → the strategy that answered it before this round: the previous
+    champion's route for it, else the previous champion; in round 1 the round's best
+    (what the evolution hands over before any adapter)."""
+    if previous is None:
+        return {family: best.encode() for family in families}
+    routes = previous.get("routes") or {}
+    return {family: routes[family]["strategy"] if family in routes else previous["strategy"] for family in families}
 
 
 def _origins(number: int, previous: dict[str, Any] | None,

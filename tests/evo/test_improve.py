@@ -344,3 +344,27 @@ def test_a_route_needs_a_sign_test_win_over_the_champion():
     # the champion's own strategy under another name is no route
     same = dict(strategies, **{"best+adapter": best.encode()})
     assert choose_routes(scores, "best", same, origins, significance=0.1) == {}
+
+
+def test_a_family_keeps_its_strategy_unless_a_variant_beats_it_in_a_sign_test():
+    """The incumbent rule: a family answered by the previous strategy keeps it when
+    the new champion leads there by too little to tell (a route to the incumbent,
+    ``kept``), and changes when a variant beats the incumbent in a sign test."""
+    from evo.improve.rounds import with_adapter
+    from evo.improve.routes import choose_routes
+
+    old, new = Strategy.decode({"name": "old"}, where="test"), Strategy.decode({"name": "new"}, where="test")
+    strategies = {"champion": old.encode(), "best+adapter": with_adapter(new, "adapters/r2").encode()}
+    origins = {"champion": ("round 1's best", None), "best+adapter": ("round 2's best", "round 2's adapter")}
+    scores = {"outcomes": {"champion": {"a": "0000011111", "b": "0000000000"},
+                           "best+adapter": {"a": "1100011111", "b": "1111100000"}}}  # a: +2 (p 1/4), b: +5 (p 1/32)
+    incumbents = {"a": old.encode(), "b": old.encode()}
+    routes = choose_routes(scores, "best+adapter", strategies, origins, 0.1, incumbents)
+    assert set(routes) == {"a"}  # b changes to the new champion: no route
+    assert routes["a"]["variant"] == "champion" and routes["a"]["kept"]
+    assert (routes["a"]["validation"], routes["a"]["champion_validation"]) == (0.5, 0.7)
+    # without incumbents the champion is every family's incumbent: no route
+    assert choose_routes(scores, "best+adapter", strategies, origins, 0.1) == {}
+    # an incumbent this round did not score falls back to the champion
+    other = with_adapter(old, "adapters/elsewhere").encode()
+    assert choose_routes(scores, "best+adapter", strategies, origins, 0.1, {"a": other, "b": other}) == {}
