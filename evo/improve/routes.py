@@ -1,5 +1,6 @@
-"""Per-family routes of the `evo improve` champion: a strategy per family where one
-answers that family better than the champion, confirmed on validation.
+"""Per-family routes of the `evo improve` champion: each family keeps the strategy that
+answered it until a variant beats that on the family's validation tasks; a family
+whose strategy is not the champion has a route.
 
 Why: the loop's adapters trade points between families. In the benchmark an adapter
 trained on more pairs lifted basic_arithmetic by 14 points over the first round's
