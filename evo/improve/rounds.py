@@ -71,8 +71,8 @@ class ImproveSettings:
     # evolution's batches hold. Off by default: at 64 (34 -> 110, 60 -> 225, 83 -> 316
     # pairs) the benchmark's champion moved +1.9 -> -0.8 points over the first round's
     # best and canonical + adapter 38.6 -> 22.9 % on test (docs/benchmarks.md)
-    # With the champion's routes: +5.4 to +7.8 points over the first round's best in
-    # four samples of the benchmark at 64 and 128 (docs/benchmarks.md, fourteenth)
+    # With the champion's routes: +5.4 to +10.3 points over the first round's best in
+    # five samples of the benchmark at 64 and 128 (docs/benchmarks.md, fourteenth)
     harvest_per_family: int = 0
     harvest_strategies: int = 4
     # per-family routes of the champion (evo.improve.routes): a family keeps the
